@@ -1,0 +1,254 @@
+"""The one Feynman–Kac SMC engine.
+
+A :class:`FeynmanKac` model supplies, for populations of N particles (any pytree with a leading
+particle axis):
+
+* ``init(key) -> (particles, log_weights, params)``: ``M0`` draws and the first log-potential ``G0``;
+* ``move(key, particles, log_weights, params) -> (particles, move_info)``: the Markov move ``M_t``;
+* ``update(particles, log_weights, params, move_info) -> params``: the next stage's parameter
+  (e.g. the next temperature, picked adaptively from the particles, or simply ``t + 1``);
+* ``log_potential(particles, prev_particles, params, new_params) -> log G_t`` of shape ``[N]``;
+* ``progress(params)`` in [0, 1] (used by entropic temperature rules) and, for adaptive runs,
+  ``done(params)``.
+
+One engine step is ``resample (policy) -> move -> update -> reweight``::
+
+    l_t = r_t + log G_t(x_t)        r_t: log-weight carried after resampling (0, or entropic residual)
+    log Z_hat = sum_{resampling events} inc_k + logsumexp(l_T) - log N
+
+NaN log-potentials count as ``-inf``. If every particle is ``-inf`` the step is flagged
+(``info.dead``); the drivers stop (adaptive) or carry on inertly (fixed) and record the first dead
+stage so that front ends raise :class:`SMCError` naming it.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from smcppl.core.policy import Resampling, count_unique, resample, validate_resampling
+from smcppl.core.weights import all_dead, ess_ratio, log_mean_exp, normalized_entropy, sanitize
+
+__all__ = [
+    "FeynmanKac",
+    "SMCState",
+    "StepInfo",
+    "SMCOutput",
+    "SMCError",
+    "init",
+    "build_step",
+    "run_fixed",
+    "run_adaptive",
+    "raise_if_failed",
+    "validate_num_particles",
+]
+
+
+class SMCError(RuntimeError):
+    """Raised when a run cannot go on (e.g. every particle has zero weight)."""
+
+
+class FeynmanKac(NamedTuple):
+    init: Callable
+    move: Callable
+    update: Callable
+    log_potential: Callable
+    progress: Callable = lambda params: jnp.zeros(())
+    done: Callable = lambda params: jnp.array(False)
+
+
+class SMCState(NamedTuple):
+    particles: Any
+    log_weights: jax.Array  # unnormalised since the last resampling event
+    log_evidence: jax.Array  # sum of resampling-event increments so far
+    params: Any
+    stage: jax.Array
+
+
+class StepInfo(NamedTuple):
+    ess: jax.Array  # ESS/N of the weights after this stage's reweighting
+    entropy: jax.Array  # normalised entropy H_n of those weights
+    tau: jax.Array  # entropic temperature of this stage's resampling (1 = plain)
+    resampled: jax.Array  # did this stage start with a resampling event
+    log_evidence: jax.Array  # running log Z estimate after this stage
+    n_unique_ancestors: jax.Array
+    dead: jax.Array  # every particle at -inf after this stage
+    params: Any  # the stage parameter (e.g. beta) after this stage
+    move_info: Any  # algorithm-specific (acceptance rate, step size, ...)
+    ancestors: Any  # [N] indices or None
+    summary: Any  # summary_fn(particles, log_weights) after this stage, or None
+
+
+class SMCOutput(NamedTuple):
+    state: SMCState
+    trace: StepInfo  # leading stage axis (stage 0 = initialisation); NaN/-1-padded for adaptive runs
+    n_stages: jax.Array  # number of valid trace rows
+    log_evidence: jax.Array  # final log Z estimate
+    dead_stage: jax.Array  # first stage where every particle died, -1 if none
+
+
+def validate_num_particles(num_particles):
+    if not isinstance(num_particles, (int,)) or isinstance(num_particles, bool):
+        try:
+            ok = int(num_particles) == num_particles
+        except Exception:
+            ok = False
+        if not ok:
+            raise TypeError(f"num_particles must be a positive integer, got {num_particles!r}.")
+        num_particles = int(num_particles)
+    if num_particles <= 0:
+        raise ValueError(f"num_particles must be a positive integer, got {num_particles}.")
+    return num_particles
+
+
+def _running_log_evidence(log_evidence, log_weights):
+    return log_evidence + log_mean_exp(log_weights)
+
+
+def _info(log_weights, log_evidence, tau, resampled, n_unique, params, move_info, ancestors, summary=None):
+    lw = sanitize(log_weights)
+    return StepInfo(
+        ess=ess_ratio(lw),
+        entropy=normalized_entropy(lw),
+        tau=jnp.asarray(tau, lw.dtype),
+        resampled=jnp.asarray(resampled),
+        log_evidence=_running_log_evidence(log_evidence, lw),
+        n_unique_ancestors=jnp.asarray(n_unique, jnp.int32),
+        dead=all_dead(lw),
+        params=params,
+        move_info=move_info,
+        ancestors=ancestors,
+        summary=summary,
+    )
+
+
+def init(rng_key, fk: FeynmanKac, empty_move_info=None, record_ancestors=False, summary_fn=None):
+    """Run ``M0``/``G0`` and return ``(SMCState, StepInfo)`` for stage 0."""
+    particles, log_weights, params = fk.init(rng_key)
+    lw = sanitize(jnp.asarray(log_weights))
+    n = lw.shape[0]
+    state = SMCState(particles, lw, jnp.zeros((), lw.dtype), params, jnp.zeros((), jnp.int32))
+    anc = jnp.arange(n) if record_ancestors else None
+    summ = None if summary_fn is None else summary_fn(particles, lw)
+    info = _info(lw, state.log_evidence, 1.0, False, n, params, empty_move_info, anc, summ)
+    return state, info
+
+
+def build_step(fk: FeynmanKac, resampling: Resampling = Resampling(), record_ancestors=False, summary_fn=None):
+    """Return ``step(rng_key, state) -> (state, info)``: resample, move, update, reweight.
+
+    ``summary_fn(particles, log_weights)``, if given, is recorded in ``info.summary`` (e.g. filtering
+    means) so that per-stage statistics need no particle history.
+    """
+    resampling = validate_resampling(resampling)
+
+    def step(rng_key, state: SMCState):
+        k_res, k_move = jax.random.split(rng_key)
+        n = state.log_weights.shape[0]
+        res = resample(k_res, state.log_weights, fk.progress(state.params), resampling)
+        particles = jax.tree_util.tree_map(lambda x: jnp.take(x, res.indices, axis=0), state.particles)
+        moved, move_info = fk.move(k_move, particles, res.log_weights, state.params)
+        new_params = fk.update(moved, res.log_weights, state.params, move_info)
+        log_g = sanitize(fk.log_potential(moved, particles, state.params, new_params))
+        lw = res.log_weights + log_g
+        log_evidence = state.log_evidence + res.log_evidence_increment
+        new_state = SMCState(moved, lw, log_evidence, new_params, state.stage + 1)
+        n_unique = count_unique(res.indices, n)
+        summ = None if summary_fn is None else summary_fn(moved, lw)
+        info = _info(lw, log_evidence, res.tau, res.resampled, n_unique, new_params, move_info,
+                     res.indices if record_ancestors else None, summ)
+        return new_state, info
+
+    return step
+
+
+def _move_info_template(fk, rng_key, state):
+    """Shape of move_info without running anything (for stage-0 padding)."""
+    shapes = jax.eval_shape(lambda k, s: fk.move(k, s.particles, s.log_weights, s.params)[1], rng_key, state)
+    return jax.tree_util.tree_map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype)
+                                  if jnp.issubdtype(s.dtype, jnp.floating) else jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def _stack(first, rest):
+    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b], axis=0), first, rest)
+
+
+def run_fixed(rng_key, fk: FeynmanKac, num_steps: int, resampling: Resampling = Resampling(),
+              record_ancestors=False, summary_fn=None) -> SMCOutput:
+    """Run ``num_steps`` engine steps after initialisation with ``lax.scan``.
+
+    The trace has ``num_steps + 1`` rows (row 0 = initialisation).
+    """
+    k_init, k_run = jax.random.split(rng_key)
+    state, info0 = init(k_init, fk, None, record_ancestors, summary_fn)
+    info0 = info0._replace(move_info=_move_info_template(fk, k_run, state))
+    step = build_step(fk, resampling, record_ancestors, summary_fn)
+    state, infos = jax.lax.scan(lambda s, k: step(k, s), state, jax.random.split(k_run, num_steps))
+    trace = _stack(info0, infos)
+    dead_any = jnp.any(trace.dead)
+    dead_stage = jnp.where(dead_any, jnp.argmax(trace.dead), -1)
+    return SMCOutput(state, trace, jnp.asarray(num_steps + 1), _running_log_evidence(state.log_evidence, state.log_weights),
+                     dead_stage)
+
+
+def _pad_like(x, capacity):
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        fill = jnp.nan
+    elif x.dtype == jnp.bool_:
+        fill = False
+    else:
+        fill = -1
+    return jnp.full((capacity,) + x.shape, fill, x.dtype)
+
+
+def run_adaptive(rng_key, fk: FeynmanKac, max_stages: int, resampling: Resampling = Resampling(),
+                 record_ancestors=False, progress_callback: Optional[Callable] = None, summary_fn=None) -> SMCOutput:
+    """Run until ``fk.done(params)`` (or ``max_stages`` steps) with ``lax.while_loop``.
+
+    The trace has a fixed capacity of ``max_stages + 1`` rows, padded with NaN (floats), -1 (ints)
+    and False (bools) after ``n_stages`` rows. Stops early if every particle dies.
+    """
+    k_init, k_run = jax.random.split(rng_key)
+    state, info0 = init(k_init, fk, None, record_ancestors, summary_fn)
+    info0 = info0._replace(move_info=_move_info_template(fk, k_run, state))
+    step = build_step(fk, resampling, record_ancestors, summary_fn)
+    capacity = max_stages + 1
+    trace = jax.tree_util.tree_map(lambda x: _pad_like(x, capacity), info0)
+    trace = jax.tree_util.tree_map(lambda t, x: t.at[0].set(x), trace, info0)
+
+    def cond(carry):
+        state, _, _, dead = carry
+        return (~fk.done(state.params)) & (state.stage < max_stages) & (~dead)
+
+    def body(carry):
+        state, trace, key, _ = carry
+        key, sub = jax.random.split(key)
+        state, info = step(sub, state)
+        trace = jax.tree_util.tree_map(lambda t, x: t.at[state.stage].set(x), trace, info)
+        if progress_callback is not None:
+            jax.debug.callback(progress_callback, state.stage, info.params)
+        return state, trace, key, info.dead
+
+    state, trace, _, dead = jax.lax.while_loop(cond, body, (state, trace, k_run, info0.dead))
+    n_stages = state.stage + 1
+    dead_stage = jnp.where(dead, state.stage, -1)
+    return SMCOutput(state, trace, n_stages, _running_log_evidence(state.log_evidence, state.log_weights), dead_stage)
+
+
+def raise_if_failed(output: SMCOutput, what="SMC run"):
+    """Raise :class:`SMCError` if any chain had every particle at ``-inf`` (works on vmapped output)."""
+    import numpy as np
+
+    dead = np.atleast_1d(np.asarray(output.dead_stage))
+    if np.any(dead >= 0):
+        chains = np.nonzero(dead >= 0)[0]
+        stage = int(dead[chains[0]])
+        raise SMCError(
+            f"{what}: every particle has log-weight -inf (or NaN) at stage {stage}"
+            f" in chain(s) {chains.tolist()}. The log-potential is -inf/NaN for all particles: check that the "
+            "model's log density is finite where the particles are (data, support of the parameters), "
+            "or use more particles."
+        )
+    return output

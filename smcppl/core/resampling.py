@@ -1,0 +1,101 @@
+"""Unbiased resampling schemes with BlackJAX's signature ``fn(rng_key, weights, num_samples) -> indices``.
+
+Each scheme satisfies ``E[#copies of i] = M w_i`` for ``M = num_samples`` draws from normalised
+weights ``w`` (tested in ``tests/test_resampling.py``). They can be passed to BlackJAX samplers as
+``resampling_fn``. Systematic and stratified outputs are sorted by index: shuffle (see
+:func:`permute`) before exporting draws.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "multinomial",
+    "stratified",
+    "systematic",
+    "residual",
+    "RESAMPLERS",
+    "get_resampler",
+    "permute",
+]
+
+
+def _sorted_uniforms_inverse_cdf(weights, u):
+    """Indices ``i`` with ``cumsum(w)_{i-1} <= u < cumsum(w)_i`` for sorted ``u`` in [0, 1)."""
+    cdf = jnp.cumsum(weights)
+    cdf = cdf / cdf[-1]
+    idx = jnp.searchsorted(cdf, u, side="right")
+    return jnp.clip(idx, 0, weights.shape[0] - 1)
+
+
+def multinomial(rng_key, weights, num_samples):
+    """Multinomial resampling: ``num_samples`` i.i.d. draws from ``Categorical(w)``."""
+    u = jax.random.uniform(rng_key, (num_samples,))
+    cdf = jnp.cumsum(weights)
+    cdf = cdf / cdf[-1]
+    idx = jnp.searchsorted(cdf, u, side="right")
+    return jnp.clip(idx, 0, weights.shape[0] - 1)
+
+
+def stratified(rng_key, weights, num_samples):
+    """Stratified resampling: one uniform in each stratum ``[(m + U_m) / M]``."""
+    u = (jnp.arange(num_samples) + jax.random.uniform(rng_key, (num_samples,))) / num_samples
+    return _sorted_uniforms_inverse_cdf(weights, u)
+
+
+def systematic(rng_key, weights, num_samples):
+    """Systematic resampling: a single uniform shared by all strata, ``(m + U) / M``."""
+    u = (jnp.arange(num_samples) + jax.random.uniform(rng_key, ())) / num_samples
+    return _sorted_uniforms_inverse_cdf(weights, u)
+
+
+def residual(rng_key, weights, num_samples):
+    """Residual resampling: ``floor(M w_i)`` deterministic copies, the rest multinomial on the residuals.
+
+    Fixed shapes: the deterministic part is written with a cumulative-count scatter, and the
+    residual draws fill the remaining slots (their number is random but bounded by ``M``).
+    """
+    w = weights / jnp.sum(weights)
+    n = w.shape[0]
+    expected = num_samples * w
+    counts = jnp.floor(expected).astype(jnp.int32)
+    n_det = jnp.sum(counts)
+    # position m in [0, M) belongs to particle i if cum_{i-1} <= m < cum_i  (deterministic part)
+    cum = jnp.cumsum(counts)
+    slots = jnp.arange(num_samples)
+    det_idx = jnp.clip(jnp.searchsorted(cum, slots, side="right"), 0, n - 1)
+    res = expected - counts
+    total_res = jnp.sum(res)
+    safe_res = jnp.where(total_res > 0, res, jnp.ones_like(res))
+    res_idx = multinomial(rng_key, safe_res, num_samples)
+    return jnp.where(slots < n_det, det_idx, res_idx)
+
+
+RESAMPLERS = {
+    "multinomial": multinomial,
+    "stratified": stratified,
+    "systematic": systematic,
+    "residual": residual,
+}
+
+
+def get_resampler(scheme):
+    """Return a resampling function from its name (or pass a callable through)."""
+    if callable(scheme):
+        return scheme
+    try:
+        return RESAMPLERS[scheme]
+    except KeyError:
+        raise ValueError(
+            f"Unknown resampling scheme {scheme!r}; choose one of {sorted(RESAMPLERS)} "
+            "or pass a function fn(rng_key, weights, num_samples) -> indices."
+        ) from None
+
+
+def permute(rng_key, tree):
+    """Randomly permute the leading (particle) axis of every leaf of ``tree``."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    n = leaves[0].shape[0]
+    perm = jax.random.permutation(rng_key, n)
+    return jax.tree_util.tree_map(lambda x: jnp.take(x, perm, axis=0), tree)

@@ -1,0 +1,104 @@
+"""Log-weight arithmetic shared by every sampler: normalisation, ESS, conditional ESS, entropy.
+
+All functions take *unnormalised* log-weights ``l`` of shape ``[N]``. NaN entries are treated as
+``-inf`` (a NaN log-potential kills the particle, it never poisons the others). When every entry is
+``-inf`` the normalised weights fall back to uniform so that no NaN is produced; callers detect that
+case with :func:`all_dead` and report it.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "sanitize",
+    "log_normalize",
+    "normalize",
+    "ess",
+    "ess_ratio",
+    "conditional_ess_ratio",
+    "entropy",
+    "normalized_entropy",
+    "log_mean_exp",
+    "all_dead",
+]
+
+
+def sanitize(log_weights):
+    """Map NaN to ``-inf`` (and ``+inf`` to the largest finite float)."""
+    lw = jnp.asarray(log_weights)
+    lw = jnp.where(jnp.isnan(lw), -jnp.inf, lw)
+    return jnp.where(lw == jnp.inf, jnp.finfo(lw.dtype).max, lw)
+
+
+def all_dead(log_weights):
+    """True when no particle has a finite log-weight."""
+    return ~jnp.any(jnp.isfinite(sanitize(log_weights)))
+
+
+def log_normalize(log_weights):
+    """Return ``(log W, logsumexp(l))`` with ``log W_i = l_i - logsumexp(l)``.
+
+    If every ``l_i = -inf``, returns uniform ``log W_i = -log N`` and ``logsumexp = -inf``.
+    """
+    lw = sanitize(log_weights)
+    n = lw.shape[-1]
+    m = jnp.max(lw, axis=-1, keepdims=True)
+    safe_m = jnp.where(jnp.isfinite(m), m, 0.0)
+    s = jnp.sum(jnp.exp(lw - safe_m), axis=-1, keepdims=True)
+    log_total = jnp.log(s) + safe_m
+    dead = ~jnp.isfinite(m)
+    log_w = jnp.where(dead, -jnp.log(n), lw - jnp.where(dead, 0.0, log_total))
+    return log_w, jnp.where(dead, -jnp.inf, log_total)[..., 0]
+
+
+def normalize(log_weights):
+    """Normalised weights ``W_i = exp(l_i) / sum_j exp(l_j)`` (uniform if all ``-inf``)."""
+    return jnp.exp(log_normalize(log_weights)[0])
+
+
+def ess(log_weights):
+    """Effective sample size ``1 / sum_i W_i^2``, in ``[1, N]``."""
+    w = normalize(log_weights)
+    return 1.0 / jnp.sum(w**2, axis=-1)
+
+
+def ess_ratio(log_weights):
+    """``ESS / N`` in ``(0, 1]``."""
+    return ess(log_weights) / log_weights.shape[-1]
+
+
+def conditional_ess_ratio(log_weights, log_increments):
+    """Conditional ESS ratio (Zhou, Johansen & Aston 2016) of incremental weights.
+
+    ``CESS / N = (sum_i W_i g_i)^2 / sum_i W_i g_i^2`` where ``W`` are the current normalised
+    weights and ``g_i = exp(log_increments_i)``. Equals the plain ESS ratio when ``W`` is uniform.
+    Returns 0 when every increment is zero (``-inf`` in log space).
+    """
+    log_w = log_normalize(log_weights)[0]
+    li = sanitize(log_increments)
+    a = jax.scipy.special.logsumexp(log_w + li)
+    b = jax.scipy.special.logsumexp(log_w + 2.0 * li)
+    r = jnp.exp(2.0 * a - b)
+    return jnp.where(jnp.isfinite(a), jnp.clip(r, 0.0, 1.0), 0.0)
+
+
+def entropy(log_weights):
+    """Shannon entropy ``-sum_i W_i log W_i`` (0 log 0 = 0)."""
+    log_w = log_normalize(log_weights)[0]
+    w = jnp.exp(log_w)
+    return -jnp.sum(jnp.where(w > 0, w * log_w, 0.0), axis=-1)
+
+
+def normalized_entropy(log_weights):
+    """Normalised entropy ``H_n = H / log N`` in ``[0, 1]`` (1 for uniform weights)."""
+    n = log_weights.shape[-1]
+    if n == 1:
+        return jnp.ones(log_weights.shape[:-1])
+    return entropy(log_weights) / jnp.log(n)
+
+
+def log_mean_exp(log_weights):
+    """``log( (1/N) sum_i exp(l_i) )``; ``-inf`` if every entry is ``-inf``."""
+    n = log_weights.shape[-1]
+    return log_normalize(log_weights)[1] - jnp.log(n)
