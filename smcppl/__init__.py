@@ -4,3 +4,6 @@ from smcppl.core import Entropic, Resampling, SMCError, FeynmanKac  # noqa: F401
 from smcppl.inference.bootstrap import bootstrap_filter  # noqa: F401
 
 __version__ = "0.1.0"
+from smcppl.inference.runner import SMC, Plan  # noqa: F401,E402
+from smcppl.inference.tempered import TemperedSMC, tempered_smc  # noqa: F401,E402
+from smcppl.inference.numpyro_model import ModelError  # noqa: F401,E402

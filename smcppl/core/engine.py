@@ -56,6 +56,7 @@ class FeynmanKac(NamedTuple):
     log_potential: Callable
     progress: Callable = lambda params: jnp.zeros(())
     done: Callable = lambda params: jnp.array(False)
+    record: Callable = lambda params: params  # what of params goes into the per-stage trace
 
 
 class SMCState(NamedTuple):
@@ -131,7 +132,7 @@ def init(rng_key, fk: FeynmanKac, empty_move_info=None, record_ancestors=False, 
     state = SMCState(particles, lw, jnp.zeros((), lw.dtype), params, jnp.zeros((), jnp.int32))
     anc = jnp.arange(n) if record_ancestors else None
     summ = None if summary_fn is None else summary_fn(particles, lw)
-    info = _info(lw, state.log_evidence, 1.0, False, n, params, empty_move_info, anc, summ)
+    info = _info(lw, state.log_evidence, 1.0, False, n, fk.record(params), empty_move_info, anc, summ)
     return state, info
 
 
@@ -156,7 +157,7 @@ def build_step(fk: FeynmanKac, resampling: Resampling = Resampling(), record_anc
         new_state = SMCState(moved, lw, log_evidence, new_params, state.stage + 1)
         n_unique = count_unique(res.indices, n)
         summ = None if summary_fn is None else summary_fn(moved, lw)
-        info = _info(lw, log_evidence, res.tau, res.resampled, n_unique, new_params, move_info,
+        info = _info(lw, log_evidence, res.tau, res.resampled, n_unique, fk.record(new_params), move_info,
                      res.indices if record_ancestors else None, summ)
         return new_state, info
 
@@ -228,7 +229,7 @@ def run_adaptive(rng_key, fk: FeynmanKac, max_stages: int, resampling: Resamplin
         state, info = step(sub, state)
         trace = jax.tree_util.tree_map(lambda t, x: t.at[state.stage].set(x), trace, info)
         if progress_callback is not None:
-            jax.debug.callback(progress_callback, state.stage, info.params)
+            jax.debug.callback(progress_callback, state.stage, info.params)  # recorded params
         return state, trace, key, info.dead
 
     state, trace, _, dead = jax.lax.while_loop(cond, body, (state, trace, k_run, info0.dead))

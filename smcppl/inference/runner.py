@@ -52,14 +52,16 @@ class Plan(NamedTuple):
 
 def final_draws(rng_key, particles, log_weights, postprocess, resample_final=True):
     """Equally weighted draws: systematic resampling of the final weights, then a random permutation
-    (sorted systematic output would make ArviZ's autocorrelation ESS collapse)."""
+    (sorted systematic output would make ArviZ's autocorrelation ESS collapse).
+
+    Returns ``(postprocess(particles), particles)`` after resampling and permutation."""
     k1, k2 = jax.random.split(rng_key)
     n = log_weights.shape[0]
     if resample_final:
         idx = systematic(k1, normalize(log_weights), n)
         particles = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), particles)
     particles = permute(k2, particles)
-    return postprocess(particles)
+    return postprocess(particles), particles
 
 
 class SMC:
@@ -103,8 +105,8 @@ class SMC:
             else:
                 out = run_adaptive(k_run, plan.fk, plan.max_stages, resampling, self.record_ancestors,
                                    progress, plan.summary_fn)
-            draws = final_draws(k_draw, out.state.particles, out.state.log_weights, plan.postprocess)
-            return out, draws
+            draws, raw = final_draws(k_draw, out.state.particles, out.state.log_weights, plan.postprocess)
+            return out, draws, raw
 
         return run_one
 
@@ -131,11 +133,11 @@ class SMC:
         t0 = time.perf_counter()
         compiled = fn.lower(keys).compile()
         t1 = time.perf_counter()
-        out, draws = compiled(keys)
-        jax.block_until_ready((out, draws))
+        out, draws, raw = compiled(keys)
+        jax.block_until_ready((out, draws, raw))
         t2 = time.perf_counter()
         self.timing = {"compile_seconds": t1 - t0, "run_seconds": t2 - t1}
-        self.plan, self.output, self._samples = plan, out, draws
+        self.plan, self.output, self._samples, self.final_particles = plan, out, draws, raw
         self.resampling_used = resampling
         raise_if_failed(out, plan.name)
         return self

@@ -1,0 +1,5 @@
+import sys
+
+from smcppl.cli import main
+
+sys.exit(main())

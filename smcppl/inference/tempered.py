@@ -1,0 +1,302 @@
+"""Tempered SMC: ``pi_beta(u) ∝ prior(u) L(u)^beta`` from ``beta = 0`` (prior) to ``beta = 1`` (posterior).
+
+As a Feynman–Kac model of the engine (one step = resample -> move -> update -> reweight):
+
+* ``M0``: prior draws ``u_i ~ p(u)``; ``G0 = beta_1 * loglik(u)`` with ``beta_1`` chosen adaptively;
+* ``M_t``: ``num_mcmc_steps`` BlackJAX transitions invariant for ``pi_{beta_t}``, preconditioned by the
+  particle covariance, step size tuned toward a target acceptance (:mod:`smcppl.kernels.moves`);
+* ``update``: ``beta_{t+1}`` by bisection on the conditional ESS (or ESS) of
+  ``(beta_{t+1} - beta_t) * loglik`` (:mod:`smcppl.core.schedules`), or the next rung of a fixed ladder;
+* ``log G_t = (beta_{t+1} - beta_t) * loglik(u_t)``.
+
+``log Z_hat`` estimates the log marginal likelihood ``log p(y)``.
+
+Two front ends: :class:`TemperedSMC` (a NumPyro model, run through :class:`~smcppl.SMC`) and
+:func:`tempered_smc` (BlackJAX style, from ``logprior_fn``/``loglikelihood_fn``).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from smcppl.core.engine import FeynmanKac
+from smcppl.core.policy import Resampling, resample, validate_resampling
+from smcppl.core.schedules import next_temperature, validate_schedule
+from smcppl.core.weights import log_mean_exp, normalize, sanitize
+from smcppl.inference.numpyro_model import ModelError, numpyro_density
+from smcppl.inference.runner import Plan
+from smcppl.kernels.moves import (GRADIENT_MOVES, MoveSettings, adapt_step_size, default_step_size,
+                                  move_population, particle_preconditioner, target_acceptance, validate_move)
+
+__all__ = ["TemperedSMC", "tempered_feynman_kac", "tempered_smc", "TemperedState", "TemperedInfo"]
+
+
+def _tempered_logdensity(logprior_fn, loglik_fn, beta):
+    def f(x):
+        ll = loglik_fn(x)
+        return logprior_fn(x) + jnp.where(beta > 0, beta * ll, 0.0)
+    return f
+
+
+def _evaluate(logprior_fn, loglik_fn, positions):
+    lp = jax.vmap(logprior_fn)(positions)
+    ll = jax.vmap(loglik_fn)(positions)
+    return sanitize(lp), sanitize(ll)
+
+
+def _increment(ll, delta):
+    """``delta * loglik`` with ``0 * (-inf) = 0``."""
+    return jnp.where(delta > 0, delta * ll, 0.0)
+
+
+def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_initial: Callable,
+                         dim: int, move: MoveSettings = MoveSettings(), target_ess: float = 0.5,
+                         criterion: str = "cess", schedule=None, tune_from: str = "weighted") -> FeynmanKac:
+    """The tempered Feynman–Kac model on flat positions ``[N, dim]``.
+
+    ``sample_initial(key) -> [N, dim]`` prior draws. ``schedule``: None (adaptive, bisection on the
+    ``criterion`` to ``target_ess``) or an increasing ladder ending at 1.
+
+    ``tune_from``: ``"weighted"`` (default) fits the move's preconditioner to the weighted particles of
+    the previous stage, before resampling, so the MCMC kernel of stage t depends on generation t-1
+    only and ``Z_hat`` keeps its unbiasedness; ``"resampled"`` fits it to the resampled particles that
+    are then moved (what BlackJAX's inner_kernel_tuning does), which biases ``log Z`` upwards.
+    """
+    if tune_from not in ("weighted", "resampled"):
+        raise ValueError(f"tune_from must be 'weighted' or 'resampled', got {tune_from!r}.")
+    move = validate_move(move)
+    h0 = move.step_size if move.step_size is not None else default_step_size(move.kind, dim)
+    acc_target = target_acceptance(move)
+    ladder = None if schedule is None else jnp.asarray(validate_schedule(schedule))
+
+    def choose(ll, lw, beta, index):
+        if ladder is None:
+            return next_temperature(ll, lw, beta, target_ess, criterion), index
+        nxt = jnp.minimum(index + 1, ladder.shape[0] - 1)
+        return ladder[index].astype(beta.dtype), nxt
+
+    def init(key):
+        x = sample_initial(key)
+        lp, ll = _evaluate(logprior_fn, loglik_fn, x)
+        zeros = jnp.zeros(x.shape[0], x.dtype)
+        beta1, idx = choose(ll, zeros, jnp.zeros((), x.dtype), jnp.zeros((), jnp.int32))
+        lw = jnp.where(jnp.isfinite(lp), _increment(ll, beta1), -jnp.inf)
+        particles = {"position": x, "logprior": lp, "loglik": ll, "acceptance": jnp.full(x.shape[0], jnp.nan, x.dtype),
+                     "diverging": jnp.zeros(x.shape[0], bool)}
+        mu, L = particle_preconditioner(x, lw, move.preconditioning)
+        params = {"beta": beta1, "step_size": jnp.asarray(h0, x.dtype), "ladder_index": idx, "mu": mu, "L": L}
+        return particles, lw, params
+
+    def move_fn(key, particles, log_weights, params):
+        logdensity = _tempered_logdensity(logprior_fn, loglik_fn, params["beta"])
+        pre = (params["mu"], params["L"]) if tune_from == "weighted" else None
+        x, acc, div = move_population(key, particles["position"], log_weights, logdensity, params["step_size"], move,
+                                      pre)
+        lp, ll = _evaluate(logprior_fn, loglik_fn, x)
+        new = {"position": x, "logprior": lp, "loglik": ll, "acceptance": acc.astype(x.dtype), "diverging": div}
+        info = {"acceptance_rate": jnp.mean(acc), "divergences": jnp.sum(div).astype(jnp.int32)}
+        return new, info
+
+    def update(particles, log_weights, params, move_info):
+        beta, idx = choose(particles["loglik"], log_weights, params["beta"], params["ladder_index"])
+        h = params["step_size"]
+        if move.adapt_step_size:
+            h = adapt_step_size(h, move_info["acceptance_rate"], acc_target)
+        # preconditioner for the next move, from the particles reweighted to the new temperature
+        lw_new = log_weights + _increment(particles["loglik"], beta - params["beta"])
+        mu, L = particle_preconditioner(particles["position"], lw_new, move.preconditioning)
+        return {"beta": beta, "step_size": h, "ladder_index": idx, "mu": mu, "L": L}
+
+    def log_potential(particles, prev, params, new_params):
+        return _increment(particles["loglik"], new_params["beta"] - params["beta"])
+
+    return FeynmanKac(init, move_fn, update, log_potential, progress=lambda p: p["beta"],
+                      done=lambda p: p["beta"] >= 1.0,
+                      record=lambda p: {"beta": p["beta"], "step_size": p["step_size"]})
+
+
+def _validate_target_ess(target_ess):
+    if not (0.0 < float(target_ess) < 1.0):
+        raise ValueError(f"target_ess must be in (0, 1) (a fraction of the particles), got {target_ess}.")
+    return float(target_ess)
+
+
+class TemperedSMC:
+    """Adaptive tempered SMC for a NumPyro model (use with :class:`~smcppl.SMC`)::
+
+        smc = SMC(TemperedSMC(model, move="hmc"), num_particles=2000, num_chains=4)
+        smc.run(jax.random.key(0), X, y=y)
+
+    move: ``"rwm" | "mala" | "hmc" | "nuts"`` (BlackJAX kernels). num_mcmc_steps: transitions per stage.
+    target_ess: target (conditional) ESS ratio of each tempering increment. criterion: ``"cess"`` or
+    ``"ess"``. schedule: a fixed ladder instead of the adaptive rule. likelihood_sites: names of the
+    sites whose log-density is tempered (default: observed sites, plus ``numpyro.factor`` sites if
+    ``factors_as_likelihood``). preconditioning / step_size / target_acceptance /
+    num_integration_steps / waste_free: see :class:`~smcppl.kernels.moves.MoveSettings`.
+    resampling: default ``Resampling("systematic", when="ess", threshold=0.5)``.
+    """
+
+    def __init__(self, model, *, move: str = "rwm", num_mcmc_steps: int = 10, target_ess: float = 0.5,
+                 criterion: str = "cess", schedule=None, likelihood_sites: Optional[Sequence[str]] = None,
+                 factors_as_likelihood: bool = True, preconditioning: str = "full",
+                 step_size: Optional[float] = None, target_acceptance: Optional[float] = None,
+                 num_integration_steps: int = 10, waste_free: bool = False, max_stages: int = 500,
+                 resampling: Optional[Resampling] = None):
+        if not callable(model):
+            raise TypeError(f"model must be a NumPyro model (a callable), got {type(model).__name__}.")
+        self.model = model
+        self.move = validate_move(MoveSettings(move, num_mcmc_steps, preconditioning, target_acceptance, step_size,
+                                               num_integration_steps, waste_free))
+        self.target_ess = _validate_target_ess(target_ess)
+        if criterion not in ("ess", "cess"):
+            raise ValueError(f"criterion must be 'ess' or 'cess', got {criterion!r}.")
+        self.criterion = criterion
+        self.schedule = None if schedule is None else validate_schedule(schedule)
+        self.likelihood_sites = likelihood_sites
+        self.factors_as_likelihood = factors_as_likelihood
+        if int(max_stages) < 1:
+            raise ValueError(f"max_stages must be >= 1, got {max_stages}.")
+        self.max_stages = int(max_stages)
+        self.resampling = validate_resampling(resampling) if resampling is not None else Resampling("systematic", "ess", 0.5)
+        if waste_free and (self.resampling.when != "always" or
+                           (self.resampling.entropic is not None and self.resampling.entropic.correct)):
+            self.resampling = self.resampling._replace(when="always", entropic=None)
+
+    def density(self, *args, **kwargs):
+        return numpyro_density(self.model, args, kwargs, self.likelihood_sites, self.factors_as_likelihood)
+
+    def build(self, num_particles, *args, **kwargs) -> Plan:
+        dens = self.density(*args, **kwargs)
+        if self.move.waste_free and num_particles % self.move.num_steps:
+            raise ValueError(f"waste_free=True needs num_particles ({num_particles}) to be a multiple of "
+                             f"num_mcmc_steps ({self.move.num_steps}).")
+        fk = tempered_feynman_kac(dens.logprior, dens.loglik, lambda key: dens.sample_prior(key, num_particles),
+                                  dens.dim, self.move, self.target_ess, self.criterion, self.schedule)
+        max_stages = self.max_stages if self.schedule is None else len(self.schedule)
+        pointwise = jax.vmap(lambda p: dens.pointwise_loglik(p))
+
+        def sample_stats(particles):
+            return {"lp": particles["logprior"] + particles["loglik"],
+                    "acceptance_rate": particles["acceptance"],
+                    "diverging": particles["diverging"]}
+
+        metadata = {
+            "observed_data": dens.observed_data,
+            "pointwise_log_likelihood": lambda particles: pointwise(particles["position"]),
+            "sample_stats": sample_stats,
+            "dims": dens.dims,
+            "coords": dens.coords,
+            "latent_sites": dens.latent_sites,
+            "likelihood_sites": dens.likelihood_sites,
+        }
+        attrs = {"sampler": "TemperedSMC", "move": self.move.kind, "num_mcmc_steps": self.move.num_steps,
+                 "target_ess": self.target_ess, "criterion": self.criterion,
+                 "preconditioning": self.move.preconditioning, "waste_free": int(self.move.waste_free),
+                 "schedule": "adaptive" if self.schedule is None else "fixed", "dim": dens.dim,
+                 "model": getattr(self.model, "__name__", "model")}
+
+        def progress(stage, params):
+            print(f"\rTemperedSMC stage {int(stage):4d}  beta = {float(params['beta']):.4f}", end="", flush=True)
+
+        return Plan(fk=fk, num_steps=None, max_stages=max_stages,
+                    postprocess=lambda particles: jax.vmap(dens.postprocess)(particles["position"]),
+                    resampling=self.resampling, metadata=metadata, attrs=attrs, name="TemperedSMC",
+                    progress_fn=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# BlackJAX-style API
+class TemperedState(NamedTuple):
+    particles: object  # pytree with leading particle axis
+    log_weights: jax.Array  # carried log-weights (0 after plain resampling)
+    tempering_param: jax.Array
+    log_evidence: jax.Array  # running log Z estimate
+    mcmc_parameters: dict = {}
+
+
+class TemperedInfo(NamedTuple):
+    ancestors: jax.Array
+    log_likelihood_increment: jax.Array
+    update_info: object
+    ess: jax.Array
+    tau: jax.Array
+    resampled: jax.Array
+
+
+class SamplingAlgorithm(NamedTuple):
+    init: Callable
+    step: Callable
+
+
+def _shared_or_per_particle(params, n):
+    """BlackJAX convention: leaves with leading dimension 1 are shared, N are per particle."""
+    shared, per = {}, {}
+    for k, v in params.items():
+        v = jnp.asarray(v)
+        if v.ndim >= 1 and v.shape[0] == n and n != 1:
+            per[k] = v
+        else:
+            shared[k] = v[0] if (v.ndim >= 1 and v.shape[0] == 1) else v
+    return shared, per
+
+
+def tempered_smc(logprior_fn: Callable, loglikelihood_fn: Callable, mcmc_step_fn: Callable, mcmc_init_fn: Callable,
+                 mcmc_parameters: dict, resampling_fn: Union[Callable, str] = "systematic", num_mcmc_steps: int = 10,
+                 target_ess: float = 0.5, criterion: str = "cess", resampling: Optional[Resampling] = None,
+                 **unused) -> SamplingAlgorithm:
+    """Adaptive tempered SMC in BlackJAX's style, returning ``SamplingAlgorithm(init, step)``.
+
+    ``step(key, state)``: choose ``beta'`` by bisection on the (conditional) ESS of
+    ``(beta' - beta) loglik``, reweight ``l += (beta' - beta) loglik``, resample by the policy (default:
+    ``resampling_fn`` at every step, as in BlackJAX; pass ``resampling=Resampling(...)`` for
+    ESS-triggered or entropic resampling — weights are carried, unlike BlackJAX's tempered SMC),
+    then apply ``num_mcmc_steps`` of ``mcmc_step_fn(key, state, logdensity_fn, **mcmc_parameters)``
+    targeting ``pi_{beta'}``. Compatible with ``blackjax.inner_kernel_tuning`` (which passes
+    ``mcmc_parameters`` and the constructor arguments by keyword). ``state.log_evidence`` is the
+    running ``log Z_hat``.
+    """
+    target_ess = _validate_target_ess(target_ess)
+    policy = validate_resampling(resampling if resampling is not None else Resampling(resampling_fn, "always"))
+
+    def init(position, rng_key=None):
+        del rng_key
+        leaves = jax.tree_util.tree_leaves(position)
+        n = leaves[0].shape[0]
+        return TemperedState(position, jnp.zeros(n), jnp.zeros(()), jnp.zeros(()), dict(mcmc_parameters))
+
+    def step(rng_key, state: TemperedState):
+        k_res, k_move = jax.random.split(rng_key)
+        x = state.particles
+        n = state.log_weights.shape[0]
+        ll = sanitize(jax.vmap(loglikelihood_fn)(x))
+        beta = state.tempering_param
+        new_beta = next_temperature(ll, state.log_weights, beta, target_ess, criterion)
+        inc = _increment(ll, new_beta - beta)
+        lw = state.log_weights + inc
+        running = state.log_evidence + log_mean_exp(lw) - log_mean_exp(state.log_weights)
+        res = resample(k_res, lw, new_beta, policy)
+        x = jax.tree_util.tree_map(lambda a: jnp.take(a, res.indices, axis=0), x)
+        # log Z bookkeeping: running estimate is unchanged in expectation by resampling
+        running = running - log_mean_exp(lw) + res.log_evidence_increment + log_mean_exp(res.log_weights)
+        logdensity = _tempered_logdensity(logprior_fn, loglikelihood_fn, new_beta)
+        shared, per = _shared_or_per_particle(mcmc_parameters, n)
+
+        def one(key, pos, per_params):
+            st = mcmc_init_fn(pos, logdensity)
+
+            def body(st, k):
+                st, info = mcmc_step_fn(k, st, logdensity, **shared, **per_params)
+                return st, info
+            st, infos = jax.lax.scan(body, st, jax.random.split(key, num_mcmc_steps))
+            return st.position, infos
+
+        new_x, infos = jax.vmap(one)(jax.random.split(k_move, n), x, per)
+        info = TemperedInfo(res.indices, running - state.log_evidence, infos,
+                            jnp.exp(-jax.scipy.special.logsumexp(2 * jnp.log(normalize(lw) + 1e-38))) / n,
+                            res.tau, res.resampled)
+        return TemperedState(new_x, res.log_weights, new_beta, running, state.mcmc_parameters), info
+
+    return SamplingAlgorithm(init, step)

@@ -1,0 +1,225 @@
+"""MCMC moves for particle populations, built from BlackJAX kernels and tuned from the particles.
+
+A move applies ``num_steps`` transitions of a BlackJAX kernel (random-walk Metropolis, MALA, HMC or
+NUTS) to every particle (``vmap``), each transition leaving ``pi(x) ∝ exp(logdensity(x))`` invariant.
+Preconditioning comes from the particles themselves (what BlackJAX does not provide): with the
+weighted particle mean ``mu`` and covariance ``Sigma = L L^T`` (``"full"``) or its diagonal
+(``"diag"``), the kernel runs in whitened coordinates ``z = L^{-1} (x - mu)`` on
+``log pi(mu + L z)`` — the Jacobian is a constant, so invariance is preserved — which is equivalent to a
+proposal covariance / mass matrix of ``Sigma`` for every kernel. Step sizes are expressed in whitened
+units and adapted between stages toward a target acceptance rate:
+``log h' = log h + 2 (mean acceptance - target)`` (clipped).
+
+Waste-free SMC (Dau & Chopin 2022): ``M = N / P`` of the resampled particles each run a chain of
+``P - 1`` steps and all ``M * P`` visited states form the new population.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import blackjax
+import jax
+import jax.numpy as jnp
+
+from smcppl.core.weights import normalize
+
+__all__ = ["MOVES", "MoveSettings", "validate_move", "particle_preconditioner", "move_population",
+           "adapt_step_size", "default_step_size"]
+
+MOVES = ("rwm", "mala", "hmc", "nuts")
+GRADIENT_MOVES = ("mala", "hmc", "nuts")
+TARGET_ACCEPTANCE = {"rwm": 0.3, "mala": 0.57, "hmc": 0.65, "nuts": 0.8}
+
+
+class MoveSettings(NamedTuple):
+    """Settings of a particle move.
+
+    kind: ``"rwm" | "mala" | "hmc" | "nuts"``. num_steps: kernel applications per stage (chain
+    length ``P`` for waste-free). preconditioning: ``"full" | "diag" | "none"``. target_acceptance:
+    None = kernel default. step_size: initial whitened step size (None = dimension-based default).
+    num_integration_steps: leapfrog steps for HMC. waste_free: use waste-free SMC.
+    adapt_step_size: adapt between stages toward target_acceptance.
+    """
+
+    kind: str = "rwm"
+    num_steps: int = 10
+    preconditioning: str = "full"
+    target_acceptance: Optional[float] = None
+    step_size: Optional[float] = None
+    num_integration_steps: int = 10
+    waste_free: bool = False
+    adapt_step_size: bool = True
+    max_num_doublings: int = 6
+
+
+def validate_move(m: MoveSettings) -> MoveSettings:
+    if m.kind not in MOVES:
+        raise ValueError(f"Unknown move {m.kind!r}; choose one of {MOVES}.")
+    if int(m.num_steps) != m.num_steps or m.num_steps < 1:
+        raise ValueError(f"num_mcmc_steps must be a positive integer, got {m.num_steps!r}.")
+    if m.preconditioning not in ("full", "diag", "none"):
+        raise ValueError(f"preconditioning must be 'full', 'diag' or 'none', got {m.preconditioning!r}.")
+    if m.target_acceptance is not None and not (0.0 < m.target_acceptance < 1.0):
+        raise ValueError(f"target_acceptance must be in (0, 1), got {m.target_acceptance}.")
+    if m.step_size is not None and not m.step_size > 0:
+        raise ValueError(f"step_size must be positive, got {m.step_size}.")
+    if m.num_integration_steps < 1:
+        raise ValueError(f"num_integration_steps must be >= 1, got {m.num_integration_steps}.")
+    if m.waste_free and m.num_steps < 2:
+        raise ValueError("waste_free=True needs num_mcmc_steps >= 2 (the chain length P).")
+    return m
+
+
+def default_step_size(kind, dim):
+    """Whitened step sizes of the usual optimal-scaling orders in the dimension ``d``."""
+    d = max(int(dim), 1)
+    return {"rwm": 2.38 / d**0.5, "mala": 1.0 / d ** (1 / 3), "hmc": 1.0 / d**0.25, "nuts": 0.5}[kind]
+
+
+def target_acceptance(m: MoveSettings):
+    return TARGET_ACCEPTANCE[m.kind] if m.target_acceptance is None else m.target_acceptance
+
+
+def particle_preconditioner(positions, log_weights, mode="full"):
+    """Weighted mean ``mu`` and factor ``L`` (matrix for ``"full"``, vector for ``"diag"``/``"none"``)
+    with ``L L^T`` the weighted particle covariance (plus a small relative jitter)."""
+    n, d = positions.shape
+    w = normalize(log_weights)
+    mu = w @ positions
+    xc = positions - mu
+    if mode == "none":
+        return jnp.zeros(d, positions.dtype), jnp.ones(d, positions.dtype)
+    var = w @ (xc**2)
+    scale = jnp.maximum(jnp.mean(var), jnp.finfo(positions.dtype).tiny)
+    jitter = 1e-6 * scale + 1e-12
+    if mode == "diag" or d == 1:
+        return mu, jnp.sqrt(var + jitter)
+    cov = (xc * w[:, None]).T @ xc + jitter * jnp.eye(d, dtype=positions.dtype)
+    chol = jnp.linalg.cholesky(cov)
+    # fall back to the diagonal if the Cholesky factorisation failed
+    ok = jnp.all(jnp.isfinite(chol))
+    return mu, jnp.where(ok, chol, jnp.diag(jnp.sqrt(var + jitter)))
+
+
+def _to_x(mu, L, z):
+    return mu + (L @ z if L.ndim == 2 else L * z)
+
+
+def _batch_to_x(mu, L, zs):
+    return mu + (zs @ L.T if L.ndim == 2 else zs * L)
+
+
+def _to_z(mu, L, x):
+    if L.ndim == 2:
+        return jax.scipy.linalg.solve_triangular(L, (x - mu).T, lower=True).T
+    return (x - mu) / L
+
+
+def _kernel(m: MoveSettings):
+    """One BlackJAX transition on a single particle: ``(key, state, logdensity, step) -> state, acc, div``."""
+    if m.kind == "rwm":
+        kernel = blackjax.mcmc.random_walk.build_additive_step()
+        init = blackjax.mcmc.random_walk.init
+
+        def step(key, state, logdensity, h):
+            st, info = kernel(key, state, logdensity, lambda k, x: h * jax.random.normal(k, x.shape, x.dtype))
+            return st, info.acceptance_rate, jnp.array(False)
+    elif m.kind == "mala":
+        kernel = blackjax.mcmc.mala.build_kernel()
+        init = blackjax.mcmc.mala.init
+
+        def step(key, state, logdensity, h):
+            st, info = kernel(key, state, logdensity, h)
+            return st, info.acceptance_rate, jnp.array(False)
+    elif m.kind == "hmc":
+        kernel = blackjax.mcmc.hmc.build_kernel()
+        init = blackjax.mcmc.hmc.init
+
+        def step(key, state, logdensity, h):
+            # jitter the step size in [h/2, 3h/2]: a fixed trajectory length resonates with Gaussian-like
+            # targets (after whitening, a trajectory of ~2 pi returns to its start and particles never move)
+            k_h, k = jax.random.split(key)
+            h_eff = h * jax.random.uniform(k_h, (), minval=0.5, maxval=1.5)
+            st, info = kernel(k, state, logdensity, h_eff, jnp.ones_like(state.position), m.num_integration_steps)
+            return st, info.acceptance_rate, info.is_divergent
+    else:
+        kernel = blackjax.mcmc.nuts.build_kernel()
+        init = blackjax.mcmc.hmc.init
+
+        def step(key, state, logdensity, h):
+            st, info = kernel(key, state, logdensity, h, jnp.ones_like(state.position), m.max_num_doublings)
+            return st, info.acceptance_rate, info.is_divergent
+    return init, step
+
+
+def _nan_safe(logdensity):
+    def f(x):
+        v = logdensity(x)
+        return jnp.where(jnp.isnan(v), -jnp.inf, v)
+    return f
+
+
+def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m: MoveSettings,
+                    preconditioner=None):
+    """Move every particle (``positions [N, d]``) with ``m.num_steps`` kernel transitions.
+
+    ``preconditioner = (mu, L)`` (see :func:`particle_preconditioner`); if None it is fitted to the
+    particles being moved — which makes the kernel depend on the particles it moves and biases
+    ``log Z`` upwards (see ``tests/test_tempered.py``): samplers should pass one fitted to the weighted
+    particles *before* resampling, so that the kernel is a function of the previous generation only.
+
+    Returns ``(new_positions, acceptance [N], diverging [N])``; acceptance is each particle's mean
+    acceptance probability over its transitions.
+    """
+    n, d = positions.shape
+    if preconditioner is None:
+        preconditioner = particle_preconditioner(positions, log_weights, m.preconditioning)
+    mu, L = preconditioner
+    logdens_z = _nan_safe(lambda z: logdensity_fn(_to_x(mu, L, z)))
+    init, step = _kernel(m)
+    z0 = _to_z(mu, L, positions)
+
+    if not m.waste_free:
+        def chain(key, z):
+            def body(carry, k):
+                st, acc, div = carry
+                st, a, dv = step(k, st, logdens_z, step_size)
+                return (st, acc + a, div | dv), None
+            (st, acc, div), _ = jax.lax.scan(body, (init(z, logdens_z), 0.0, jnp.array(False)),
+                                             jax.random.split(key, m.num_steps))
+            return st.position, acc / m.num_steps, div
+
+        keys = jax.random.split(rng_key, n)
+        z, acc, div = jax.vmap(chain)(keys, z0)
+        return _batch_to_x(mu, L, z), acc, div
+
+    # waste-free: M = N // P starting points, chains of P states each
+    p = m.num_steps
+    if n % p:
+        raise ValueError(f"waste_free needs num_particles ({n}) to be a multiple of num_mcmc_steps ({p}).")
+    n_start = n // p
+    k_pick, k_run = jax.random.split(rng_key)
+    starts = jax.random.choice(k_pick, n, (n_start,), replace=False)
+
+    def wf_chain(key, z):
+        def body(carry, k):
+            st = carry
+            st2, a, dv = step(k, st, logdens_z, step_size)
+            return st2, (st2.position, a, dv)
+        _, (zs, acc, div) = jax.lax.scan(body, init(z, logdens_z), jax.random.split(key, p - 1))
+        return jnp.concatenate([z[None], zs]), jnp.concatenate([jnp.full((1,), jnp.nan), acc]), div
+
+    zs, acc, div = jax.vmap(wf_chain)(jax.random.split(k_run, n_start), z0[starts])
+    zs = zs.reshape(n, d)
+    # each chain's acceptance = mean over its transitions; every state of the chain reports it
+    acc_chain = jnp.nanmean(acc, axis=1)
+    acc = jnp.repeat(acc_chain, p)
+    div = jnp.repeat(jnp.any(div, axis=1), p)
+    x = _batch_to_x(mu, L, zs)
+    return x, acc, div
+
+
+def adapt_step_size(step_size, mean_acceptance, target):
+    """``log h' = log h + 2 (acc - target)``, clipped to a factor of [0.2, 3] per stage."""
+    factor = jnp.exp(jnp.clip(2.0 * (mean_acceptance - target), jnp.log(0.2), jnp.log(3.0)))
+    return jnp.where(jnp.isfinite(mean_acceptance), step_size * factor, step_size)
