@@ -222,3 +222,18 @@ print("SHARDED_OK")
 def test_sharded_chains_equal_vectorized():
     r = subprocess.run([sys.executable, "-c", SHARDING_SCRIPT], capture_output=True, text=True, timeout=600)
     assert "SHARDED_OK" in r.stdout, r.stdout + r.stderr
+
+
+def test_annealed_langevin_agrees_with_exact_and_tempered(conjugate_hmc):
+    from smcppl import AnnealedLangevin
+
+    smc = SMC(AnnealedLangevin(zoo.conjugate_gaussian, num_steps=100, adjusted=True), num_particles=1000,
+              num_chains=8).run(jax.random.key(8), **CONJ)
+    _check_conjugate(smc)
+    a, b = np.asarray(smc.log_evidence, float), np.asarray(conjugate_hmc.log_evidence, float)
+    # two independent estimators of the same log Z: difference of means within 4 combined standard errors
+    se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    assert abs(a.mean() - b.mean()) < 4 * se + 0.05
+    assert smc.plan.attrs["sampler"] == "AnnealedLangevin"
+    with pytest.raises(ValueError, match="num_steps"):
+        AnnealedLangevin(zoo.conjugate_gaussian, num_steps=0)

@@ -103,7 +103,7 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
     def update(particles, log_weights, params, move_info):
         beta, idx = choose(particles["loglik"], log_weights, params["beta"], params["ladder_index"])
         h = params["step_size"]
-        if move.adapt_step_size:
+        if move.adapt_step_size and move.kind != "ula":
             h = adapt_step_size(h, move_info["acceptance_rate"], acc_target)
         # preconditioner for the next move, from the particles reweighted to the new temperature
         lw_new = log_weights + _increment(particles["loglik"], beta - params["beta"])

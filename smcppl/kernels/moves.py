@@ -26,9 +26,28 @@ from smcppl.core.weights import normalize
 __all__ = ["MOVES", "MoveSettings", "validate_move", "particle_preconditioner", "move_population",
            "adapt_step_size", "default_step_size"]
 
-MOVES = ("rwm", "mala", "hmc", "nuts")
-GRADIENT_MOVES = ("mala", "hmc", "nuts")
-TARGET_ACCEPTANCE = {"rwm": 0.3, "mala": 0.57, "hmc": 0.65, "nuts": 0.8}
+MOVES = ("rwm", "mala", "hmc", "nuts", "ula")
+GRADIENT_MOVES = ("mala", "hmc", "nuts", "ula")
+TARGET_ACCEPTANCE = {"rwm": 0.3, "mala": 0.57, "hmc": 0.65, "nuts": 0.8, "ula": 1.0}
+
+
+class ULAState(NamedTuple):
+    position: jax.Array
+    logdensity: jax.Array
+    logdensity_grad: jax.Array
+
+
+def ula_init(position, logdensity_fn):
+    v, g = jax.value_and_grad(logdensity_fn)(position)
+    return ULAState(position, v, g)
+
+
+def ula_step(rng_key, state: ULAState, logdensity_fn, step_size):
+    """Unadjusted Langevin ``x' = x + h grad log pi(x) + sqrt(2h) xi`` (not in BlackJAX; no
+    Metropolis correction, so it leaves ``pi`` invariant only as ``h -> 0``)."""
+    noise = jax.random.normal(rng_key, state.position.shape, state.position.dtype)
+    x = state.position + step_size * state.logdensity_grad + jnp.sqrt(2 * step_size) * noise
+    return ula_init(x, logdensity_fn)
 
 
 class MoveSettings(NamedTuple):
@@ -73,7 +92,8 @@ def validate_move(m: MoveSettings) -> MoveSettings:
 def default_step_size(kind, dim):
     """Whitened step sizes of the usual optimal-scaling orders in the dimension ``d``."""
     d = max(int(dim), 1)
-    return {"rwm": 2.38 / d**0.5, "mala": 1.0 / d ** (1 / 3), "hmc": 1.0 / d**0.25, "nuts": 0.5}[kind]
+    return {"rwm": 2.38 / d**0.5, "mala": 1.0 / d ** (1 / 3), "hmc": 1.0 / d**0.25, "nuts": 0.5,
+            "ula": 0.1 / d ** (1 / 3)}[kind]
 
 
 def target_acceptance(m: MoveSettings):
@@ -124,6 +144,11 @@ def _kernel(m: MoveSettings):
         def step(key, state, logdensity, h):
             st, info = kernel(key, state, logdensity, lambda k, x: h * jax.random.normal(k, x.shape, x.dtype))
             return st, info.acceptance_rate, jnp.array(False)
+    elif m.kind == "ula":
+        init = ula_init
+
+        def step(key, state, logdensity, h):
+            return ula_step(key, state, logdensity, h), jnp.ones(()), jnp.array(False)
     elif m.kind == "mala":
         kernel = blackjax.mcmc.mala.build_kernel()
         init = blackjax.mcmc.mala.init
