@@ -45,10 +45,11 @@ def log_normalize(log_weights):
     n = lw.shape[-1]
     m = jnp.max(lw, axis=-1, keepdims=True)
     safe_m = jnp.where(jnp.isfinite(m), m, 0.0)
-    s = jnp.sum(jnp.exp(lw - safe_m), axis=-1, keepdims=True)
-    log_total = jnp.log(s) + safe_m
+    shifted = lw - safe_m  # subtract the max first: exact in floating point for the largest weight
+    log_s = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
+    log_total = log_s + safe_m
     dead = ~jnp.isfinite(m)
-    log_w = jnp.where(dead, -jnp.log(n), lw - jnp.where(dead, 0.0, log_total))
+    log_w = jnp.where(dead, -jnp.log(n), shifted - jnp.where(dead, 0.0, log_s))
     return log_w, jnp.where(dead, -jnp.inf, log_total)[..., 0]
 
 

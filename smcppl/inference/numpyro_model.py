@@ -23,7 +23,7 @@ from numpyro import handlers
 from numpyro.distributions import biject_to
 from numpyro.infer.util import constrain_fn
 
-__all__ = ["ModelError", "NumPyroDensity", "numpyro_density"]
+__all__ = ["ModelError", "NumPyroDensity", "numpyro_density", "split_data"]
 
 
 class ModelError(ValueError):
@@ -31,17 +31,39 @@ class ModelError(ValueError):
 
 
 class NumPyroDensity(NamedTuple):
-    logprior: Callable  # u [d] -> scalar
-    loglik: Callable  # u [d] -> scalar
-    pointwise_loglik: Callable  # u [d] -> dict obs site -> elementwise log-lik
-    sample_prior: Callable  # key, n -> u [n, d]
-    postprocess: Callable  # u [d] -> dict of constrained latent + deterministic values
+    """Functions of a flat unconstrained position ``u [d]`` and the model's array data ``data``
+    (:attr:`data` holds the data given at construction; pass another pytree of the same structure to
+    reuse compiled code on new data, e.g. for simulation-based calibration)."""
+
+    logprior: Callable  # (u [d], data) -> scalar
+    loglik: Callable  # (u [d], data) -> scalar
+    pointwise_loglik: Callable  # (u [d], data) -> dict obs site -> elementwise log-lik
+    sample_prior: Callable  # (key, n, data) -> u [n, d]
+    postprocess: Callable  # (u [d], data) -> dict of constrained latent + deterministic values
     dim: int
     latent_sites: tuple
     likelihood_sites: tuple
     observed_data: dict
     dims: dict  # site name -> list of dim names (plates named)
     coords: dict
+    data: Any  # the array leaves of (args, kwargs): the dynamic part of the model's inputs
+    unravel: Callable = None
+    log_jacobian: Callable = None  # u [d] -> log |det dT/du| (already inside logprior)
+    merge: Callable = None  # data -> (args, kwargs)
+
+
+def split_data(args, kwargs):
+    """Split model inputs into array leaves (traced by jit) and a function rebuilding the inputs."""
+    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
+    is_array = [isinstance(x, (np.ndarray, jax.Array)) and np.ndim(x) > 0 for x in leaves]
+    dyn = [jnp.asarray(x) for x, a in zip(leaves, is_array) if a]
+
+    def merge(dyn_values):
+        it = iter(dyn_values)
+        full = [next(it) if a else x for x, a in zip(leaves, is_array)]
+        return jax.tree_util.tree_unflatten(treedef, full)
+
+    return dyn, merge
 
 
 def _is_log_det_site(name):
@@ -130,11 +152,14 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
     dim = int(flat_example.shape[0])
     lik_set = set(lik)
 
-    def _split(u_flat):
+    data0, merge = split_data(model_args, model_kwargs)
+
+    def _split(u_flat, data):
+        args, kwargs = merge(data)
         u = unravel(u_flat)
         values = {s: transforms[s](u[s]) for s in latent}
         log_det = sum(jnp.sum(transforms[s].log_abs_det_jacobian(u[s], values[s])) for s in latent)
-        t = _trace(model, model_args, model_kwargs, data=values)
+        t = _trace(model, args, kwargs, data=values)
         lp, ll, pointwise = log_det, 0.0, {}
         for s, site in t.items():
             if site["type"] != "sample" or _is_log_det_site(s):
@@ -150,30 +175,36 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
                 lp = lp + jnp.sum(v)
         return lp, ll, pointwise
 
-    def logprior(u):
-        return _split(u)[0]
+    def log_jacobian(u_flat):
+        u = unravel(u_flat)
+        return sum(jnp.sum(transforms[s].log_abs_det_jacobian(u[s], transforms[s](u[s]))) for s in latent)
 
-    def loglik(u):
-        return _split(u)[1]
+    def logprior(u, data):
+        return _split(u, data)[0]
 
-    def pointwise_loglik(u):
-        return _split(u)[2]
+    def loglik(u, data):
+        return _split(u, data)[1]
 
-    def prior_draw(key):
-        t = _trace(model, model_args, model_kwargs, seed=key)
+    def pointwise_loglik(u, data):
+        return _split(u, data)[2]
+
+    def prior_draw(key, data):
+        args, kwargs = merge(data)
+        t = _trace(model, args, kwargs, seed=key)
         return ravel_pytree({s: transforms[s].inv(t[s]["value"]) for s in latent})[0]
 
-    def sample_prior(key, n):
-        return jax.vmap(prior_draw)(jax.random.split(key, n))
+    def sample_prior(key, n, data):
+        return jax.vmap(prior_draw, in_axes=(0, None))(jax.random.split(key, n), data)
 
-    def postprocess(u_flat):
-        return constrain_fn(model, model_args, model_kwargs, unravel(u_flat), return_deterministic=True)
+    def postprocess(u_flat, data):
+        args, kwargs = merge(data)
+        return constrain_fn(model, args, kwargs, unravel(u_flat), return_deterministic=True)
 
     # run each function once, eagerly, so that a model error surfaces here with a clear message
     try:
-        u0 = prior_draw(jax.random.key(0))
-        lp0, ll0, _ = _split(u0)
-        post0 = postprocess(u0)
+        u0 = prior_draw(jax.random.key(0), data0)
+        lp0, ll0, _ = _split(u0, data0)
+        post0 = postprocess(u0, data0)
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"Evaluating the log density of {name!r} failed with {type(e).__name__}: {e}. "
                          "Check that each observed array has the shape its plates and distribution expect.") from e
@@ -196,4 +227,4 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
         for frame in site.get("cond_indep_stack", []) if isinstance(site, dict) else []:
             coords.setdefault(frame.name, np.arange(frame.size))
     return NumPyroDensity(logprior, loglik, pointwise_loglik, sample_prior, postprocess, dim, tuple(latent),
-                          tuple(lik), observed_data, dims, coords)
+                          tuple(lik), observed_data, dims, coords, data0, unravel, log_jacobian, merge)

@@ -25,15 +25,17 @@ from smcppl.core.policy import Resampling, validate_resampling
 from smcppl.core.resampling import permute, systematic
 from smcppl.core.weights import normalize
 
-__all__ = ["Plan", "SMC", "final_draws"]
+__all__ = ["Plan", "SMC", "final_draws", "make_run_one"]
 
 
 class Plan(NamedTuple):
     """What an algorithm hands to the runner.
 
-    fk: the Feynman–Kac model. num_steps: steps of a fixed-length run, or None for an adaptive run
-    of at most ``max_stages`` stages. postprocess(particles) -> dict name -> [N, ...] arrays (e.g.
-    constrained values and deterministic sites); jit-able. resampling: the algorithm's default policy.
+    fk: the Feynman–Kac model, or a function ``data -> FeynmanKac`` of the array inputs ``data``
+    (then jitted code takes the data as an argument and is reused for new data of the same shapes).
+    num_steps: steps of a fixed-length run, or None for an adaptive run of at most ``max_stages``
+    stages. postprocess(particles[, data]) -> dict name -> [N, ...] arrays (e.g. constrained values
+    and deterministic sites); jit-able. resampling: the algorithm's default policy.
     summary_fn: optional per-stage statistic. metadata: anything the exporter needs (observed data,
     dims, log-likelihood function, site names); attrs: settings (str/int/float only).
     """
@@ -48,6 +50,7 @@ class Plan(NamedTuple):
     attrs: dict = {}
     name: str = "SMC"
     progress_fn: Optional[Callable] = None
+    data: Any = None
 
 
 def final_draws(rng_key, particles, log_weights, postprocess, resample_final=True):
@@ -62,6 +65,23 @@ def final_draws(rng_key, particles, log_weights, postprocess, resample_final=Tru
         particles = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), particles)
     particles = permute(k2, particles)
     return postprocess(particles), particles
+
+
+def make_run_one(plan: Plan, resampling: Resampling, record_ancestors=False, progress=None):
+    """``run_one(key, data) -> (SMCOutput, draws, raw particles of the draws)`` for one chain; pure and
+    jit/vmap-able over keys and (for SBC-style studies) over datasets."""
+    def run_one(key, data):
+        k_run, k_draw = jax.random.split(key)
+        fk = plan.fk(data) if callable(plan.fk) and not isinstance(plan.fk, FeynmanKac) else plan.fk
+        if plan.num_steps is not None:
+            out = run_fixed(k_run, fk, plan.num_steps, resampling, record_ancestors, plan.summary_fn)
+        else:
+            out = run_adaptive(k_run, fk, plan.max_stages, resampling, record_ancestors, progress, plan.summary_fn)
+        post = plan.postprocess if plan.data is None else (lambda p: plan.postprocess(p, data))
+        draws, raw = final_draws(k_draw, out.state.particles, out.state.log_weights, post)
+        return out, draws, raw
+
+    return run_one
 
 
 class SMC:
@@ -98,17 +118,7 @@ class SMC:
         if self.progress_bar and plan.num_steps is None and plan.progress_fn is not None:
             progress = plan.progress_fn
 
-        def run_one(key):
-            k_run, k_draw = jax.random.split(key)
-            if plan.num_steps is not None:
-                out = run_fixed(k_run, plan.fk, plan.num_steps, resampling, self.record_ancestors, plan.summary_fn)
-            else:
-                out = run_adaptive(k_run, plan.fk, plan.max_stages, resampling, self.record_ancestors,
-                                   progress, plan.summary_fn)
-            draws, raw = final_draws(k_draw, out.state.particles, out.state.log_weights, plan.postprocess)
-            return out, draws, raw
-
-        return run_one
+        return make_run_one(plan, resampling, self.record_ancestors, progress)
 
     def run(self, rng_key, *args, **kwargs):
         """Build the algorithm's plan for these arguments (errors surface here, before compiling),
@@ -120,7 +130,7 @@ class SMC:
         resampling = validate_resampling(resampling)
         run_one = self._run_one_fn(plan, resampling)
         keys = jax.random.split(rng_key, self.num_chains)
-        fn = jax.jit(jax.vmap(run_one))
+        fn = jax.jit(jax.vmap(run_one, in_axes=(0, None)))
         if self.chain_method == "sharded":
             from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -131,9 +141,9 @@ class SMC:
             mesh = Mesh(devices, ("chain",))
             keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("chain")))
         t0 = time.perf_counter()
-        compiled = fn.lower(keys).compile()
+        compiled = fn.lower(keys, plan.data).compile()
         t1 = time.perf_counter()
-        out, draws, raw = compiled(keys)
+        out, draws, raw = compiled(keys, plan.data)
         jax.block_until_ready((out, draws, raw))
         t2 = time.perf_counter()
         self.timing = {"compile_seconds": t1 - t0, "run_seconds": t2 - t1}
@@ -158,7 +168,8 @@ class SMC:
     def get_weighted_particles(self):
         """Final particles (unresampled, postprocessed) and their normalised log-weights, per chain."""
         self._check()
-        parts = jax.vmap(self.plan.postprocess)(self.output.state.particles)
+        post = self.plan.postprocess if self.plan.data is None else (lambda p: self.plan.postprocess(p, self.plan.data))
+        parts = jax.vmap(post)(self.output.state.particles)
         from smcppl.core.weights import log_normalize
 
         return parts, jax.vmap(lambda lw: log_normalize(lw)[0])(self.output.state.log_weights)

@@ -136,6 +136,8 @@ class TemperedSMC:
     sites whose log-density is tempered (default: observed sites, plus ``numpyro.factor`` sites if
     ``factors_as_likelihood``). preconditioning / step_size / target_acceptance /
     num_integration_steps / waste_free: see :class:`~smcppl.kernels.moves.MoveSettings`.
+    tune_from: ``"weighted"`` (default; preconditioner fitted before resampling, keeps ``Z_hat``
+    unbiased) or ``"resampled"`` (BlackJAX's recipe, biased upwards; kept for comparison).
     resampling: default ``Resampling("systematic", when="ess", threshold=0.5)``.
     """
 
@@ -144,7 +146,7 @@ class TemperedSMC:
                  factors_as_likelihood: bool = True, preconditioning: str = "full",
                  step_size: Optional[float] = None, target_acceptance: Optional[float] = None,
                  num_integration_steps: int = 10, waste_free: bool = False, max_stages: int = 500,
-                 resampling: Optional[Resampling] = None):
+                 resampling: Optional[Resampling] = None, tune_from: str = "weighted"):
         if not callable(model):
             raise TypeError(f"model must be a NumPyro model (a callable), got {type(model).__name__}.")
         self.model = model
@@ -157,6 +159,9 @@ class TemperedSMC:
         self.schedule = None if schedule is None else validate_schedule(schedule)
         self.likelihood_sites = likelihood_sites
         self.factors_as_likelihood = factors_as_likelihood
+        if tune_from not in ("weighted", "resampled"):
+            raise ValueError(f"tune_from must be 'weighted' or 'resampled', got {tune_from!r}.")
+        self.tune_from = tune_from
         if int(max_stages) < 1:
             raise ValueError(f"max_stages must be >= 1, got {max_stages}.")
         self.max_stages = int(max_stages)
@@ -173,10 +178,14 @@ class TemperedSMC:
         if self.move.waste_free and num_particles % self.move.num_steps:
             raise ValueError(f"waste_free=True needs num_particles ({num_particles}) to be a multiple of "
                              f"num_mcmc_steps ({self.move.num_steps}).")
-        fk = tempered_feynman_kac(dens.logprior, dens.loglik, lambda key: dens.sample_prior(key, num_particles),
-                                  dens.dim, self.move, self.target_ess, self.criterion, self.schedule)
+        move, target_ess, criterion, schedule = self.move, self.target_ess, self.criterion, self.schedule
+
+        def make_fk(data):
+            return tempered_feynman_kac(lambda u: dens.logprior(u, data), lambda u: dens.loglik(u, data),
+                                        lambda key: dens.sample_prior(key, num_particles, data),
+                                        dens.dim, move, target_ess, criterion, schedule, self.tune_from)
+
         max_stages = self.max_stages if self.schedule is None else len(self.schedule)
-        pointwise = jax.vmap(lambda p: dens.pointwise_loglik(p))
 
         def sample_stats(particles):
             return {"lp": particles["logprior"] + particles["loglik"],
@@ -185,26 +194,29 @@ class TemperedSMC:
 
         metadata = {
             "observed_data": dens.observed_data,
-            "pointwise_log_likelihood": lambda particles: pointwise(particles["position"]),
+            "pointwise_log_likelihood": lambda particles: jax.vmap(dens.pointwise_loglik, in_axes=(0, None))(
+                particles["position"], dens.data),
             "sample_stats": sample_stats,
             "dims": dens.dims,
             "coords": dens.coords,
             "latent_sites": dens.latent_sites,
             "likelihood_sites": dens.likelihood_sites,
+            "density": dens,
         }
         attrs = {"sampler": "TemperedSMC", "move": self.move.kind, "num_mcmc_steps": self.move.num_steps,
                  "target_ess": self.target_ess, "criterion": self.criterion,
                  "preconditioning": self.move.preconditioning, "waste_free": int(self.move.waste_free),
                  "schedule": "adaptive" if self.schedule is None else "fixed", "dim": dens.dim,
-                 "model": getattr(self.model, "__name__", "model")}
+                 "tune_from": self.tune_from, "model": getattr(self.model, "__name__", "model")}
 
         def progress(stage, params):
             print(f"\rTemperedSMC stage {int(stage):4d}  beta = {float(params['beta']):.4f}", end="", flush=True)
 
-        return Plan(fk=fk, num_steps=None, max_stages=max_stages,
-                    postprocess=lambda particles: jax.vmap(dens.postprocess)(particles["position"]),
+        return Plan(fk=make_fk, num_steps=None, max_stages=max_stages,
+                    postprocess=lambda particles, data: jax.vmap(dens.postprocess, in_axes=(0, None))(
+                        particles["position"], data),
                     resampling=self.resampling, metadata=metadata, attrs=attrs, name="TemperedSMC",
-                    progress_fn=progress)
+                    progress_fn=progress, data=dens.data)
 
 
 # ---------------------------------------------------------------------------------------------
