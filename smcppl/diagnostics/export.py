@@ -1,0 +1,393 @@
+"""Export SMC runs (draws and per-stage diagnostics) to ``xarray.DataTree`` / ArviZ.
+
+Layout (DESIGN §6)::
+
+    posterior       (chain, draw, ...)   equally weighted draws (final resampling + random permutation);
+                                         dims named from NumPyro plates
+    sample_stats    (chain, draw)        lp, acceptance_rate, diverging (as the sampler provides them),
+                                         log_weight (only when exporting weighted particles)
+    log_likelihood  (chain, draw, ...)   pointwise log-likelihood of each observed site (for loo)
+    observed_data   (...)                the observations
+    smc_stats       (chain, stage)       ess (ratio), entropy (normalised), tau, resampled,
+                                         log_marginal_likelihood_increment, running_log_marginal_likelihood,
+                                         n_unique_ancestors, and the sampler's scalar per-stage parameters
+                                         and move statistics (beta, step_size, acceptance_rate, ...)
+                    (chain, stage, particle)  ancestors (if recorded)
+                    (chain, particle)    final_log_weight (normalised, before the final resampling)
+                    (chain,)             log_marginal_likelihood, n_stages
+
+chain = independent SMC run, draw = particle. Stages beyond a chain's ``n_stages`` (adaptive runs) are
+NaN (floats), -1 (ints) or False (bools). Settings and timings are attrs (str/int/float only, so that
+``to_netcdf`` works). :func:`to_datatree` needs no ArviZ; :func:`to_arviz` returns the DataTree with
+ArviZ >= 1 and an ``arviz.InferenceData`` with ArviZ < 1.
+"""
+from __future__ import annotations
+
+import datetime
+import warnings
+from typing import Any, Mapping, Optional
+
+import jax
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "to_datatree",
+    "to_arviz",
+    "output_to_datatree",
+    "datatree_to_arviz",
+    "as_datatree",
+    "save_netcdf",
+    "load_netcdf",
+    "arviz_major_version",
+    "smc_stats_dataset",
+    "clean_attrs",
+    "SMC_STATS_GROUP",
+]
+
+SMC_STATS_GROUP = "smc_stats"
+_CORE_STATS = ("ess", "entropy", "tau", "resampled", "n_unique_ancestors", "log_marginal_likelihood_increment",
+               "running_log_marginal_likelihood", "log_marginal_likelihood", "n_stages", "ancestors",
+               "final_log_weight")
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def arviz_major_version() -> int:
+    """Major version of the installed ArviZ (0 for the InferenceData API, >= 1 for DataTree)."""
+    try:
+        from importlib.metadata import version
+
+        return int(version("arviz").split(".")[0])
+    except Exception:  # noqa: BLE001 - not installed or odd version string
+        import arviz
+
+        return int(arviz.__version__.split(".")[0])
+
+
+def _np(x):
+    return np.asarray(jax.device_get(x))
+
+
+def clean_attrs(attrs: Optional[Mapping], prefix: str = "") -> dict:
+    """Attrs that ``to_netcdf`` accepts: str/int/float only (bool -> int, None -> "None", nested
+    dicts flattened with ``_``, everything else ``str``)."""
+    out = {}
+    for k, v in dict(attrs or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(clean_attrs(v, key + "_"))
+        elif isinstance(v, (bool, np.bool_)):
+            out[key] = int(v)
+        elif v is None:
+            out[key] = "None"
+        elif isinstance(v, (int, np.integer)):
+            out[key] = int(v)
+        elif isinstance(v, (float, np.floating)):
+            out[key] = float(v)
+        elif isinstance(v, str):
+            out[key] = v
+        elif isinstance(v, (np.ndarray, jax.Array)) and np.ndim(v) == 0:
+            out.update(clean_attrs({k: _np(v).item()}, prefix))
+        elif callable(v):
+            out[key] = getattr(v, "__name__", type(v).__name__)
+        else:
+            out[key] = str(v)
+    return out
+
+
+def _base_attrs():
+    from smcppl import __version__
+
+    return {"created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "inference_library": "smcppl", "inference_library_version": __version__}
+
+
+def _named_leaves(tree, default="x") -> dict:
+    """A particle pytree as ``{name: array}`` (dict keys joined with ``_``; a bare array is ``default``)."""
+    if isinstance(tree, Mapping) and all(not isinstance(v, Mapping) for v in tree.values()):
+        return {str(k): v for k, v in tree.items()}
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    if len(leaves) == 1 and not leaves[0][0]:
+        return {default: leaves[0][1]}
+    out = {}
+    for path, leaf in leaves:
+        parts = []
+        for p in path:
+            parts.append(str(getattr(p, "key", getattr(p, "idx", getattr(p, "name", p)))))
+        out["_".join(parts) or default] = leaf
+    return out
+
+
+def _add_chain_axis(tree):
+    return jax.tree_util.tree_map(lambda x: np.asarray(x)[None], tree)
+
+
+def _var_dims(name, shape, dims_meta, sizes):
+    """Dim names for a value of ``shape`` (sample dims excluded), from ``dims_meta`` where they fit,
+    else ``<name>_dim_<k>``; a name already used with another size in the same dataset is replaced."""
+    given = list(dims_meta.get(name, []) or [])
+    if len(given) != len(shape):
+        given = [f"{name}_dim_{k}" for k in range(len(shape))]
+    out = []
+    for k, (d, s) in enumerate(zip(given, shape)):
+        d = str(d)
+        if sizes.get(d, s) != s:
+            d = f"{name}_dim_{k}"
+        sizes[d] = s
+        out.append(d)
+    return out
+
+
+def _dataset(values: Mapping, sample_dims, dims_meta, coords_meta, base_coords, attrs=None):
+    """Build a Dataset from ``{name: array}`` whose leading axes are ``sample_dims``."""
+    sizes, data_vars = {}, {}
+    ns = len(sample_dims)
+    for name, v in values.items():
+        v = _np(v)
+        if v.dtype == object:
+            raise TypeError(f"Variable {name!r} cannot be exported: object dtype.")
+        dims = list(sample_dims) + _var_dims(name, v.shape[ns:], dims_meta, sizes)
+        data_vars[name] = (dims, v)
+    coords = dict(base_coords)
+    for d, s in sizes.items():
+        given = coords_meta.get(d)
+        if given is not None and len(np.asarray(given)) == s:
+            coords[d] = np.asarray(given)
+        else:
+            coords[d] = np.arange(s)
+    return xr.Dataset(data_vars, coords=coords, attrs=dict(attrs or {}))
+
+
+def _apply_per_chain(fn, particles, what):
+    try:
+        return jax.vmap(fn)(particles)
+    except Exception as e:  # noqa: BLE001 - re-raised with context
+        raise RuntimeError(f"Exporting to ArviZ: the plan's metadata[{what!r}] failed on the final particles "
+                           f"({type(e).__name__}: {e}).") from e
+
+
+def _log_normalize_np(lw):
+    lw = np.where(np.isnan(lw), -np.inf, lw.astype(float))
+    m = np.max(lw, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    lse = m + np.log(np.sum(np.exp(lw - m), axis=-1, keepdims=True))
+    return lw - lse
+
+
+# ------------------------------------------------------------------------------------------ smc_stats
+def smc_stats_dataset(output, attrs=None) -> xr.Dataset:
+    """The ``smc_stats`` group of an :class:`~smcppl.core.engine.SMCOutput` (with or without a chain axis)."""
+    if np.ndim(_np(output.log_evidence)) == 0:
+        output = _add_chain_axis(output)
+    n_stages = _np(output.n_stages).astype(np.int64).reshape(-1)
+    # adaptive runs: drop the padding that no chain used
+    used = max(int(n_stages.max()), 1)
+    tr = jax.tree_util.tree_map(lambda x: _np(x)[:, :used], output.trace)
+    ess = tr.ess
+    num_chains, capacity = ess.shape[:2]
+    stage = np.arange(capacity)
+    valid = stage[None, :] < n_stages[:, None]
+
+    def masked(x):
+        x = np.array(_np(x))
+        m = valid.reshape(valid.shape + (1,) * (x.ndim - 2))
+        m = np.broadcast_to(m, x.shape)
+        if np.issubdtype(x.dtype, np.floating):
+            return np.where(m, x, np.nan)
+        if x.dtype == np.bool_:
+            return np.where(m, x, False)
+        return np.where(m, x, -1)
+
+    running = masked(tr.log_evidence).astype(float)
+    increment = np.diff(running, axis=1, prepend=0.0)
+    vars_ = {
+        "ess": (("chain", "stage"), masked(ess)),
+        "entropy": (("chain", "stage"), masked(tr.entropy)),
+        "tau": (("chain", "stage"), masked(tr.tau)),
+        "resampled": (("chain", "stage"), masked(tr.resampled).astype(bool)),
+        "n_unique_ancestors": (("chain", "stage"), masked(tr.n_unique_ancestors).astype(np.int64)),
+        "log_marginal_likelihood_increment": (("chain", "stage"), increment),
+        "running_log_marginal_likelihood": (("chain", "stage"), running),
+    }
+    for source, tree in (("params", tr.params), ("move_info", tr.move_info)):
+        if tree is None:
+            continue
+        for name, v in _named_leaves(tree, default="param" if source == "params" else "move_info").items():
+            v = _np(v)
+            if v.shape != (num_chains, capacity) or v.dtype == object:
+                continue  # only scalar-per-stage entries are exported
+            if name in vars_ or name in _CORE_STATS:
+                name = f"{source}_{name}"
+            vars_[name] = (("chain", "stage"), masked(v))
+    coords = {"chain": np.arange(num_chains), "stage": stage}
+    if tr.ancestors is not None:
+        anc = masked(tr.ancestors).astype(np.int64)
+        vars_["ancestors"] = (("chain", "stage", "particle"), anc)
+    final_lw = _np(output.state.log_weights)
+    vars_["final_log_weight"] = (("chain", "particle"), _log_normalize_np(final_lw))
+    coords["particle"] = np.arange(final_lw.shape[-1])
+    vars_["log_marginal_likelihood"] = (("chain",), _np(output.log_evidence).astype(float).reshape(-1))
+    vars_["n_stages"] = (("chain",), n_stages)
+    return xr.Dataset(vars_, coords=coords, attrs=dict(attrs or {}))
+
+
+# ------------------------------------------------------------------------------------------ exporters
+def output_to_datatree(output, samples: Optional[Mapping] = None, *, particles: Any = None,
+                       log_weights=None, metadata: Optional[Mapping] = None, attrs: Optional[Mapping] = None,
+                       log_likelihood: bool = True) -> xr.DataTree:
+    """Export raw engine output (:class:`~smcppl.core.engine.SMCOutput`, with or without a leading chain
+    axis) to a DataTree.
+
+    samples: ``{name: (chain, draw, ...)}`` equally weighted draws for ``posterior``; if None, the final
+    *weighted* particles of ``output`` are exported and their normalised log-weights go to
+    ``sample_stats.log_weight``. particles: the raw particle pytree behind ``samples`` (what the
+    metadata callables take; default: ``output.state.particles``). log_weights: normalised log-weights
+    of ``samples`` (exported as ``sample_stats.log_weight``). metadata: as ``Plan.metadata``
+    (``observed_data``, ``pointwise_log_likelihood``, ``sample_stats``, ``dims``, ``coords``).
+    attrs: settings and timings (converted to str/int/float). log_likelihood: compute the
+    ``log_likelihood`` group (skip to save time when only summaries are wanted).
+    """
+    single = np.ndim(_np(output.log_evidence)) == 0
+    if single:
+        output = _add_chain_axis(output)
+        if samples is not None:
+            samples = _add_chain_axis(dict(samples))
+        if particles is not None:
+            particles = _add_chain_axis(particles)
+        if log_weights is not None:
+            log_weights = np.asarray(log_weights)[None]
+    metadata = dict(metadata or {})
+    dims_meta = dict(metadata.get("dims") or {})
+    coords_meta = dict(metadata.get("coords") or {})
+    group_attrs = {**_base_attrs(), **clean_attrs(attrs)}
+
+    if samples is None:
+        particles = output.state.particles if particles is None else particles
+        samples = _named_leaves(particles)
+        if log_weights is None:
+            log_weights = _log_normalize_np(_np(output.state.log_weights))
+    elif particles is None:
+        particles = output.state.particles
+    samples = {k: _np(v) for k, v in dict(samples).items()}
+    if not samples:
+        raise ValueError("Nothing to export: no posterior samples.")
+    first = next(iter(samples.values()))
+    num_chains, num_draws = first.shape[:2]
+    for k, v in samples.items():
+        if v.shape[:2] != (num_chains, num_draws):
+            raise ValueError(f"Sample {k!r} has leading shape {v.shape[:2]}, expected (chain, draw) = "
+                             f"{(num_chains, num_draws)}.")
+    base = {"chain": np.arange(num_chains), "draw": np.arange(num_draws)}
+    groups = {"posterior": _dataset(samples, ("chain", "draw"), dims_meta, coords_meta, base, group_attrs)}
+
+    stats = {}
+    if callable(metadata.get("sample_stats")):
+        for k, v in dict(_apply_per_chain(metadata["sample_stats"], particles, "sample_stats")).items():
+            v = _np(v)
+            if v.shape[:2] == (num_chains, num_draws):
+                stats[k] = v
+    if log_weights is not None:
+        stats["log_weight"] = _np(log_weights)
+    if stats:
+        groups["sample_stats"] = _dataset(stats, ("chain", "draw"), dims_meta, coords_meta, base, group_attrs)
+
+    if log_likelihood and callable(metadata.get("pointwise_log_likelihood")):
+        ll = dict(_apply_per_chain(metadata["pointwise_log_likelihood"], particles, "pointwise_log_likelihood"))
+        if ll:
+            groups["log_likelihood"] = _dataset(ll, ("chain", "draw"), dims_meta, coords_meta, base, group_attrs)
+    observed = metadata.get("observed_data")
+    if observed:
+        groups["observed_data"] = _dataset({k: np.asarray(v) for k, v in dict(observed).items()}, (), dims_meta,
+                                           coords_meta, {}, group_attrs)
+    groups[SMC_STATS_GROUP] = smc_stats_dataset(output, group_attrs)
+    tree = xr.DataTree.from_dict({f"/{k}": v for k, v in groups.items()})
+    tree.attrs = dict(group_attrs)
+    return tree
+
+
+def _smc_attrs(smc) -> dict:
+    plan = smc.plan
+    attrs = {"sampler": getattr(plan, "name", "SMC")}
+    attrs.update(dict(getattr(plan, "attrs", {}) or {}))
+    attrs.update({"num_particles": smc.num_particles, "num_chains": smc.num_chains,
+                  "record_ancestors": getattr(smc, "record_ancestors", False)})
+    res = getattr(smc, "resampling_used", None)
+    if res is not None:
+        scheme = res.scheme if isinstance(res.scheme, str) else getattr(res.scheme, "__name__", "custom")
+        attrs.update({"resampling_scheme": scheme, "resampling_when": res.when,
+                      "resampling_threshold": float(res.threshold),
+                      "resampling_entropic": "None" if res.entropic is None else repr(res.entropic)})
+    for k, v in dict(getattr(smc, "timing", {}) or {}).items():
+        attrs[k] = float(v)
+    return attrs
+
+
+def to_datatree(smc, *, weighted: bool = False, log_likelihood: bool = True) -> xr.DataTree:
+    """Export a run :class:`~smcppl.SMC` (or a raw ``SMCOutput``) to an ``xarray.DataTree``.
+
+    weighted: export the final weighted particles (before the final resampling) with
+    ``sample_stats.log_weight`` instead of the equally weighted draws. Needs no ArviZ.
+    """
+    from smcppl.core.engine import SMCOutput
+
+    if isinstance(smc, SMCOutput):
+        return output_to_datatree(smc, log_likelihood=log_likelihood)
+    if getattr(smc, "output", None) is None:
+        raise RuntimeError("Call .run(rng_key, ...) before exporting the results.")
+    plan = smc.plan
+    if weighted:
+        samples, lw = smc.get_weighted_particles()
+        particles = smc.output.state.particles
+    else:
+        samples, lw, particles = smc._samples, None, smc.final_particles
+    return output_to_datatree(smc.output, samples, particles=particles, log_weights=lw,
+                              metadata=plan.metadata, attrs=_smc_attrs(smc), log_likelihood=log_likelihood)
+
+
+def datatree_to_arviz(tree: xr.DataTree):
+    """The ArviZ object for ``tree``: the DataTree itself (ArviZ >= 1) or an ``InferenceData`` (< 1)."""
+    if arviz_major_version() >= 1:
+        return tree
+    import arviz as az
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*group.*not defined in the InferenceData scheme.*")
+        warnings.simplefilter("ignore", UserWarning)
+        return az.InferenceData.from_datatree(tree)
+
+
+def to_arviz(smc, *, weighted: bool = False, log_likelihood: bool = True):
+    """Export a run :class:`~smcppl.SMC` for ArviZ: an ``xarray.DataTree`` with ArviZ >= 1, an
+    ``arviz.InferenceData`` holding the same groups with ArviZ < 1 (see :func:`to_datatree`)."""
+    if isinstance(smc, xr.DataTree):
+        return datatree_to_arviz(smc)
+    return datatree_to_arviz(to_datatree(smc, weighted=weighted, log_likelihood=log_likelihood))
+
+
+def as_datatree(obj) -> xr.DataTree:
+    """A DataTree from an SMC run, raw ``SMCOutput``, DataTree or ``arviz.InferenceData``."""
+    if isinstance(obj, xr.DataTree):
+        return obj
+    if hasattr(obj, "_groups") and hasattr(obj, "to_datatree"):  # arviz.InferenceData
+        return obj.to_datatree()
+    return to_datatree(obj)
+
+
+def save_netcdf(obj, path) -> str:
+    """Write an SMC run (exported first) or an exported object to a netCDF file; returns the path."""
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(obj, "_groups") and hasattr(obj, "to_netcdf") and not isinstance(obj, xr.DataTree):
+        obj.to_netcdf(str(path))  # InferenceData
+    else:
+        as_datatree(obj).to_netcdf(str(path))
+    return str(path)
+
+
+def load_netcdf(path):
+    """Read a file written by :func:`save_netcdf` into memory, as the installed ArviZ's object
+    (DataTree with ArviZ >= 1, InferenceData with ArviZ < 1)."""
+    with xr.open_datatree(str(path)) as tree:
+        tree = tree.load()
+    return datatree_to_arviz(tree)

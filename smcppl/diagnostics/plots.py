@@ -1,0 +1,313 @@
+"""Diagnostic plots of SMC runs (matplotlib). Each function takes a run :class:`~smcppl.SMC`, a raw
+``SMCOutput`` or the exported object (DataTree / InferenceData) and returns a ``matplotlib.figure.Figure``.
+
+* :func:`plot_tempering_schedule`: beta per stage;
+* :func:`plot_ess`: ESS/N and normalised entropy per stage, resampling events marked;
+* :func:`plot_acceptance`: acceptance rate and step size per stage;
+* :func:`plot_genealogy`: ancestral lines of the particles over stages (needs ``record_ancestors=True``);
+* :func:`plot_log_evidence`: running log Z per stage and final log Z across chains;
+* :func:`plot_weights`: distribution of the final importance weights;
+* :func:`plot_posterior`: ArviZ's own posterior plots, in either ArviZ API;
+* :func:`save_diagnostic_plots`: all applicable plots as PNG files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from smcppl.diagnostics.export import arviz_major_version, datatree_to_arviz, to_datatree
+from smcppl.diagnostics.summary import get_smc_stats
+
+__all__ = [
+    "DiagnosticUnavailable",
+    "plot_tempering_schedule",
+    "plot_ess",
+    "plot_acceptance",
+    "plot_genealogy",
+    "plot_log_evidence",
+    "plot_weights",
+    "plot_posterior",
+    "save_diagnostic_plots",
+]
+
+
+class DiagnosticUnavailable(ValueError):
+    """The run did not record what this plot needs (e.g. no temperatures, no ancestors)."""
+
+
+def _subplots(ax=None, nrows=1, ncols=1, **kw):
+    import matplotlib.pyplot as plt
+
+    if ax is not None:
+        axes = np.atleast_1d(ax).ravel()
+        if axes.size != nrows * ncols:
+            raise ValueError(f"This plot needs {nrows * ncols} axes, got {axes.size}.")
+        return axes[0].figure, axes
+    kw.setdefault("layout", "constrained")
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes.ravel()
+
+
+def _stage_axis(ax):
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _require(ds, name, plot, hint):
+    if name not in ds:
+        raise DiagnosticUnavailable(f"{plot}: the run has no {name!r} in its smc_stats ({hint}).")
+    return np.asarray(ds[name].values)
+
+
+def _per_chain(ds):
+    n = np.asarray(ds["n_stages"].values, int)
+    stage = np.asarray(ds["stage"].values)
+    return n, stage
+
+
+def _color(c):
+    return f"C{c % 10}"
+
+
+def plot_tempering_schedule(obj, ax=None):
+    """Tempering schedule: beta (inverse temperature) per stage, one line per chain."""
+    ds = get_smc_stats(obj)
+    beta = _require(ds, "beta", "plot_tempering_schedule", "only tempered samplers record beta").astype(float)
+    n, stage = _per_chain(ds)
+    fig, (ax,) = _subplots(ax)
+    for c in range(beta.shape[0]):
+        ax.plot(stage[: n[c]], beta[c, : n[c]], marker=".", color=_color(c), label=f"chain {c}")
+    ax.set(xlabel="stage", ylabel=r"$\beta$", ylim=(-0.02, 1.02), title="Tempering schedule")
+    _stage_axis(ax)
+    if beta.shape[0] <= 10:
+        ax.legend(fontsize="small")
+    return fig
+
+
+def plot_ess(obj, ax=None):
+    """ESS/N (top) and normalised entropy of the weights (bottom) per stage, one line per chain.
+
+    Resampling events are marked, one marker per event: a resampling at the start of stage t is drawn
+    on stage t-1, the stage whose weights were resampled. With ESS-triggered resampling the threshold
+    is a dashed line.
+    """
+    ds = get_smc_stats(obj)
+    ess = np.asarray(ds["ess"].values, float)
+    ent = np.asarray(ds["entropy"].values, float)
+    res = np.asarray(ds["resampled"].values, bool)
+    n, stage = _per_chain(ds)
+    fig, axes = _subplots(ax, 2, 1, sharex=True, figsize=(6.4, 5.6))
+    for a, values, label in ((axes[0], ess, "ESS / N"), (axes[1], ent, "normalised entropy")):
+        xs, ys, cs = [], [], []
+        for c in range(values.shape[0]):
+            a.plot(stage[: n[c]], values[c, : n[c]], color=_color(c), label=f"chain {c}")
+            t = np.nonzero(res[c, 1: n[c]])[0]  # event at stage t+1 -> weights of stage t
+            xs += list(stage[t])
+            ys += list(values[c, t])
+            cs += [_color(c)] * len(t)
+        a.scatter(xs, ys, c=cs if cs else None, marker="v", s=36, zorder=3, edgecolors="k", linewidths=0.5,
+                  label="resampled")
+        a.set(ylabel=label, ylim=(-0.02, 1.05))
+    if ds.attrs.get("resampling_when") == "ess" and "resampling_threshold" in ds.attrs:
+        axes[0].axhline(float(ds.attrs["resampling_threshold"]), color="0.4", ls="--", lw=1, label="threshold")
+    axes[1].set_xlabel("stage")
+    _stage_axis(axes[1])
+    axes[0].set_title(f"Weight diversity per stage ({int(res.sum())} resampling events)")
+    if ess.shape[0] <= 10:
+        axes[0].legend(fontsize="small")
+    return fig
+
+
+def plot_acceptance(obj, ax=None):
+    """Acceptance rate and step size of the MCMC moves per stage (one line per chain); a panel for each
+    of the two that the sampler records."""
+    ds = get_smc_stats(obj)
+    present = [v for v in ("acceptance_rate", "step_size") if v in ds]
+    if not present:
+        raise DiagnosticUnavailable("plot_acceptance: the run has neither 'acceptance_rate' nor 'step_size' in "
+                                    "its smc_stats (samplers with MCMC moves record them).")
+    n, stage = _per_chain(ds)
+    fig, axes = _subplots(ax, len(present), 1, sharex=True, figsize=(6.4, 2.8 * len(present) + 0.4))
+    for a, name in zip(axes, present):
+        values = np.asarray(ds[name].values, float)
+        for c in range(values.shape[0]):
+            a.plot(stage[: n[c]], values[c, : n[c]], marker=".", color=_color(c), label=f"chain {c}")
+        a.set_ylabel(name.replace("_", " "))
+    if "acceptance_rate" in present:
+        axes[0].set_ylim(-0.02, 1.02)
+    if "step_size" in present:
+        axes[present.index("step_size")].set_yscale("log")
+    axes[-1].set_xlabel("stage")
+    _stage_axis(axes[-1])
+    axes[0].set_title("MCMC moves per stage")
+    return fig
+
+
+def lineages(ancestors, n_stages=None):
+    """``paths[t, i]``: the index at stage t of the ancestor of final particle i (``ancestors[t, i]`` is
+    the parent at stage t-1 of particle i at stage t)."""
+    anc = np.asarray(ancestors)
+    n = anc.shape[0] if n_stages is None else int(n_stages)
+    paths = np.empty((n, anc.shape[1]), np.int64)
+    paths[-1] = np.arange(anc.shape[1])
+    for t in range(n - 1, 0, -1):
+        paths[t - 1] = anc[t, paths[t]]
+    return paths
+
+
+def plot_genealogy(obj, chain: int = 0, max_lines: int = 100, ax=None):
+    """Particle genealogy of one chain: every parent -> child link (grey) and the ancestral lines of
+    the particles at the final stage (coloured; at most ``max_lines``, evenly spaced).
+
+    Needs the ancestors: run with ``SMC(..., record_ancestors=True)``.
+    """
+    ds = get_smc_stats(obj)
+    if "ancestors" not in ds:
+        raise DiagnosticUnavailable("plot_genealogy: no ancestors were recorded; run with "
+                                    "SMC(..., record_ancestors=True) to plot the particle genealogy.")
+    from matplotlib.collections import LineCollection
+
+    num_chains = ds.sizes["chain"]
+    if not 0 <= chain < num_chains:
+        raise ValueError(f"chain must be in [0, {num_chains}), got {chain}.")
+    n_stages = int(np.asarray(ds["n_stages"].values)[chain])
+    anc = np.asarray(ds["ancestors"].values)[chain, :n_stages]
+    num_particles = anc.shape[1]
+    fig, (ax,) = _subplots(ax)
+    segs = [np.stack([np.stack([np.full(num_particles, t - 1), anc[t]], -1),
+                      np.stack([np.full(num_particles, t), np.arange(num_particles)], -1)], 1)
+            for t in range(1, n_stages)]
+    if segs:
+        ax.add_collection(LineCollection(np.concatenate(segs), colors="0.75", linewidths=0.5, zorder=1))
+    paths = lineages(anc, n_stages)
+    shown = np.unique(np.linspace(0, num_particles - 1, min(max_lines, num_particles)).round().astype(int))
+    x = np.arange(n_stages)
+    for i in shown:
+        ax.plot(x, paths[:, i], color=_color(chain), lw=0.8, alpha=0.8, zorder=2)
+    roots = np.unique(paths[0]).size
+    ax.set(xlabel="stage", ylabel="particle index", xlim=(-0.2, max(n_stages - 1, 1) + 0.2),
+           ylim=(-1, num_particles), title=f"Genealogy (chain {chain}): {roots} of {num_particles} initial "
+                                           f"particles have descendants at stage {n_stages - 1}")
+    _stage_axis(ax)
+    return fig
+
+
+def plot_log_evidence(obj, reference=None, ax=None):
+    """log Z: the running estimate per stage (left, one line per chain) and the final estimate of each
+    chain (right, one marker per chain) with their mean (solid) and an optional ``reference`` (dashed)."""
+    ds = get_smc_stats(obj)
+    lz = np.asarray(ds["log_marginal_likelihood"].values, float)
+    run = np.asarray(ds["running_log_marginal_likelihood"].values, float)
+    n, stage = _per_chain(ds)
+    fig, axes = _subplots(ax, 1, 2, figsize=(9.6, 4.0), gridspec_kw={"width_ratios": [2, 1]})
+    for c in range(lz.shape[0]):
+        axes[0].plot(stage[: n[c]], run[c, : n[c]], color=_color(c), label=f"chain {c}")
+    axes[0].set(xlabel="stage", ylabel="running log Z", title="log Z per stage")
+    _stage_axis(axes[0])
+    _stage_axis(axes[1])
+    axes[1].plot(np.arange(lz.shape[0]), lz, "o", linestyle="none", color="C0", label="chain estimate")
+    axes[1].axhline(lz.mean(), color="k", lw=1, label=f"mean {lz.mean():.3f}")
+    if reference is not None:
+        axes[1].axhline(float(reference), color="C3", ls="--", lw=1, label=f"reference {float(reference):.3f}")
+    sd = f" (sd {lz.std(ddof=1):.3f})" if lz.size > 1 else ""
+    axes[1].set(xlabel="chain", ylabel="log Z", title=f"log Z across chains{sd}")
+    axes[1].legend(fontsize="small")
+    return fig
+
+
+def plot_weights(obj, bins: int = 30, ax=None):
+    """Distribution of the final normalised importance weights ``N W_i`` (before the final resampling),
+    as a histogram of ``log10(N W_i)`` per chain; 0 = equal weights (dashed line)."""
+    ds = get_smc_stats(obj)
+    lw = _require(ds, "final_log_weight", "plot_weights", "export with smcppl >= 0.1").astype(float)
+    num_particles = lw.shape[1]
+    fig, (ax,) = _subplots(ax)
+    x = (lw + np.log(num_particles)) / np.log(10)
+    finite = np.isfinite(x)
+    lo, hi = (x[finite].min(), x[finite].max()) if finite.any() else (-1.0, 1.0)
+    if hi - lo < 1e-6:
+        lo, hi = lo - 0.5, hi + 0.5
+    ess = []
+    for c in range(lw.shape[0]):
+        w = np.exp(lw[c])
+        ess.append(1.0 / np.sum(w**2) / num_particles)
+        ax.hist(x[c][finite[c]], bins=bins, range=(lo, hi), histtype="step", color=_color(c), label=f"chain {c}")
+    ax.axvline(0.0, color="0.4", ls="--", lw=1)
+    zero = int((~finite).sum())
+    ax.set(xlabel=r"$\log_{10}(N\,W_i)$", ylabel="particles",
+           title="Final weights: ESS/N " + ", ".join(f"{e:.2f}" for e in ess) +
+                 (f"; {zero} zero weights" if zero else ""))
+    if lw.shape[0] <= 10:
+        ax.legend(fontsize="small")
+    return fig
+
+
+def _arviz_object(obj):
+    import xarray as xr
+
+    if isinstance(obj, xr.DataTree):
+        return datatree_to_arviz(obj)
+    if hasattr(obj, "_groups"):
+        return obj
+    return datatree_to_arviz(to_datatree(obj, log_likelihood=False))
+
+
+def plot_posterior(obj, var_names=None, kind: str = "trace", **kwargs):
+    """ArviZ's own posterior plot of the draws, in either ArviZ API; returns the matplotlib Figure.
+
+    kind: ``"trace"`` (``plot_trace`` in ArviZ 0.x, ``plot_trace_dist`` in 1.x) or ``"dist"``
+    (``plot_posterior`` in 0.x, ``plot_dist`` in 1.x). ``kwargs`` go to the ArviZ function.
+    """
+    import arviz as az
+
+    if kind not in ("trace", "dist"):
+        raise ValueError(f"kind must be 'trace' or 'dist', got {kind!r}.")
+    data = _arviz_object(obj)
+    if arviz_major_version() >= 1:
+        fn = az.plot_trace_dist if kind == "trace" else az.plot_dist
+        pc = fn(data, var_names=var_names, backend="matplotlib", **kwargs)
+        return pc.get_viz("figure")
+    fn = az.plot_trace if kind == "trace" else az.plot_posterior
+    axes = fn(data, var_names=var_names, **kwargs)
+    return np.ravel(axes)[0].figure
+
+
+PLOTS = {
+    "tempering_schedule": plot_tempering_schedule,
+    "ess": plot_ess,
+    "acceptance": plot_acceptance,
+    "genealogy": plot_genealogy,
+    "log_evidence": plot_log_evidence,
+    "weights": plot_weights,
+    "posterior_trace": lambda obj: plot_posterior(obj, kind="trace"),
+}
+
+
+def save_diagnostic_plots(obj, folder, prefix: str = "", dpi: int = 100) -> list:
+    """Write every plot that applies to the run as ``<folder>/<prefix><name>.png`` (plots whose data the
+    run did not record, e.g. the genealogy without ancestors, are skipped); return the paths written."""
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not hasattr(obj, "_groups") and not _is_tree(obj):
+        obj = to_datatree(obj, log_likelihood=False)  # export once for all plots
+    written = []
+    for name, fn in PLOTS.items():
+        try:
+            fig = fn(obj)
+        except DiagnosticUnavailable:
+            continue
+        path = folder / f"{prefix}{name}.png"
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        written.append(str(path))
+    return written
+
+
+def _is_tree(obj):
+    import xarray as xr
+
+    return isinstance(obj, xr.DataTree)

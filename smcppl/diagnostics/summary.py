@@ -1,0 +1,140 @@
+"""Summaries of SMC runs: ArviZ's posterior summary plus the SMC-specific numbers (log Z, stages,
+resampling events, final ESS, acceptance)."""
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import xarray as xr
+
+from smcppl.diagnostics.export import SMC_STATS_GROUP, arviz_major_version, datatree_to_arviz, smc_stats_dataset
+
+__all__ = ["print_summary", "smc_summary", "get_smc_stats", "posterior_summary"]
+
+
+def get_smc_stats(obj) -> xr.Dataset:
+    """The ``smc_stats`` Dataset (with the run's attrs) of an SMC run, a raw ``SMCOutput``, an exported
+    DataTree or an ``arviz.InferenceData``."""
+    from smcppl.core.engine import SMCOutput
+
+    if isinstance(obj, SMCOutput):
+        return smc_stats_dataset(obj)
+    if getattr(obj, "plan", None) is not None and getattr(obj, "output", None) is not None:  # SMC runner
+        from smcppl.diagnostics.export import _smc_attrs
+
+        return smc_stats_dataset(obj.output, attrs=_smc_attrs(obj))
+    if hasattr(obj, "output") and getattr(obj, "output", None) is None:
+        raise RuntimeError("Call .run(rng_key, ...) before asking for diagnostics.")
+    if isinstance(obj, xr.DataTree):
+        if SMC_STATS_GROUP not in obj.children:
+            raise ValueError(f"This DataTree has no {SMC_STATS_GROUP!r} group; export an SMC run with "
+                             "smcppl.diagnostics.to_datatree(smc).")
+        ds = obj[SMC_STATS_GROUP].to_dataset()
+        return ds.assign_attrs({**obj.attrs, **ds.attrs})
+    groups = getattr(obj, "_groups", None)  # arviz.InferenceData
+    if groups is not None:
+        if SMC_STATS_GROUP not in groups:
+            raise ValueError(f"This InferenceData has no {SMC_STATS_GROUP!r} group; export an SMC run with "
+                             "smcppl.diagnostics.to_arviz(smc).")
+        ds = getattr(obj, SMC_STATS_GROUP)
+        return ds.assign_attrs({**dict(getattr(obj, "attrs", {}) or {}), **ds.attrs})
+    raise TypeError(f"Expected an SMC run, an SMCOutput, a DataTree or an InferenceData, got {type(obj).__name__}.")
+
+
+def _last_valid(values, n_stages):
+    return np.array([values[c, max(int(n) - 1, 0)] for c, n in enumerate(n_stages)], float)
+
+
+def smc_summary(obj) -> dict:
+    """SMC numbers of a run (see :func:`get_smc_stats` for accepted inputs): per-chain and summary
+    log Z, stage counts, resampling events, final ESS ratio, mean acceptance rate (if moves record it)."""
+    ds = get_smc_stats(obj)
+    lz = np.asarray(ds["log_marginal_likelihood"].values, float)
+    n_stages = np.asarray(ds["n_stages"].values, int)
+    num_chains = lz.shape[0]
+    resampled = np.asarray(ds["resampled"].values, bool)
+    ess = np.asarray(ds["ess"].values, float)
+    out = {
+        "num_chains": int(num_chains),
+        "num_particles": int(ds.sizes.get("particle", 0)) or None,
+        "log_marginal_likelihood": lz,
+        "log_marginal_likelihood_mean": float(np.mean(lz)),
+        "log_marginal_likelihood_sd": float(np.std(lz, ddof=1)) if num_chains > 1 else float("nan"),
+        "n_stages": n_stages,
+        "resampling_events": resampled.sum(axis=1),
+        "final_ess": _last_valid(ess, n_stages),
+    }
+    if "acceptance_rate" in ds:
+        acc = np.asarray(ds["acceptance_rate"].values, float)
+        out["acceptance_rate"] = float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan")
+    if "beta" in ds:
+        out["final_beta"] = _last_valid(np.asarray(ds["beta"].values, float), n_stages)
+    return out
+
+
+def posterior_summary(data, var_names=None, prob: float = 0.9):
+    """ArviZ's ``summary`` of the posterior with a ``prob`` credible interval, in either ArviZ API."""
+    import arviz as az
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. R-hat with a single chain
+        if arviz_major_version() >= 1:
+            return az.summary(data, var_names=var_names, ci_prob=prob)
+        return az.summary(data, var_names=var_names, hdi_prob=prob)
+
+
+def _fmt(values, fmt="{:.2f}"):
+    return ", ".join(fmt.format(v) for v in np.ravel(values))
+
+
+def print_summary(smc, prob: float = 0.9, var_names=None, file=None):
+    """Print ArviZ's posterior summary plus the SMC diagnostics (log Z mean and spread across chains,
+    stages, resampling events, final ESS, mean acceptance rate); return the summary table
+    (a ``pandas.DataFrame``; the SMC numbers of :func:`smc_summary` are in its ``attrs["smc"]``).
+
+    ``smc``: a run :class:`~smcppl.SMC` or its export (DataTree / InferenceData).
+    """
+    from smcppl.diagnostics.export import to_datatree
+
+    file = sys.stdout if file is None else file
+    if isinstance(smc, xr.DataTree) or hasattr(smc, "_groups"):
+        exported = datatree_to_arviz(smc) if isinstance(smc, xr.DataTree) else smc
+    else:
+        if getattr(smc, "output", None) is None:
+            raise RuntimeError("Call .run(rng_key, ...) before asking for a summary.")
+        exported = datatree_to_arviz(to_datatree(smc, log_likelihood=False))
+    table = posterior_summary(exported, var_names=var_names, prob=prob)
+    info = smc_summary(exported)
+    try:
+        table.attrs["smc"] = info
+    except AttributeError:  # pragma: no cover - non-pandas result
+        pass
+    ds = get_smc_stats(exported)
+    sampler = ds.attrs.get("sampler", "SMC")
+    c, n = info["num_chains"], info["num_particles"]
+    lines = [table.to_string() if hasattr(table, "to_string") else str(table), "",
+             f"{sampler}: {c} chain(s) x {n} particles"]
+    lz = info["log_marginal_likelihood"]
+    if c > 1:
+        lines.append(f"log Z (log marginal likelihood): {info['log_marginal_likelihood_mean']:.3f} "
+                     f"± {info['log_marginal_likelihood_sd']:.3f} (mean ± sd across {c} chains; "
+                     f"se of the mean {info['log_marginal_likelihood_sd'] / np.sqrt(c):.3f})")
+        lines.append(f"  per chain: {_fmt(lz, '{:.3f}')}")
+    else:
+        lines.append(f"log Z (log marginal likelihood): {lz[0]:.3f} (one chain: no spread; use num_chains > 1)")
+    st = info["n_stages"]
+    lines.append(f"stages: {st.min()}" + (f"-{st.max()}" if st.max() != st.min() else "") +
+                 f" (incl. initialisation)   resampling events per chain: {_fmt(info['resampling_events'], '{:d}')}")
+    fe = info["final_ess"]
+    ess_line = f"final ESS/N: {_fmt(fe)}"
+    if n:
+        ess_line += f"  (mean ESS {np.nanmean(fe) * n:.0f} of {n})"
+    lines.append(ess_line)
+    if "acceptance_rate" in info:
+        lines.append(f"mean acceptance rate: {info['acceptance_rate']:.3f}")
+    if "final_beta" in info and np.any(info["final_beta"] < 1):
+        lines.append(f"WARNING: final beta < 1 in some chains ({_fmt(info['final_beta'], '{:.3f}')}): the run "
+                     "stopped before reaching the posterior (raise max_stages).")
+    print("\n".join(lines), file=file)
+    return table
