@@ -100,7 +100,7 @@ def test_bimodal_mode_weights_where_nuts_fails():
 
 
 def test_fixed_schedule_and_factor_override():
-    smc = SMC(TemperedSMC(zoo.beta_binomial, schedule=np.linspace(0, 1, 6)[1:], num_mcmc_steps=3),
+    smc = SMC(TemperedSMC(zoo.beta_binomial, move="rwm", schedule=np.linspace(0, 1, 6)[1:], num_mcmc_steps=3),
               num_particles=2000, num_chains=2)
     smc.run(jax.random.key(5), n=20, k=7)
     assert np.all(np.asarray(smc.n_stages) == 5)
@@ -210,7 +210,7 @@ from smcppl.models import zoo
 assert len(jax.devices()) == 4
 res = {}
 for method in ("vectorized", "sharded"):
-    smc = SMC(TemperedSMC(zoo.beta_binomial, num_mcmc_steps=2), num_particles=256, num_chains=4, chain_method=method)
+    smc = SMC(TemperedSMC(zoo.beta_binomial, move="rwm", num_mcmc_steps=2), num_particles=256, num_chains=4, chain_method=method)
     smc.run(jax.random.key(7), n=20, k=7)
     res[method] = (np.asarray(smc.log_evidence), np.asarray(smc.get_samples()["p"]))
 np.testing.assert_allclose(res["vectorized"][0], res["sharded"][0], rtol=1e-5)
