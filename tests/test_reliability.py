@@ -69,7 +69,10 @@ class NoJacobianTemperedSMC(TemperedSMC):
 
     def density(self, *args, **kwargs):
         d = super().density(*args, **kwargs)
-        return d._replace(logprior=lambda u, data: d.logprior(u, data) - d.log_jacobian(u))
+        def broken_parts(u, data):
+            lp, ll = d.log_parts(u, data)
+            return lp - d.log_jacobian(u), ll
+        return d._replace(log_parts=broken_parts)
 
 
 # 400 datasets, 10 bins (40 expected per bin): the chi-square test has power against the broken sampler.

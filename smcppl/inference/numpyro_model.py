@@ -50,6 +50,7 @@ class NumPyroDensity(NamedTuple):
     unravel: Callable = None
     log_jacobian: Callable = None  # u [d] -> log |det dT/du| (already inside logprior)
     merge: Callable = None  # data -> (args, kwargs)
+    log_parts: Callable = None  # (u [d], data) -> (log prior, log lik) from one model evaluation
 
 
 def split_data(args, kwargs):
@@ -227,4 +228,5 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
         for frame in site.get("cond_indep_stack", []) if isinstance(site, dict) else []:
             coords.setdefault(frame.name, np.arange(frame.size))
     return NumPyroDensity(logprior, loglik, pointwise_loglik, sample_prior, postprocess, dim, tuple(latent),
-                          tuple(lik), observed_data, dims, coords, data0, unravel, log_jacobian, merge)
+                          tuple(lik), observed_data, dims, coords, data0, unravel, log_jacobian, merge,
+                          lambda u, data: _split(u, data)[:2])

@@ -130,7 +130,11 @@ class SMC:
         resampling = validate_resampling(resampling)
         run_one = self._run_one_fn(plan, resampling)
         keys = jax.random.split(rng_key, self.num_chains)
-        fn = jax.jit(jax.vmap(run_one, in_axes=(0, None)))
+        if self.num_chains == 1 and self.chain_method == "vectorized":
+            # one chain: no vmap (a batched while_loop of size 1 still costs ~2x), add the chain axis after
+            fn = jax.jit(lambda ks, d: jax.tree_util.tree_map(lambda x: x[None], run_one(ks[0], d)))
+        else:
+            fn = jax.jit(jax.vmap(run_one, in_axes=(0, None)))
         if self.chain_method == "sharded":
             from jax.sharding import Mesh, NamedSharding, PartitionSpec
 

@@ -34,16 +34,24 @@ from smcppl.kernels.moves import (GRADIENT_MOVES, MoveSettings, adapt_step_size,
 __all__ = ["TemperedSMC", "tempered_feynman_kac", "tempered_smc", "TemperedState", "TemperedInfo"]
 
 
+def _parts(logprior_fn, loglik_fn):
+    """``x -> (log prior, log lik)``; a function returning both (one model evaluation) passes through."""
+    if loglik_fn is None:
+        return logprior_fn
+    return lambda x: (logprior_fn(x), loglik_fn(x))
+
+
 def _tempered_logdensity(logprior_fn, loglik_fn, beta):
+    parts = _parts(logprior_fn, loglik_fn)
+
     def f(x):
-        ll = loglik_fn(x)
-        return logprior_fn(x) + jnp.where(beta > 0, beta * ll, 0.0)
+        lp, ll = parts(x)
+        return lp + jnp.where(beta > 0, beta * ll, 0.0)
     return f
 
 
 def _evaluate(logprior_fn, loglik_fn, positions):
-    lp = jax.vmap(logprior_fn)(positions)
-    ll = jax.vmap(loglik_fn)(positions)
+    lp, ll = jax.vmap(_parts(logprior_fn, loglik_fn))(positions)
     return sanitize(lp), sanitize(ll)
 
 
@@ -62,7 +70,9 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
                          max_stages: int = 500) -> FeynmanKac:
     """The tempered Feynman–Kac model on flat positions ``[N, dim]``.
 
-    ``sample_initial(key, n) -> [n, dim]`` prior draws. ``schedule``: None (adaptive, bisection on
+    ``logprior_fn``/``loglik_fn``: functions of one position; or pass ``loglik_fn=None`` and a
+    ``logprior_fn`` returning ``(log prior, log lik)`` from one model evaluation (what
+    :class:`TemperedSMC` does: half the cost per gradient). ``sample_initial(key, n) -> [n, dim]`` prior draws. ``schedule``: None (adaptive, bisection on
     the ``criterion`` to ``target_ess``) or an increasing ladder ending at 1.
 
     ``tuning`` — how the temperatures and the moves' preconditioner/step size are chosen:
@@ -242,7 +252,7 @@ class TemperedSMC:
             pilot_n = max(self.move.num_steps, pilot_n - pilot_n % self.move.num_steps)
 
         def make_fk(data):
-            return tempered_feynman_kac(lambda u: dens.logprior(u, data), lambda u: dens.loglik(u, data),
+            return tempered_feynman_kac(lambda u: dens.log_parts(u, data), None,
                                         lambda key, n: dens.sample_prior(key, n, data), dens.dim, num_particles,
                                         move, target_ess, criterion, schedule, self.tuning, pilot_n,
                                         pilot_res, self.max_stages)
