@@ -8,3 +8,5 @@ from smcppl.inference.runner import SMC, Plan  # noqa: F401,E402
 from smcppl.inference.tempered import TemperedSMC, tempered_smc  # noqa: F401,E402
 from smcppl.inference.numpyro_model import ModelError  # noqa: F401,E402
 from smcppl.inference.annealed_langevin import AnnealedLangevin  # noqa: F401,E402
+from smcppl.inference.sequence import LookAhead, ParticleFilter, SequenceState, particle_filter  # noqa: F401,E402
+from smcppl.inference.host import run_host  # noqa: F401,E402
