@@ -21,14 +21,14 @@ Problems (``--problems``):
 Methods (``--methods``), all started from prior draws, target ESS 0.5, N particles:
 
 * ``smcppl``: ``TemperedSMC(model, move="hmc", num_mcmc_steps=K, num_integration_steps=L)``, run through
-  the same code path as ``SMC.run`` (``make_run_one``, ``jit(vmap)`` over 1 chain), compiled once per
+  the same code path as ``SMC(..., num_chains=1).run`` (``make_run_one``, ``jit`` without a chain vmap), compiled once per
   (problem, N) with ``lower().compile()`` and called once per seed.
   With the default ``tuning="pilot"`` (where the installed smcppl has it) the wall time includes the
   pilot run that fixes the ladder and kernels.
 * ``smcppl-weighted``: the same with ``tuning="weighted"`` (kernels and temperatures tuned inside the
   run from the weighted particles, no pilot): the same work per stage as BlackJAX, which tunes in-run.
-* ``smcppl-novmap`` (not run by default): ``smcppl-weighted`` compiled as ``jit(run_one)`` without
-  the chain ``vmap`` that ``SMC.run`` always applies (here over a single chain), to isolate its cost.
+* ``smcppl-vmap`` (not run by default): ``smcppl-weighted`` compiled as ``jit(vmap(run_one))`` over a
+  single chain (what ``SMC.run`` did before it skipped the vmap for one chain), to show that cost.
 * ``blackjax``: raw ``blackjax.adaptive_tempered_smc`` wrapped in ``blackjax.inner_kernel_tuning``
   (BlackJAX's recipe: the inverse mass matrix is the particle covariance, recomputed after every step),
   HMC with the same K, L, the same step-size jitter (uniform in [h/2, 3h/2] per transition) and the
@@ -203,13 +203,13 @@ def mean_error(est_flat, exact):
 
 # ============================================================================================ methods
 class SmcpplMethod:
-    """``vmap=True``: exactly what ``SMC(..., num_chains=1).run`` compiles (``jit(vmap(run_one))``);
-    ``vmap=False`` (method ``smcppl-novmap``): ``jit(run_one)`` for one chain, to show the cost of the
+    """``vmap=False``: what ``SMC(..., num_chains=1).run`` compiles (``jit(run_one)``);
+    ``vmap=True`` (method ``smcppl-vmap``): ``jit(vmap(run_one))`` over one chain, to show the cost of a
     chain ``vmap``."""
 
     name = "smcppl"
 
-    def __init__(self, model, data, n, k, L, vmap=True, tuning=None):
+    def __init__(self, model, data, n, k, L, vmap=False, tuning=None):
         kw = {} if tuning is None else {"tuning": tuning}
         alg = TemperedSMC(model, move="hmc", num_mcmc_steps=k, num_integration_steps=L, target_ess=TARGET_ESS, **kw)
         self.plan = alg.build(n, **data)
@@ -515,7 +515,7 @@ def main(argv=None):
     p.add_argument("--problems", default="conjugate,bimodal2d,challenger")
     p.add_argument("--methods", default="smcppl,smcppl-weighted,blackjax,pymc,particles",
                    help="smcppl (defaults, as SMC.run compiles it), smcppl-weighted (tuning='weighted': in-run "
-                        "tuning, the same work as BlackJAX), smcppl-novmap (weighted, without the chain vmap), "
+                        "tuning, the same work as BlackJAX), smcppl-vmap (weighted, with a chain vmap over 1 chain), "
                         "blackjax, pymc, particles")
     p.add_argument("--num-mcmc-steps", type=int, default=5)
     p.add_argument("--num-integration-steps", type=int, default=10)
@@ -556,8 +556,8 @@ def main(argv=None):
                     runners[m] = SmcpplMethod(model, data, n, k, L)
                 elif m == "smcppl-weighted":
                     runners[m] = SmcpplMethod(model, data, n, k, L, tuning="weighted")
-                elif m == "smcppl-novmap":
-                    runners[m] = SmcpplMethod(model, data, n, k, L, vmap=False, tuning="weighted")
+                elif m == "smcppl-vmap":
+                    runners[m] = SmcpplMethod(model, data, n, k, L, vmap=True, tuning="weighted")
                 elif m == "blackjax":
                     runners[m] = BlackJAXMethod(model, data, n, k, L)
                 elif m == "pymc":

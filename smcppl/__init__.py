@@ -10,3 +10,6 @@ from smcppl.inference.numpyro_model import ModelError  # noqa: F401,E402
 from smcppl.inference.annealed_langevin import AnnealedLangevin  # noqa: F401,E402
 from smcppl.inference.sequence import LookAhead, ParticleFilter, SequenceState, particle_filter  # noqa: F401,E402
 from smcppl.inference.host import run_host  # noqa: F401,E402
+from smcppl.inference.correctors import (FeynmanKacCorrector, annealed, fk_steering, guided,  # noqa: F401,E402
+                                         product_of_experts)
+from smcppl.models.sde import VESDE, VPSDE  # noqa: F401,E402

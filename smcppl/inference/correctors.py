@@ -101,8 +101,9 @@ class FeynmanKacCorrector:
     or :class:`~smcppl.models.sde.VESDE`. num_steps: Euler–Maruyama steps from ``t = 1`` to ``t_min`` on a
     uniform grid (or pass ``times``, strictly decreasing from 1, ``num_steps + 1`` entries).
     noise: ``eta >= 0`` for ``sigma_t = eta g_t`` (1: the reverse SDE, 0: the probability-flow drift), or a
-    function ``t -> sigma_t``. resampling: a :class:`~smcppl.Resampling` (default: systematic when
-    ESS/N < 0.5; always for steering; never when uncorrected); entropic resampling is allowed.
+    function ``t -> sigma_t``. resampling: a :class:`~smcppl.Resampling` (default: systematic at every
+    stage, never when uncorrected; ESS-triggered and entropic resampling are allowed, but waiting for the
+    ESS to drop lets the weights of guided targets degenerate, see ``benchmarks/correctors.py``).
     event_shape: shape of one particle (required). corrected: ``False`` drops the weights (baseline).
     reward, reward_scale (``lam``), potential, interval: FK steering (see the module docstring);
     ``interval`` also sets how often resampling may happen without a reward.
@@ -180,10 +181,8 @@ class FeynmanKacCorrector:
         if resampling is None:
             if not self.corrected and reward is None:
                 resampling = Resampling("systematic", "never")
-            elif reward is not None:
-                resampling = Resampling("systematic", "always")
             else:
-                resampling = Resampling("systematic", "ess", 0.5)
+                resampling = Resampling("systematic", "always")
         self.resampling = validate_resampling(resampling)
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}.")
@@ -228,9 +227,10 @@ class FeynmanKacCorrector:
         return "FeynmanKacCorrector" if self.corrected else "UncorrectedSDE"
 
     def attrs(self) -> dict:
-        noise = self.noise.__name__ if callable(self.noise) and hasattr(self.noise, "__name__") else self.noise
+        noise = (getattr(self.noise, "__name__", type(self.noise).__name__) if callable(self.noise)
+                 else float(self.noise))
         out = {"sampler": self._sampler_name(), "num_steps": self.num_steps, "betas": str(list(self.betas)),
-               "num_scores": len(self.scores), "total_beta": self.total_beta, "noise": str(noise) if callable(self.noise) else float(noise),
+               "num_scores": len(self.scores), "total_beta": self.total_beta, "noise": noise,
                "event_shape": str(self.event_shape), "t_min": float(self.times[-1]), "corrected": int(self.corrected),
                "interval": self.interval, "init_variance": self.init_variance, "log_z_init": self.log_z_init(),
                "div_f_log_weight": self.div_f_log_weight()}
