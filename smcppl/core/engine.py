@@ -26,6 +26,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from smcppl.core.policy import Resampling, count_unique, resample, validate_resampling
 from smcppl.core.weights import all_dead, ess_ratio, log_mean_exp, normalized_entropy, sanitize
@@ -89,18 +90,25 @@ class SMCOutput(NamedTuple):
     dead_stage: jax.Array  # first stage where every particle died, -1 if none
 
 
-def validate_num_particles(num_particles):
-    if not isinstance(num_particles, (int,)) or isinstance(num_particles, bool):
+def positive_int(value, what):
+    """``int(value)`` if it is a positive integer, else a clear TypeError/ValueError naming ``what``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be a positive integer, got {value!r}.")
+    if not isinstance(value, (int, np.integer)):
         try:
-            ok = int(num_particles) == num_particles
-        except Exception:
+            ok = float(value) == int(value)
+        except Exception:  # noqa: BLE001
             ok = False
         if not ok:
-            raise TypeError(f"num_particles must be a positive integer, got {num_particles!r}.")
-        num_particles = int(num_particles)
-    if num_particles <= 0:
-        raise ValueError(f"num_particles must be a positive integer, got {num_particles}.")
-    return num_particles
+            raise TypeError(f"{what} must be a positive integer, got {value!r}.")
+    value = int(value)
+    if value <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {value}.")
+    return value
+
+
+def validate_num_particles(num_particles):
+    return positive_int(num_particles, "num_particles")
 
 
 def _running_log_evidence(log_evidence, log_weights):

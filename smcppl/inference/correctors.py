@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from smcppl.core.engine import FeynmanKac, validate_num_particles
+from smcppl.core.engine import FeynmanKac, positive_int, validate_num_particles
 from smcppl.core.policy import Resampling, validate_resampling
 from smcppl.inference.runner import Plan
 from smcppl.models.sde import SDE, validate_sde, x0_prediction
@@ -65,20 +65,6 @@ __all__ = [
 ]
 
 POTENTIALS = ("diff", "max", "sum", "rt")
-
-
-def _positive_int(v, what):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        try:
-            ok = float(v) == int(v)
-        except Exception:  # noqa: BLE001
-            ok = False
-        if not ok:
-            raise TypeError(f"{what} must be a positive integer, got {v!r}.")
-    v = int(v)
-    if v <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {v}.")
-    return v
 
 
 def _finite_float(v, what):
@@ -137,7 +123,7 @@ class FeynmanKacCorrector:
             raise ValueError(f"sum(betas) must be > 0 (the initial target is N(0, v / sum(betas))), got {b.sum()}.")
         self.scores, self.betas = scores, tuple(float(x) for x in b)
         self.sde = validate_sde(sde)
-        self.num_steps = _positive_int(num_steps, "num_steps")
+        self.num_steps = positive_int(num_steps, "num_steps")
         if callable(noise):
             self.noise = noise
         else:
@@ -173,7 +159,7 @@ class FeynmanKacCorrector:
         if potential not in POTENTIALS:
             raise ValueError(f"potential must be one of {POTENTIALS}, got {potential!r}.")
         self.potential = potential
-        self.interval = _positive_int(interval, "interval")
+        self.interval = positive_int(interval, "interval")
         v = self.sde.prior_variance if init_variance is None else _finite_float(init_variance, "init_variance")
         if not v > 0:
             raise ValueError(f"init_variance must be > 0, got {v}.")
