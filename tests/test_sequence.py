@@ -36,7 +36,7 @@ def fast_jit(fn):
 
 
 # ------------------------------------------------------------------------------------------ exact target
-SMALL = lagged_verifier(num_units=4)  # 3^4 = 81 sequences, enumerable
+SMALL = lagged_verifier(num_units=4)  # 46 sequences with p(x) > 0, enumerable
 TOK, LOGP, LOGPHI, _ = SMALL.enumerate()
 Z_EXACT = float(np.sum(np.exp(LOGP + LOGPHI)))
 TARGET = np.exp(LOGP + LOGPHI) / Z_EXACT
@@ -379,7 +379,7 @@ def test_host_runner_with_numpy_policy_is_unbiased():
     zs = np.array(zs)
     assert abs(zs.mean() - 1) < 4 * zs.std() / np.sqrt(R)
     tv = 0.5 * np.abs(per / R - TARGET).sum()
-    # MC part: with ~n*R*ESS-ratio effective draws the TV of an empirical measure on 81 cells is about
+    # MC part: with ~n*R*ESS-ratio effective draws the TV of an empirical measure on the 46 cells is about
     # 0.5 * sum_x sqrt(p_x / (n R / 4)) (ESS ratio ~ 1/4 conservatively)
     assert tv < 1.0 / n + 3 * 0.5 * np.sqrt(TARGET / (n * R / 4)).sum(), tv
     assert res.policy_calls == n * SMALL.T and res.output.trace.params["unique_origins"][0] == n

@@ -15,13 +15,16 @@ A process reward model (PRM) scores the prefix after ``t`` units with ``r = H[t,
    each later unit is an error (token 0, detectable, kills success) with probability ``e``. Early scores
    are over-confident in a surface feature ``c_s`` that favours the trap strategy, turning truthful
    by unit ``t_switch``: ``logit r_t = (1 - b_t) logit c_s + b_t logit V[t, z]``, ``b_t = (t-1)/(t_switch-1)``.
-2. :func:`stall_chain`: a token-level Markov chain whose first unit picks a mode, later units add
-   0/1/2 to a running sum, success iff the sum hits ``target`` exactly. One mode has larger steps but
-   *stalls* (emits the stall token, adding 0, forever) with probability ``rho`` per unit. The early PRM
-   is the exact value under a misspecified model that does not know that the mode stalls.
-3. :func:`lagged_verifier`: careful/sloppy steps with state-dependent error rates; success iff no error.
-   The PRM sees errors one unit late (it scores ``z_t`` with the error flag of ``z_{t-1}``).
-4. :func:`negative_control`: the same chain, honest PRM plus deterministic noise (a hash of the
+2. :func:`stall_chain`: a token-level Markov chain whose first unit picks a mode (steady, or fast with
+   probability 1/4), later units add 0/1/2 to a running sum, success iff the sum hits ``target`` exactly.
+   The fast mode makes more reliable big steps but *stalls* (emits the stall token, adding 0, forever)
+   with probability ``stall`` per unit. The early PRM (units ``< t_switch``) is the exact value under a
+   misspecified model that does not know that the mode stalls (it reads a stall token as a big step), so
+   it prefers the fast mode strongly while the fast particles silently stall.
+3. :func:`lagged_verifier`: careful/sloppy steps with state-dependent error rates; an error is an
+   unjustified jump to the conclusion; success iff no error. The PRM sees errors one unit late (it scores
+   ``z_t`` with the error flag of ``z_{t-1}``), so for one unit a false conclusion looks like a valid one.
+4. :func:`negative_control`: the careful/sloppy chain, honest PRM plus deterministic noise (a hash of the
    prefix), ``logit r = logit V + sigma * eps``; errors are visible at once, so resampling recovers.
 
 The same chain gives a JAX policy/potential (:meth:`SequenceTask.policy`, :meth:`SequenceTask.potential`)
@@ -313,121 +316,154 @@ def strategy_trap(honest: bool = False, num_units: int = 8, prior=(0.25, 0.25, 0
                               "error_rate": error_rate, "t_switch": t_switch, "trap_strategy": int(np.argmax(c))})
 
 
-def stall_chain(honest: bool = False, num_units: int = 8, target: int = 10, steady=(0.2, 0.4, 0.4),
-                fast=(0.05, 0.25, 0.7), stall: float = 0.25, t_switch: int = 4) -> SequenceTask:
-    """Stall chain: unit 1 picks the mode (token 4 = steady, 5 = fast, equally likely); units 2..T add
-    0/1/2 (tokens 0/1/2) to a running sum. The fast mode stalls with probability ``stall`` per unit
-    (token 3, adds 0) and then stays stalled. Success iff the final sum equals ``target``.
-    Misleading PRM (units ``t < t_switch``): the exact value under a model in which the fast mode never
-    stalls (and a stall token is read as a 0 increment); truthful from unit ``t_switch`` on."""
+def _tabulate(start, vocab, probs, step, R_of):
+    """Reachable finite chain from a hashable ``start`` state: ``probs(s) -> [vocab]``, ``step(s, v) -> s'``.
+    Returns ``(P, NEXT, R, states)`` with ``states[i]`` the tuple of state ``i`` (``start`` is state 0)."""
+    index, states = {start: 0}, [start]
+    rows_p, rows_n = [], []
+    i = 0
+    while i < len(states):
+        s = states[i]
+        p = np.asarray(probs(s), float)
+        nxt = []
+        for v in range(vocab):
+            t = step(s, v) if p[v] > 0 else s
+            if t not in index:
+                index[t] = len(states)
+                states.append(t)
+            nxt.append(index[t])
+        rows_p.append(p)
+        rows_n.append(nxt)
+        i += 1
+    R = np.array([R_of(s) for s in states], float)
+    return np.array(rows_p), np.array(rows_n, np.int32), R, states, index
+
+
+def stall_chain(honest: bool = False, num_units: int = 8, target: int = 14, steady=(0.05, 0.2, 0.75),
+                fast=(0.0, 0.02, 0.98), stall: float = 0.8, t_switch: int = 4, fast_prior: float = 0.25) -> SequenceTask:
+    """Stall chain: unit 1 picks the mode (token 4 = steady, 5 = fast with probability ``fast_prior``); units 2..T add
+    0/1/2 (tokens 0/1/2, probabilities ``steady`` / ``fast``) to a running sum. The fast mode stalls with
+    probability ``stall`` per unit: it emits the stall token (3, adds 0) and then stays stalled, emitting
+    it forever. Success iff the final sum equals ``target`` exactly.
+
+    Misleading PRM (prefixes of ``t < t_switch`` units): the exact value under a misspecified model that
+    does not know that the fast mode stalls; it takes the stall token for one of the mode's ordinary big
+    steps (+2), i.e. it scores a stalled prefix as the non-stalled prefix with the *nominal* sum
+    ``sum + 2 * (stall tokens)``. From unit ``t_switch`` on it is the exact value (a stalled prefix is dead
+    unless its sum already equals the target). Under the misspecified model the fast mode looks like the
+    better one (its big steps land near the target); in truth it almost never arrives, since it stalls
+    before the PRM can tell. The state is ``(mode, stalled, sum, nominal sum)``, sums clipped at
+    ``target + 1`` (failure)."""
     steady, fast = np.asarray(steady, float), np.asarray(fast, float)
-    T = num_units
-    K = target + 1  # sums above target are clipped to K (failure)
-    # z = ((mode * 2 + stalled) * (K + 1) + sum), z0 = last
-    nS = 4 * (K + 1)
-    z0 = nS
-    Z = nS + 1
-    Vsz = 6
+    T, K = int(num_units), int(target) + 1
+    start = (-1, 0, 0, 0)
 
-    def zid(mode, stalled, s):
-        return (mode * 2 + stalled) * (K + 1) + min(s, K)
+    def probs(stall_p):
+        def f(s):
+            mode, stalled = s[0], s[1]
+            p = np.zeros(6)
+            if mode < 0:
+                p[4], p[5] = 1 - fast_prior, fast_prior
+            elif stalled:
+                p[3] = 1.0
+            elif mode == 0:
+                p[:3] = steady
+            else:
+                p[:3], p[3] = (1 - stall_p) * fast, stall_p
+            return p
+        return f
 
-    def build(stall_p):
-        P = np.zeros((Z, Vsz))
-        NEXT = np.zeros((Z, Vsz), np.int32)
-        P[z0, 4], P[z0, 5] = 0.5, 0.5
-        NEXT[z0] = z0
-        NEXT[z0, 4], NEXT[z0, 5] = zid(0, 0, 0), zid(1, 0, 0)
-        for mode in (0, 1):
-            for stalled in (0, 1):
-                for s in range(K + 1):
-                    z = zid(mode, stalled, s)
-                    NEXT[z] = z
-                    if stalled:
-                        P[z, 3] = 1.0
-                        continue
-                    probs = steady if mode == 0 else fast
-                    ps = 0.0 if mode == 0 else stall_p
-                    P[z, :3] = (1 - ps) * probs
-                    P[z, 3] = ps
-                    for inc in range(3):
-                        NEXT[z, inc] = zid(mode, 0, s + inc)
-                    NEXT[z, 3] = zid(mode, 1, s)
-        return P, NEXT
+    def step(s, v):
+        mode, stalled, tot, nom = s
+        if mode < 0:
+            return (v - 4, 0, 0, 0)
+        if v == 3:
+            return (mode, 1, tot, min(nom + 2, K))
+        return (mode, 0, min(tot + v, K), min(nom + v, K))
 
-    P, NEXT = build(stall)
-    R = np.zeros(Z)
-    for mode in (0, 1):
-        for stalled in (0, 1):
-            R[zid(mode, stalled, target)] = 1.0
+    hit = lambda s: float(s[0] >= 0 and s[2] == target)  # noqa: E731
+    P, NEXT, R, states, _ = _tabulate(start, 6, probs(stall), step, hit)
     V = value_function(P, NEXT, R, T)
     if honest:
         H = V.copy()
     else:
-        # misspecified model: no stalling; a stalled state is read as the non-stalled state with the same sum
-        Pm, NEXTm = build(0.0)
-        Vm = value_function(Pm, NEXTm, R, T)
-        unstalled = np.arange(Z)
-        for mode in (0, 1):
-            for s in range(K + 1):
-                unstalled[zid(mode, 1, s)] = zid(mode, 0, s)
-        H = np.where((np.arange(T + 1) < t_switch)[:, None], Vm[:, unstalled], V)
-    return SequenceTask("stall_chain", P, NEXT, R, H, T, z0, honest=honest,
+        # misspecified model: no stalling; a stalled prefix is read as the non-stalled one at its nominal sum
+        Pm, NEXTm, Rm, _, index_m = _tabulate(start, 6, probs(0.0), step, hit)
+        Vm = value_function(Pm, NEXTm, Rm, T)
+        read = np.array([index_m.get(s if s[0] < 0 else (s[0], 0, s[3], s[3]), 0) for s in states])
+        H = np.where((np.arange(T + 1) < t_switch)[:, None], Vm[:, read], V)
+        H[:, 0] = V[:, 0]
+    return SequenceTask("stall_chain", P, NEXT, R, H, T, 0, honest=honest,
                         info={"target": target, "steady": steady.tolist(), "fast": fast.tolist(), "stall": stall,
-                              "t_switch": t_switch})
+                              "t_switch": t_switch, "fast_prior": fast_prior, "states": len(states)})
 
 
-def _care_chain(num_units, careful, sloppy):
-    """States z = (care, err_now, err_lag): care 0 careful / 1 sloppy. Tokens: 0 error, 1 careful ok,
-    2 sloppy ok. After an error the writer is sloppy."""
-    careful, sloppy = np.asarray(careful, float), np.asarray(sloppy, float)
-    Z = 9  # 8 states + z0
+def _care_chain(num_units, careful, sloppy, conclusion_reward=1.0):
+    """States z = (care, err_now, err_lag), care 0 careful / 1 sloppy / 2 concluded. Tokens: 0 error,
+    1 careful ok, 2 sloppy ok, 3 conclusion. ``careful`` / ``sloppy``: the token probabilities in the
+    careful / sloppy state (length 3 or 4; a missing conclusion probability is 0). An error is an
+    unjustified jump to the conclusion (it moves to the concluded state with the error flag set); a
+    conclusion (valid, token 3) ends the work with reward ``conclusion_reward``; a concluded writer only
+    emits token 1 (filler) and makes no more errors. After a sloppy step the writer is sloppy, after a
+    careful one careful."""
+    careful = np.pad(np.asarray(careful, float), (0, 4 - len(careful)))
+    sloppy = np.pad(np.asarray(sloppy, float), (0, 4 - len(sloppy)))
+    Z = 13  # 12 states + z0
 
     def zid(care, e, el):
         return care * 4 + e * 2 + el
 
-    z0 = 8
-    P = np.zeros((Z, 3))
-    NEXT = np.zeros((Z, 3), np.int32)
+    z0 = 12
+    P = np.zeros((Z, 4))
+    NEXT = np.zeros((Z, 4), np.int32)
     P[z0] = careful
-    NEXT[z0] = [zid(1, 1, 0), zid(0, 0, 0), zid(1, 0, 0)]
-    for care in (0, 1):
+    NEXT[z0] = [zid(2, 1, 0), zid(0, 0, 0), zid(1, 0, 0), zid(2, 0, 0)]
+    for care in (0, 1, 2):
         for e in (0, 1):
             for el in (0, 1):
                 z = zid(care, e, el)
+                if care == 2:
+                    P[z] = [0.0, 1.0, 0.0, 0.0]
+                    NEXT[z] = zid(2, e, e)
+                    continue
                 P[z] = careful if care == 0 else sloppy
-                NEXT[z] = [zid(1, 1, e), zid(0, e, e), zid(1, e, e)]
+                NEXT[z] = [zid(2, 1, e), zid(0, e, e), zid(1, e, e), zid(2, e, e)]
     R = np.zeros(Z)
-    for care in (0, 1):
+    for care in (0, 1, 2):
         for el in (0, 1):
-            R[zid(care, 0, el)] = 1.0
+            R[zid(care, 0, el)] = conclusion_reward if care == 2 else 1.0
     V = value_function(P, NEXT, R, num_units)
     lagged = np.arange(Z)  # the state seen by a verifier one unit late: err_now := err_lag
-    for care in (0, 1):
+    for care in (0, 1, 2):
         for e in (0, 1):
             for el in (0, 1):
                 lagged[zid(care, e, el)] = zid(care, el, el)
     return P, NEXT, R, V, z0, lagged
 
 
-def lagged_verifier(honest: bool = False, num_units: int = 8, careful=(0.05, 0.75, 0.2),
-                    sloppy=(0.35, 0.25, 0.4)) -> SequenceTask:
-    """Lagged verifier: each unit is an error (token 0), careful-ok (1) or sloppy-ok (2), with error rates
-    that depend on the previous unit (``careful``/``sloppy`` rows). Success iff no error. The PRM scores
-    the prefix with the value function evaluated at the error flag of the *previous* unit (it sees each
-    error one unit late); the final verifier is exact."""
-    P, NEXT, R, V, z0, lagged = _care_chain(num_units, careful, sloppy)
+def lagged_verifier(honest: bool = False, num_units: int = 10, careful=(0.15, 0.55, 0.27, 0.03),
+                    sloppy=(0.35, 0.25, 0.38, 0.02), conclusion_reward: float = 0.95) -> SequenceTask:
+    """Lagged verifier: each unit is an error (token 0), a careful (1) or sloppy (2) step, or a valid
+    conclusion (3), with probabilities that depend on the previous unit (``careful`` / ``sloppy`` rows).
+    An error is an unjustified jump to the conclusion. Success iff no error (a concluded sequence succeeds
+    with probability ``conclusion_reward``). The PRM scores the prefix with the exact value function
+    evaluated at the error flag of the *previous* unit: it sees each error one unit late, so for one unit a
+    false conclusion looks like a valid one (value ``conclusion_reward``, far above the value of an
+    unfinished derivation) and a score-weighted filter moves its particles onto it; the next unit shows it
+    dead. The final verifier is exact. ``honest=True``: the PRM sees errors at once."""
+    P, NEXT, R, V, z0, lagged = _care_chain(num_units, careful, sloppy, conclusion_reward)
     H = V.copy() if honest else V[:, lagged]
     H[:, z0] = V[:, z0]
     return SequenceTask("lagged_verifier", P, NEXT, R, H, num_units, z0, honest=honest,
-                        info={"careful": list(careful), "sloppy": list(sloppy)})
+                        info={"careful": list(careful), "sloppy": list(sloppy),
+                              "conclusion_reward": conclusion_reward})
 
 
-def negative_control(honest: bool = False, num_units: int = 8, careful=(0.05, 0.75, 0.2),
-                     sloppy=(0.35, 0.25, 0.4), sigma: float = 1.0) -> SequenceTask:
-    """Negative control: the careful/sloppy chain with an honest, noisy, recoverable PRM:
-    ``logit r = logit V[t, z] + sigma * eps(prefix)`` with deterministic ``eps in [-1, 1)`` (a hash of the
-    prefix); errors are visible at once (``V = 0``). ``honest=True`` sets ``sigma = 0``."""
+def negative_control(honest: bool = False, num_units: int = 10, careful=(0.3, 0.5, 0.2),
+                     sloppy=(0.55, 0.2, 0.25), sigma: float = 1.5) -> SequenceTask:
+    """Negative control: the careful/sloppy chain (no conclusion token) with an honest, noisy, recoverable
+    PRM: ``logit r = logit V[t, z] + sigma * eps(prefix)`` with deterministic ``eps in [-1, 1)`` (a hash of
+    the prefix); errors are visible at once (``V = 0``). ``honest=True`` sets ``sigma = 0``."""
     P, NEXT, R, V, z0, _ = _care_chain(num_units, careful, sloppy)
     return SequenceTask("negative_control", P, NEXT, R, V.copy(), num_units, z0,
                         noise=0.0 if honest else float(sigma), honest=honest,
