@@ -8,6 +8,7 @@ flat in the number of stages. One JSON line per run.
 
     python benchmarks/scale.py            # N = 1e3 .. 1e6, stages = 10, 50, 200 at N = 1e5
     python benchmarks/scale.py --quick    # N = 1e3 .. 1e5
+    python benchmarks/scale.py --only 10000000 5   # one run: 1e7 particles, 5 stages
 """
 import argparse
 import json
@@ -38,9 +39,12 @@ print(json.dumps({"particles": n, "stages": int(np.asarray(smc.n_stages)[0]),
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", nargs=2, type=int, metavar=("N", "STAGES"), help="one run: N particles, STAGES stages")
     a = p.parse_args()
     sizes = [1_000, 10_000, 100_000] if a.quick else [1_000, 10_000, 100_000, 1_000_000]
     runs = [(n, 20) for n in sizes] + [(100_000 if not a.quick else 10_000, s) for s in (10, 50, 200)]
+    if a.only:
+        runs = [tuple(a.only)]
     for n, s in runs:
         r = subprocess.run([sys.executable, "-c", CHILD, str(n), str(s)], capture_output=True, text=True)
         line = r.stdout.strip().splitlines()[-1] if r.returncode == 0 else json.dumps(
