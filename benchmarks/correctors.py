@@ -59,7 +59,7 @@ def compile_sampler(alg, num_particles, params):
 
 def run_seed(compiled, seed, params):
     t0 = time.perf_counter()
-    out, draws, _ = compiled(jax.random.key(seed), params)
+    out, draws = compiled(jax.random.key(seed), params)[:2]
     jax.block_until_ready((out, draws))
     return out, draws, time.perf_counter() - t0
 

@@ -226,7 +226,7 @@ class SmcpplMethod:
     def run(self, seed):
         keys = self._keys(seed)
         t0 = time.perf_counter()
-        out, draws, raw = self.compiled(keys, self.plan.data)
+        out, draws, raw = self.compiled(keys, self.plan.data)[:3]
         jax.block_until_ready((out, draws, raw))
         wall = time.perf_counter() - t0
         if not self.vmap:

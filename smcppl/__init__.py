@@ -5,6 +5,7 @@ from smcppl.inference.bootstrap import bootstrap_filter  # noqa: F401
 
 __version__ = "0.1.0"
 from smcppl.inference.runner import SMC, Plan  # noqa: F401,E402
+from smcppl.diagnostics.health import SMCHealthWarning  # noqa: F401,E402
 from smcppl.inference.tempered import TemperedSMC, tempered_smc  # noqa: F401,E402
 from smcppl.inference.numpyro_model import ModelError  # noqa: F401,E402
 from smcppl.inference.annealed_langevin import AnnealedLangevin  # noqa: F401,E402

@@ -52,7 +52,7 @@ def _compiled(alg, num_particles, example_params):
     fn = jax.jit(jax.vmap(make_run_one(plan, plan.resampling), in_axes=(0, None)))
 
     def run(params, seed=0):
-        out, draws, _ = fn(jax.random.split(jax.random.key(seed), SEEDS), params)
+        out, draws = fn(jax.random.split(jax.random.key(seed), SEEDS), params)[:2]
         return out, np.asarray(draws["x"])
 
     return run

@@ -263,6 +263,6 @@ def test_chains_vmapped_equal_chains_one_at_a_time():
     keys = jax.random.split(jax.random.key(13), 3)  # the per-chain keys SMC.run derives from its key
     single = jax.jit(run_one)
     for i in range(3):
-        out, draws, _ = single(keys[i], smc.plan.data)
+        out, draws, _, _ = single(keys[i], smc.plan.data)
         np.testing.assert_allclose(np.asarray(out.log_evidence), np.asarray(smc.log_evidence[i]), rtol=1e-5)
         np.testing.assert_allclose(np.asarray(draws["p"]), np.asarray(smc.get_samples(True)["p"][i]), rtol=1e-5)

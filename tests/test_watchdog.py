@@ -88,3 +88,33 @@ def test_mitigation_flag_parsing():
     assert cpu_eigen_mitigation_active("--xla_force_host_platform_device_count=4 --xla_cpu_multi_thread_eigen=False")
     assert not cpu_eigen_mitigation_active("--xla_cpu_multi_thread_eigen=false --xla_cpu_multi_thread_eigen=true")
     assert not cpu_eigen_mitigation_active("--xla_cpu_multi_thread_eigen_other=false")
+
+
+def test_smc_run_timeout_raises_the_documented_error():
+    """SMC.run(timeout=...) goes through the watchdog: a compiled run made to exceed a tiny timeout
+    (a host callback sleeping inside the model) raises SMCTimeoutError naming the cause and workaround."""
+    import time as _time
+
+    import numpyro
+    import numpyro.distributions as dist
+
+    from smcppl import SMC, TemperedSMC
+
+    slept = []
+
+    def _sleep(x):  # sleeps once inside the compiled run (not while the model is checked before compiling)
+        if not slept and threading.current_thread() is not threading.main_thread():
+            slept.append(1)
+            _time.sleep(1.0)
+        return x
+
+    def slow_model(y):
+        m = numpyro.sample("m", dist.Normal(0.0, 1.0))
+        m = jax.pure_callback(_sleep, jax.ShapeDtypeStruct((), m.dtype), m, vmap_method="sequential")
+        numpyro.sample("y", dist.Normal(m, 1.0), obs=y)
+
+    smc = SMC(TemperedSMC(slow_model, move="rwm", num_mcmc_steps=1, tuning="weighted"), num_particles=4)
+    with pytest.raises(SMCTimeoutError, match="xla_cpu_multi_thread_eigen"):
+        smc.run(jax.random.key(0), jnp.ones(3), timeout=0.2)
+    with pytest.raises(ValueError):
+        smc.run(jax.random.key(0), jnp.ones(3), timeout=-1)

@@ -23,3 +23,4 @@ from smcppl.core.weights import (
     normalize,
     normalized_entropy,
 )
+from smcppl.core.watchdog import SMCTimeoutError, call_with_timeout

@@ -43,6 +43,8 @@ __all__ = [
     "run_adaptive",
     "raise_if_failed",
     "validate_num_particles",
+    "update_lineage",
+    "LINEAGE_LAG",
 ]
 
 
@@ -60,12 +62,33 @@ class FeynmanKac(NamedTuple):
     record: Callable = lambda params: params  # what of params goes into the per-stage trace
 
 
+LINEAGE_LAG = 2  # resampling events back that define a particle's lineage (its cluster for the MCSE)
+
+
 class SMCState(NamedTuple):
     particles: Any
     log_weights: jax.Array  # unnormalised since the last resampling event
     log_evidence: jax.Array  # sum of resampling-event increments so far
     params: Any
     stage: jax.Array
+    lineage: Any = None  # [LINEAGE_LAG, N] int32: row k = ancestor index at the (k+1)-th last resampling event
+
+
+def _initial_lineage(n):
+    return jnp.tile(jnp.arange(n, dtype=jnp.int32)[None], (LINEAGE_LAG, 1))
+
+
+def update_lineage(lineage, indices, resampled):
+    """Lineages after a resampling event with ancestor ``indices``: row 0 becomes ``indices`` and row
+    ``k`` the ancestor that row ``k - 1`` had (``old[k-1][indices]``); unchanged if nothing was resampled.
+
+    Particles whose row ``LINEAGE_LAG - 1`` agree descend from one particle ``LINEAGE_LAG`` resampling
+    events back: they are the clusters of the lineage-based Monte Carlo error (Olsson & Douc 2019,
+    lag-based variance estimation), which counts their correlation instead of treating copies as
+    independent draws."""
+    idx = indices.astype(jnp.int32)
+    shifted = jnp.concatenate([idx[None], lineage[:-1][:, idx]], axis=0)
+    return jnp.where(resampled, shifted, lineage)
 
 
 class StepInfo(NamedTuple):
@@ -137,7 +160,7 @@ def init(rng_key, fk: FeynmanKac, empty_move_info=None, record_ancestors=False, 
     particles, log_weights, params = fk.init(rng_key)
     lw = sanitize(jnp.asarray(log_weights))
     n = lw.shape[0]
-    state = SMCState(particles, lw, jnp.zeros((), lw.dtype), params, jnp.zeros((), jnp.int32))
+    state = SMCState(particles, lw, jnp.zeros((), lw.dtype), params, jnp.zeros((), jnp.int32), _initial_lineage(n))
     anc = jnp.arange(n) if record_ancestors else None
     summ = None if summary_fn is None else summary_fn(particles, lw)
     info = _info(lw, state.log_evidence, 1.0, False, n, fk.record(params), empty_move_info, anc, summ)
@@ -162,7 +185,8 @@ def build_step(fk: FeynmanKac, resampling: Resampling = Resampling(), record_anc
         log_g = sanitize(fk.log_potential(moved, particles, state.params, new_params))
         lw = res.log_weights + log_g
         log_evidence = state.log_evidence + res.log_evidence_increment
-        new_state = SMCState(moved, lw, log_evidence, new_params, state.stage + 1)
+        new_state = SMCState(moved, lw, log_evidence, new_params, state.stage + 1,
+                             update_lineage(state.lineage, res.indices, res.resampled))
         n_unique = count_unique(res.indices, n)
         summ = None if summary_fn is None else summary_fn(moved, lw)
         info = _info(lw, log_evidence, res.tau, res.resampled, n_unique, fk.record(new_params), move_info,

@@ -13,6 +13,8 @@ from smcppl.diagnostics.export import (  # noqa: F401
     to_arviz,
     to_datatree,
 )
+from smcppl.diagnostics.health import HealthReport, SMCHealthWarning, check_health  # noqa: F401
+from smcppl.diagnostics.mcse import lineage_mcse  # noqa: F401
 from smcppl.diagnostics.summary import get_smc_stats, posterior_summary, print_summary, smc_summary  # noqa: F401
 
 _PLOTS = ("plot_tempering_schedule", "plot_ess", "plot_acceptance", "plot_genealogy", "plot_log_evidence",
@@ -20,7 +22,7 @@ _PLOTS = ("plot_tempering_schedule", "plot_ess", "plot_acceptance", "plot_geneal
 
 __all__ = ["to_datatree", "to_arviz", "output_to_datatree", "datatree_to_arviz", "as_datatree", "save_netcdf",
            "load_netcdf", "smc_stats_dataset", "print_summary", "smc_summary", "get_smc_stats",
-           "posterior_summary", *_PLOTS]
+           "posterior_summary", "check_health", "HealthReport", "SMCHealthWarning", "lineage_mcse", *_PLOTS]
 
 
 def __getattr__(name):

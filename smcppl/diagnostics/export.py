@@ -5,7 +5,8 @@ Layout (DESIGN §6)::
     posterior       (chain, draw, ...)   equally weighted draws (final resampling + random permutation);
                                          dims named from NumPyro plates
     sample_stats    (chain, draw)        lp, acceptance_rate, diverging (as the sampler provides them),
-                                         log_weight (only when exporting weighted particles)
+                                         lineage (cluster of each draw for the Monte Carlo error, see
+                                         :mod:`smcppl.diagnostics.mcse`), log_weight (weighted export only)
     log_likelihood  (chain, draw, ...)   pointwise log-likelihood of each observed site (for loo)
     observed_data   (...)                the observations
     smc_stats       (chain, stage)       ess (ratio), entropy (normalised), tau, resampled,
@@ -14,7 +15,7 @@ Layout (DESIGN §6)::
                                          and move statistics (beta, step_size, acceptance_rate, ...)
                     (chain, stage, particle)  ancestors (if recorded)
                     (chain, particle)    final_log_weight (normalised, before the final resampling)
-                    (chain,)             log_marginal_likelihood, n_stages
+                    (chain,)             log_marginal_likelihood, n_stages, n_unique_draws (distinct final draws)
 
 chain = independent SMC run, draw = particle. Stages beyond a chain's ``n_stages`` (adaptive runs) are
 NaN (floats), -1 (ints) or False (bools). Settings and timings are attrs (str/int/float only, so that
@@ -48,7 +49,7 @@ __all__ = [
 SMC_STATS_GROUP = "smc_stats"
 _CORE_STATS = ("ess", "entropy", "tau", "resampled", "n_unique_ancestors", "log_marginal_likelihood_increment",
                "running_log_marginal_likelihood", "log_marginal_likelihood", "n_stages", "ancestors",
-               "final_log_weight")
+               "final_log_weight", "n_unique_draws")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -175,10 +176,12 @@ def _log_normalize_np(lw):
 
 
 # ------------------------------------------------------------------------------------------ smc_stats
-def smc_stats_dataset(output, attrs=None) -> xr.Dataset:
-    """The ``smc_stats`` group of an :class:`~smcppl.core.engine.SMCOutput` (with or without a chain axis)."""
+def smc_stats_dataset(output, attrs=None, draw_stats=None) -> xr.Dataset:
+    """The ``smc_stats`` group of an :class:`~smcppl.core.engine.SMCOutput` (with or without a chain axis);
+    ``draw_stats`` (the runner's, see :func:`smcppl.inference.runner.final_draws`) adds ``n_unique_draws``."""
     if np.ndim(_np(output.log_evidence)) == 0:
         output = _add_chain_axis(output)
+        draw_stats = None if draw_stats is None else _add_chain_axis(draw_stats)
     n_stages = _np(output.n_stages).astype(np.int64).reshape(-1)
     # adaptive runs: drop the padding that no chain used
     used = max(int(n_stages.max()), 1)
@@ -209,10 +212,10 @@ def smc_stats_dataset(output, attrs=None) -> xr.Dataset:
         "log_marginal_likelihood_increment": (("chain", "stage"), increment),
         "running_log_marginal_likelihood": (("chain", "stage"), running),
     }
-    for source, tree in (("params", tr.params), ("move_info", tr.move_info)):
+    for source, tree in (("params", tr.params), ("move_info", tr.move_info), ("summary", tr.summary)):
         if tree is None:
             continue
-        for name, v in _named_leaves(tree, default="param" if source == "params" else "move_info").items():
+        for name, v in _named_leaves(tree, default={"params": "param"}.get(source, source)).items():
             v = _np(v)
             if v.shape != (num_chains, capacity) or v.dtype == object:
                 continue  # only scalar-per-stage entries are exported
@@ -228,13 +231,15 @@ def smc_stats_dataset(output, attrs=None) -> xr.Dataset:
     coords["particle"] = np.arange(final_lw.shape[-1])
     vars_["log_marginal_likelihood"] = (("chain",), _np(output.log_evidence).astype(float).reshape(-1))
     vars_["n_stages"] = (("chain",), n_stages)
+    if draw_stats is not None and "n_unique" in draw_stats:
+        vars_["n_unique_draws"] = (("chain",), _np(draw_stats["n_unique"]).astype(np.int64).reshape(-1))
     return xr.Dataset(vars_, coords=coords, attrs=dict(attrs or {}))
 
 
 # ------------------------------------------------------------------------------------------ exporters
 def output_to_datatree(output, samples: Optional[Mapping] = None, *, particles: Any = None,
                        log_weights=None, metadata: Optional[Mapping] = None, attrs: Optional[Mapping] = None,
-                       log_likelihood: bool = True) -> xr.DataTree:
+                       log_likelihood: bool = True, draw_stats: Optional[Mapping] = None) -> xr.DataTree:
     """Export raw engine output (:class:`~smcppl.core.engine.SMCOutput`, with or without a leading chain
     axis) to a DataTree.
 
@@ -245,11 +250,14 @@ def output_to_datatree(output, samples: Optional[Mapping] = None, *, particles: 
     of ``samples`` (exported as ``sample_stats.log_weight``). metadata: as ``Plan.metadata``
     (``observed_data``, ``pointwise_log_likelihood``, ``sample_stats``, ``dims``, ``coords``).
     attrs: settings and timings (converted to str/int/float). log_likelihood: compute the
-    ``log_likelihood`` group (skip to save time when only summaries are wanted).
+    ``log_likelihood`` group (skip to save time when only summaries are wanted). draw_stats: the
+    runner's ``{"lineage": (chain, draw), "n_unique": (chain,)}`` for the draws in ``samples``.
     """
     single = np.ndim(_np(output.log_evidence)) == 0
     if single:
         output = _add_chain_axis(output)
+        if draw_stats is not None:
+            draw_stats = _add_chain_axis(dict(draw_stats))
         if samples is not None:
             samples = _add_chain_axis(dict(samples))
         if particles is not None:
@@ -288,6 +296,8 @@ def output_to_datatree(output, samples: Optional[Mapping] = None, *, particles: 
                 stats[k] = v
     if log_weights is not None:
         stats["log_weight"] = _np(log_weights)
+    elif draw_stats is not None and "lineage" in draw_stats:
+        stats["lineage"] = _np(draw_stats["lineage"])
     if stats:
         groups["sample_stats"] = _dataset(stats, ("chain", "draw"), dims_meta, coords_meta, base, group_attrs)
 
@@ -299,7 +309,7 @@ def output_to_datatree(output, samples: Optional[Mapping] = None, *, particles: 
     if observed:
         groups["observed_data"] = _dataset({k: np.asarray(v) for k, v in dict(observed).items()}, (), dims_meta,
                                            coords_meta, {}, group_attrs)
-    groups[SMC_STATS_GROUP] = smc_stats_dataset(output, group_attrs)
+    groups[SMC_STATS_GROUP] = smc_stats_dataset(output, group_attrs, draw_stats)
     tree = xr.DataTree.from_dict({f"/{k}": v for k, v in groups.items()})
     tree.attrs = dict(group_attrs)
     return tree
@@ -317,8 +327,13 @@ def _smc_attrs(smc) -> dict:
         attrs.update({"resampling_scheme": scheme, "resampling_when": res.when,
                       "resampling_threshold": float(res.threshold),
                       "resampling_entropic": "None" if res.entropic is None else repr(res.entropic)})
+    attrs.update({"max_stages": int(plan.max_stages), "adaptive": int(plan.num_steps is None)})
     for k, v in dict(getattr(smc, "timing", {}) or {}).items():
         attrs[k] = float(v)
+    health = getattr(smc, "health", None)
+    if health is not None:
+        attrs.update({"health_ok": int(health.ok),
+                      "health_flags": "; ".join(f"[{f.check}] {f.message}" for f in health.flags) or "none"})
     return attrs
 
 
@@ -341,7 +356,8 @@ def to_datatree(smc, *, weighted: bool = False, log_likelihood: bool = True) -> 
     else:
         samples, lw, particles = smc._samples, None, smc.final_particles
     return output_to_datatree(smc.output, samples, particles=particles, log_weights=lw,
-                              metadata=plan.metadata, attrs=_smc_attrs(smc), log_likelihood=log_likelihood)
+                              metadata=plan.metadata, attrs=_smc_attrs(smc), log_likelihood=log_likelihood,
+                              draw_stats=None if weighted else getattr(smc, "draw_stats", None))
 
 
 def datatree_to_arviz(tree: xr.DataTree):

@@ -71,7 +71,7 @@ def simulation_based_calibration(algorithm, rng_key, num_datasets: int, num_part
     run_one = make_run_one(plan, resampling)
 
     def one(key, d):
-        out, _, _ = run_one(key, d)
+        out = run_one(key, d)[0]
         values = jax.vmap(dens.postprocess, in_axes=(0, None))(out.state.particles["position"], d)
         return values, normalize(out.state.log_weights), out.dead_stage
 

@@ -10,7 +10,7 @@ import xarray as xr
 
 from smcppl.diagnostics.export import SMC_STATS_GROUP, arviz_major_version, datatree_to_arviz, smc_stats_dataset
 
-__all__ = ["print_summary", "smc_summary", "get_smc_stats", "posterior_summary"]
+__all__ = ["print_summary", "smc_summary", "get_smc_stats", "posterior_summary", "lineage_columns", "health_report"]
 
 
 def get_smc_stats(obj) -> xr.Dataset:
@@ -70,6 +70,8 @@ def smc_summary(obj) -> dict:
         out["acceptance_rate"] = float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan")
     if "beta" in ds:
         out["final_beta"] = _last_valid(np.asarray(ds["beta"].values, float), n_stages)
+    if "n_unique_draws" in ds:
+        out["n_unique_draws"] = np.asarray(ds["n_unique_draws"].values, int)
     return out
 
 
@@ -82,6 +84,50 @@ def posterior_summary(data, var_names=None, prob: float = 0.9):
         if arviz_major_version() >= 1:
             return az.summary(data, var_names=var_names, ci_prob=prob)
         return az.summary(data, var_names=var_names, hdi_prob=prob)
+
+
+def _group(exported, name):
+    """A group of an exported run as an ``xarray.Dataset`` (DataTree or InferenceData), or None."""
+    if isinstance(exported, xr.DataTree):
+        return exported[name].to_dataset() if name in exported.children else None
+    return getattr(exported, name, None) if name in getattr(exported, "_groups", ()) else None
+
+
+def lineage_columns(exported, table):
+    """``mcse_smc``/``ess_smc`` for the rows of ArviZ's summary ``table`` (same variables, same element
+    order), from the draws' lineages (:mod:`smcppl.diagnostics.mcse`); the table unchanged if the export
+    has no lineages (e.g. weighted particles)."""
+    from smcppl.diagnostics.mcse import lineage_mcse
+
+    post, stats = _group(exported, "posterior"), _group(exported, "sample_stats")
+    if post is None or stats is None or "lineage" not in stats or not hasattr(table, "index"):
+        return table
+    lineage = np.asarray(stats["lineage"].values)
+    mcse, ess = [], []
+    for name in post.data_vars:
+        v = np.asarray(post[name].transpose("chain", "draw", ...).values)
+        if not np.issubdtype(v.dtype, np.number):
+            continue
+        _, m, e = lineage_mcse(v, lineage)
+        mcse.extend(np.ravel(m))
+        ess.extend(np.ravel(e))
+    if len(mcse) != len(table.index):
+        return table
+    table = table.copy()
+    table["mcse_smc"] = np.round(mcse, 3)
+    table["ess_smc"] = np.round(ess, 0)
+    return table
+
+
+def health_report(exported):
+    """The :class:`~smcppl.diagnostics.health.HealthReport` of an exported run (recomputed from its
+    ``smc_stats`` and posterior, so that it also works on a reloaded file)."""
+    from smcppl.diagnostics.health import check_health
+
+    post = _group(exported, "posterior")
+    draws = None if post is None else {k: np.asarray(post[k].transpose("chain", "draw", ...).values)
+                                        for k in post.data_vars}
+    return check_health(get_smc_stats(exported), draws)
 
 
 def _fmt(values, fmt="{:.2f}"):
@@ -104,8 +150,9 @@ def print_summary(smc, prob: float = 0.9, var_names=None, file=None):
         if getattr(smc, "output", None) is None:
             raise RuntimeError("Call .run(rng_key, ...) before asking for a summary.")
         exported = datatree_to_arviz(to_datatree(smc, log_likelihood=False))
-    table = posterior_summary(exported, var_names=var_names, prob=prob)
+    table = lineage_columns(exported, posterior_summary(exported, var_names=var_names, prob=prob))
     info = smc_summary(exported)
+    health = getattr(smc, "health", None) or health_report(exported)
     try:
         table.attrs["smc"] = info
     except AttributeError:  # pragma: no cover - non-pandas result
@@ -133,8 +180,17 @@ def print_summary(smc, prob: float = 0.9, var_names=None, file=None):
     lines.append(ess_line)
     if "acceptance_rate" in info:
         lines.append(f"mean acceptance rate: {info['acceptance_rate']:.3f}")
-    if "final_beta" in info and np.any(info["final_beta"] < 1):
-        lines.append(f"WARNING: final beta < 1 in some chains ({_fmt(info['final_beta'], '{:.3f}')}): the run "
-                     "stopped before reaching the posterior (raise max_stages).")
+    if np.isfinite(health.divergent_fraction):
+        lines.append(f"divergent transitions: {health.divergent_fraction:.1%} of particle moves")
+    if "n_unique_draws" in info:
+        lines.append(f"distinct final draws per chain: {_fmt(info['n_unique_draws'], '{:d}')}")
+    if "mcse_smc" in getattr(table, "columns", ()):
+        lines.append("mcse_smc / ess_smc: Monte Carlo error of the mean from the draws' lineages (copies of one "
+                     "particle counted as correlated); ArviZ's ess_*/mcse_* read the lineage-ordered draws as a chain.")
+    lines.extend(health.lines())
     print("\n".join(lines), file=file)
+    try:
+        table.attrs["health"] = health
+    except AttributeError:  # pragma: no cover
+        pass
     return table

@@ -20,12 +20,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from smcppl.core.entropic import with_entropic_correction
 from smcppl.core.engine import FeynmanKac, SMCOutput, raise_if_failed, run_adaptive, run_fixed, validate_num_particles
 from smcppl.core.policy import Resampling, validate_resampling
-from smcppl.core.resampling import permute, systematic
+from smcppl.core.resampling import systematic
+from smcppl.core.watchdog import call_with_timeout, validate_timeout
 from smcppl.core.weights import normalize
 
-__all__ = ["Plan", "SMC", "final_draws", "make_run_one"]
+__all__ = ["Plan", "SMC", "final_draws", "make_run_one", "enable_compilation_cache", "compilation_cache_dir",
+           "count_distinct"]
 
 
 class Plan(NamedTuple):
@@ -36,7 +39,8 @@ class Plan(NamedTuple):
     num_steps: steps of a fixed-length run, or None for an adaptive run of at most ``max_stages``
     stages. postprocess(particles[, data]) -> dict name -> [N, ...] arrays (e.g. constrained values
     and deterministic sites); jit-able. resampling: the algorithm's default policy.
-    summary_fn: optional per-stage statistic. metadata: anything the exporter needs (observed data,
+    summary_fn: optional per-stage statistic. entropic_correction: resolve an unset
+    ``Entropic.correct`` to True (samplers that estimate ``log Z``). metadata: anything the exporter needs (observed data,
     dims, log-likelihood function, site names); attrs: settings (str/int/float only).
     """
 
@@ -51,25 +55,45 @@ class Plan(NamedTuple):
     name: str = "SMC"
     progress_fn: Optional[Callable] = None
     data: Any = None
+    entropic_correction: bool = False  # an unset Entropic.correct means True (the plan estimates log Z)
 
 
-def final_draws(rng_key, particles, log_weights, postprocess, resample_final=True):
-    """Equally weighted draws: systematic resampling of the final weights, then a random permutation
-    (sorted systematic output would make ArviZ's autocorrelation ESS collapse).
+def count_distinct(particles):
+    """Number of distinct particles in a population (any pytree with a leading particle axis): each
+    particle is projected on a fixed random direction and the distinct projections are counted
+    (exact copies, as resampling makes them, project to the same value)."""
+    leaves = [jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32) for x in jax.tree_util.tree_leaves(particles)]
+    flat = jnp.concatenate(leaves, axis=1)
+    direction = jax.random.normal(jax.random.key(20261201), (flat.shape[1],), flat.dtype)
+    proj = jnp.sort(jnp.where(jnp.isfinite(flat), flat, 0.0) @ direction)
+    return 1 + jnp.sum(proj[1:] != proj[:-1]).astype(jnp.int32)
 
-    Returns ``(postprocess(particles), particles)`` after resampling and permutation."""
-    k1, k2 = jax.random.split(rng_key)
+
+def final_draws(rng_key, particles, log_weights, postprocess, lineage=None, resample_final=True):
+    """Equally weighted draws: systematic resampling of the final weights, then a random order in which
+    the draws of one lineage (same ancestor ``LINEAGE_LAG`` resampling events back, see
+    :func:`smcppl.core.engine.update_lineage`) stay contiguous — so that ArviZ's autocorrelation-based
+    ESS and MCSE see their correlation instead of counting copies as independent draws.
+
+    Returns ``(postprocess(draws), draws, draw_stats)``, ``draw_stats = {"lineage": [N] cluster id of
+    each draw, "n_unique": number of distinct draws}``."""
+    k1, k2, k3 = jax.random.split(rng_key, 3)
     n = log_weights.shape[0]
-    if resample_final:
-        idx = systematic(k1, normalize(log_weights), n)
-        particles = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), particles)
-    particles = permute(k2, particles)
-    return postprocess(particles), particles
+    idx = systematic(k1, normalize(log_weights), n) if resample_final else jnp.arange(n)
+    cluster = idx if lineage is None else lineage[-1][idx]
+    # random order of the clusters, random order inside each cluster
+    cluster_rank = jax.random.permutation(k2, n)[cluster]
+    order = jnp.lexsort((jax.random.uniform(k3, (n,)), cluster_rank))
+    idx, cluster = idx[order], cluster[order]
+    particles = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), particles)
+    draw_stats = {"lineage": cluster.astype(jnp.int32), "n_unique": count_distinct(particles)}
+    return postprocess(particles), particles, draw_stats
 
 
 def make_run_one(plan: Plan, resampling: Resampling, record_ancestors=False, progress=None):
-    """``run_one(key, data) -> (SMCOutput, draws, raw particles of the draws)`` for one chain; pure and
-    jit/vmap-able over keys and (for SBC-style studies) over datasets."""
+    """``run_one(key, data) -> (SMCOutput, draws, raw particles of the draws, draw_stats)`` for one
+    chain (see :func:`final_draws`); pure and jit/vmap-able over keys and (for SBC-style studies) over
+    datasets."""
     def run_one(key, data):
         k_run, k_draw = jax.random.split(key)
         fk = plan.fk(data) if callable(plan.fk) and not isinstance(plan.fk, FeynmanKac) else plan.fk
@@ -78,10 +102,58 @@ def make_run_one(plan: Plan, resampling: Resampling, record_ancestors=False, pro
         else:
             out = run_adaptive(k_run, fk, plan.max_stages, resampling, record_ancestors, progress, plan.summary_fn)
         post = plan.postprocess if plan.data is None else (lambda p: plan.postprocess(p, data))
-        draws, raw = final_draws(k_draw, out.state.particles, out.state.log_weights, post)
-        return out, draws, raw
+        return (out,) + final_draws(k_draw, out.state.particles, out.state.log_weights, post, out.state.lineage)
 
     return run_one
+
+
+CACHE_ENV = "SMCPPL_COMPILATION_CACHE"
+
+
+def compilation_cache_dir() -> Optional[str]:
+    """Folder of JAX's persistent compilation cache used by smcppl: ``$SMCPPL_COMPILATION_CACHE`` if set
+    (``off``, ``0`` or empty switch it off), else ``$XDG_CACHE_HOME/smcppl/jax`` (``~/.cache/smcppl/jax``)."""
+    import os
+
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in ("", "0", "off", "false", "no") else os.path.expanduser(value)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "smcppl", "jax")
+
+
+def enable_compilation_cache(path: Optional[str] = None) -> Optional[str]:
+    """Turn on JAX's persistent compilation cache (compiled programs are stored on disk, keyed by the
+    program itself, so a fresh process re-uses them for an unchanged model and shapes). Called by the
+    first :meth:`SMC.run`; leaves a cache folder the user configured in JAX untouched. Returns the folder
+    in use (None if off)."""
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return current
+    path = path or compilation_cache_dir()
+    if path:
+        jax.config.update("jax_compilation_cache_dir", path)
+    return path
+
+
+def _input_signature(args, kwargs):
+    """Hashable description of model inputs for the compiled-code cache: structure, array shapes and
+    dtypes (arrays are arguments of the compiled code) and the values of everything else (Python numbers,
+    0-d arrays, strings: compile-time constants). None if a value cannot be hashed (then no caching)."""
+    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
+    sig = []
+    for x in leaves:
+        if isinstance(x, (np.ndarray, jax.Array)) and np.ndim(x) > 0:
+            sig.append(("array", tuple(np.shape(x)), str(x.dtype)))
+        elif isinstance(x, (np.ndarray, jax.Array, np.generic)):
+            sig.append(("scalar", str(x.dtype), np.asarray(x).item()))
+        else:
+            try:
+                hash(x)
+            except TypeError:
+                return None
+            sig.append(("value", type(x).__name__, x))
+    return (treedef, tuple(sig))
 
 
 class SMC:
@@ -111,6 +183,8 @@ class SMC:
         self.output: Optional[SMCOutput] = None
         self._samples = None
         self.timing: dict = {}
+        self.health = None  # HealthReport of the last run (smcppl.diagnostics.health)
+        self._compiled: dict = {}  # input signature and settings -> compiled run (see run)
 
     # ------------------------------------------------------------------ running
     def _run_one_fn(self, plan: Plan, resampling: Resampling):
@@ -120,21 +194,37 @@ class SMC:
 
         return make_run_one(plan, resampling, self.record_ancestors, progress)
 
-    def run(self, rng_key, *args, **kwargs):
+    def run(self, rng_key, *args, timeout: Optional[float] = None, **kwargs):
         """Build the algorithm's plan for these arguments (errors surface here, before compiling),
-        then run ``num_chains`` independent SMC runs."""
+        then run ``num_chains`` independent SMC runs.
+
+        Compiled code is reused: a second call with inputs of the same structure, shapes and dtypes (and
+        the same non-array arguments) runs the code compiled by the first (new keys and new data need no
+        compilation); across processes JAX's persistent compilation cache (:func:`enable_compilation_cache`,
+        ``$SMCPPL_COMPILATION_CACHE``) re-uses compiled programs. Changing the algorithm object's settings
+        in place after a run is not detected: build a new algorithm instead.
+
+        timeout: seconds to wait for the compiled run (None: no limit). Past it,
+        :class:`~smcppl.core.watchdog.SMCTimeoutError` names the likely cause (on CPU, XLA's thread pool
+        wedging) and the workaround, instead of a silent infinite wait."""
         if not isinstance(rng_key, jax.Array):
             raise TypeError("rng_key must be a JAX PRNG key, e.g. jax.random.key(0).")
+        timeout = validate_timeout(timeout)
         plan = self.algorithm.build(self.num_particles, *args, **kwargs)
         resampling = self.resampling if self.resampling is not None else plan.resampling
         resampling = validate_resampling(resampling)
-        run_one = self._run_one_fn(plan, resampling)
+        if plan.entropic_correction:
+            resampling = with_entropic_correction(resampling, plan.name)
         keys = jax.random.split(rng_key, self.num_chains)
-        if self.num_chains == 1 and self.chain_method == "vectorized":
-            # one chain: no vmap (a batched while_loop of size 1 still costs ~2x), add the chain axis after
-            fn = jax.jit(lambda ks, d: jax.tree_util.tree_map(lambda x: x[None], run_one(ks[0], d)))
-        else:
-            fn = jax.jit(jax.vmap(run_one, in_axes=(0, None)))
+        signature = _input_signature(args, kwargs)
+        cache_key = None
+        if signature is not None:
+            cache_key = (id(self.algorithm), signature, self.num_chains, self.chain_method, self.record_ancestors,
+                         self.progress_bar, resampling)
+            try:
+                hash(cache_key)
+            except TypeError:
+                cache_key = None
         if self.chain_method == "sharded":
             from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -145,16 +235,40 @@ class SMC:
             mesh = Mesh(devices, ("chain",))
             keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("chain")))
         t0 = time.perf_counter()
-        compiled = fn.lower(keys, plan.data).compile()
+        compiled = self._compiled.get(cache_key) if cache_key is not None else None
+        cached = compiled is not None
+        if not cached:
+            enable_compilation_cache()
+            run_one = self._run_one_fn(plan, resampling)
+            if self.num_chains == 1 and self.chain_method == "vectorized":
+                # one chain: no vmap (a batched while_loop of size 1 still costs ~2x), add the chain axis after
+                fn = jax.jit(lambda ks, d: jax.tree_util.tree_map(lambda x: x[None], run_one(ks[0], d)))
+            else:
+                fn = jax.jit(jax.vmap(run_one, in_axes=(0, None)))
+            compiled = fn.lower(keys, plan.data).compile()
+            if cache_key is not None:
+                self._compiled = {cache_key: compiled}  # the latest inputs' code (bounded memory)
         t1 = time.perf_counter()
-        out, draws, raw = compiled(keys, plan.data)
-        jax.block_until_ready((out, draws, raw))
+        out, draws, raw, draw_stats = call_with_timeout(compiled, keys, plan.data, timeout=timeout,
+                                                        what=f"{plan.name} run")
         t2 = time.perf_counter()
-        self.timing = {"compile_seconds": t1 - t0, "run_seconds": t2 - t1}
+        self.timing = {"compile_seconds": t1 - t0, "run_seconds": t2 - t1, "reused_compiled": int(cached)}
         self.plan, self.output, self._samples, self.final_particles = plan, out, draws, raw
+        self.draw_stats = draw_stats
         self.resampling_used = resampling
         raise_if_failed(out, plan.name)
+        self.health = self._check_health()
         return self
+
+    def _check_health(self):
+        """Health checks of this run (:mod:`smcppl.diagnostics.health`), one warning per failed check."""
+        from smcppl.diagnostics.export import _smc_attrs, smc_stats_dataset
+        from smcppl.diagnostics.health import check_health, warn_health
+
+        stats = smc_stats_dataset(self.output, _smc_attrs(self), self.draw_stats)
+        report = check_health(stats, jax.device_get(self._samples))
+        warn_health(report, self.plan.name, stacklevel=4)
+        return report
 
     # ------------------------------------------------------------------ results
     def _check(self):
@@ -202,9 +316,10 @@ class SMC:
 
         return to_arviz(self)
 
-    def print_summary(self, prob: float = 0.9):
-        """Print ArviZ's summary of the draws plus log Z, stages, resampling count, final ESS."""
+    def print_summary(self, prob: float = 0.9, **kwargs):
+        """Print ArviZ's summary of the draws plus log Z, stages, resampling count, final ESS and the
+        health checks (see :func:`smcppl.diagnostics.print_summary` for ``var_names``, ``file``)."""
         self._check()
         from smcppl.diagnostics.summary import print_summary
 
-        return print_summary(self, prob=prob)
+        return print_summary(self, prob=prob, **kwargs)

@@ -23,13 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from smcppl.core.engine import FeynmanKac, run_adaptive
+from smcppl.core.entropic import with_entropic_correction
 from smcppl.core.policy import Resampling, resample, validate_resampling
 from smcppl.core.schedules import next_temperature, validate_schedule
 from smcppl.core.weights import log_mean_exp, normalize, sanitize
 from smcppl.inference.numpyro_model import ModelError, numpyro_density
 from smcppl.inference.runner import Plan
-from smcppl.kernels.moves import (GRADIENT_MOVES, MoveSettings, adapt_step_size, default_step_size,
-                                  move_population, particle_preconditioner, target_acceptance, validate_move)
+from smcppl.kernels.moves import (GRADIENT_MOVES, MoveSettings, default_step_size, move_population,
+                                  particle_preconditioner, target_acceptance, validate_move)
 
 __all__ = ["TemperedSMC", "tempered_feynman_kac", "tempered_smc", "TemperedState", "TemperedInfo"]
 
@@ -91,7 +92,9 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
         raise ValueError(f"tuning must be one of {TUNINGS}, got {tuning!r}.")
     move = validate_move(move)
     h0 = move.step_size if move.step_size is not None else default_step_size(move.kind, dim)
-    acc_target = target_acceptance(move)
+    # tuning runs (the pilot, "weighted", "resampled") adapt the step size during each stage's move;
+    # the main run of tuning="pilot" uses the pilot's step sizes unchanged (kernels fixed in advance)
+    adapt_target = target_acceptance(move) if (move.adapt_step_size and move.kind != "ula" and tuning != "pilot") else None
     ladder = None if schedule is None else jnp.asarray(validate_schedule(schedule))
     pilot_fk = None
     if tuning == "pilot":
@@ -128,7 +131,13 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
         if tuning == "pilot":
             out = run_adaptive(k_pilot, pilot_fk, max_stages if ladder is None else ladder.shape[0],
                                pilot_resampling)
-            params["pilot"] = dict(out.trace.params)
+            pilot = dict(out.trace.params)
+            # the step size the pilot ended with at each temperature (adapted during that stage's move,
+            # recorded in the next trace row) is the one the main run uses there
+            used = out.trace.move_info["step_size"]
+            adapted = jnp.concatenate([used[1:], used[-1:]])
+            pilot["step_size"] = jnp.where(jnp.isfinite(adapted), adapted, pilot["step_size"])
+            params["pilot"] = pilot
             params["pilot_failed"] = out.dead_stage >= 0
         beta1, idx = choose(ll, zeros, params)
         lw = jnp.where(jnp.isfinite(lp), _increment(ll, beta1), -jnp.inf)
@@ -147,10 +156,11 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
         logdensity = _tempered_logdensity(logprior_fn, loglik_fn, params["beta"])
         mu, L, h = kernel_of(params)
         pre = None if tuning == "resampled" else (mu, L)
-        x, acc, div = move_population(key, particles["position"], log_weights, logdensity, h, move, pre)
+        x, acc, div, h_end = move_population(key, particles["position"], log_weights, logdensity, h, move, pre,
+                                             adapt_target=adapt_target)
         lp, ll = _evaluate(logprior_fn, loglik_fn, x)
         new = {"position": x, "logprior": lp, "loglik": ll, "acceptance": acc.astype(x.dtype), "diverging": div}
-        info = {"acceptance_rate": jnp.mean(acc), "divergences": jnp.sum(div).astype(jnp.int32)}
+        info = {"acceptance_rate": jnp.mean(acc), "divergences": jnp.sum(div).astype(jnp.int32), "step_size": h_end}
         return new, info
 
     def update(particles, log_weights, params, move_info):
@@ -159,9 +169,7 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
         if tuning == "pilot":
             new["step_size"] = kernel_of(new)[2]
             return new
-        h = params["step_size"]
-        if move.adapt_step_size and move.kind != "ula":
-            h = adapt_step_size(h, move_info["acceptance_rate"], acc_target)
+        h = move_info["step_size"]  # adapted during the move (tuning runs), see move_population
         # preconditioner for the next move, from the particles reweighted to the new temperature
         lw_new = log_weights + _increment(particles["loglik"], beta - params["beta"])
         mu, L = particle_preconditioner(particles["position"], lw_new, move.preconditioning)
@@ -231,7 +239,9 @@ class TemperedSMC:
         if int(max_stages) < 1:
             raise ValueError(f"max_stages must be >= 1, got {max_stages}.")
         self.max_stages = int(max_stages)
-        self.resampling = validate_resampling(resampling) if resampling is not None else Resampling("systematic", "ess", 0.5)
+        self.resampling = with_entropic_correction(
+            validate_resampling(resampling) if resampling is not None else Resampling("systematic", "ess", 0.5),
+            type(self).__name__)
         if waste_free and (self.resampling.when != "always" or
                            (self.resampling.entropic is not None and self.resampling.entropic.correct)):
             self.resampling = self.resampling._replace(when="always", entropic=None)
@@ -279,16 +289,21 @@ class TemperedSMC:
                  "target_ess": self.target_ess, "criterion": self.criterion,
                  "preconditioning": self.move.preconditioning, "waste_free": int(self.move.waste_free),
                  "schedule": "adaptive" if self.schedule is None else "fixed", "dim": dens.dim,
-                 "tuning": self.tuning, "model": getattr(self.model, "__name__", "model")}
+                 "tuning": self.tuning, "model": getattr(self.model, "__name__", "model"), "continuous_state": 1}
 
         def progress(stage, params):
             print(f"\rTemperedSMC stage {int(stage):4d}  beta = {float(params['beta']):.4f}", end="", flush=True)
 
-        return Plan(fk=make_fk, num_steps=None, max_stages=max_stages,
+        def divergent_weight(particles, log_weights):
+            """Share of the stage's weight (after reweighting) on particles whose move diverged: divergent
+            particles that the next temperature discards are harmless, those that carry the weight are not."""
+            return {"divergent_weight": jnp.sum(normalize(log_weights) * particles["diverging"])}
+
+        return Plan(fk=make_fk, num_steps=None, max_stages=max_stages, summary_fn=divergent_weight,
                     postprocess=lambda particles, data: jax.vmap(dens.postprocess, in_axes=(0, None))(
                         particles["position"], data),
                     resampling=self.resampling, metadata=metadata, attrs=attrs, name="TemperedSMC",
-                    progress_fn=progress, data=dens.data)
+                    progress_fn=progress, data=dens.data, entropic_correction=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +358,8 @@ def tempered_smc(logprior_fn: Callable, loglikelihood_fn: Callable, mcmc_step_fn
     running ``log Z_hat``.
     """
     target_ess = _validate_target_ess(target_ess)
-    policy = validate_resampling(resampling if resampling is not None else Resampling(resampling_fn, "always"))
+    policy = with_entropic_correction(
+        validate_resampling(resampling if resampling is not None else Resampling(resampling_fn, "always")), "tempered_smc")
 
     def init(position, rng_key=None):
         del rng_key

@@ -29,6 +29,11 @@ __all__ = ["MOVES", "MoveSettings", "validate_move", "particle_preconditioner", 
 MOVES = ("rwm", "mala", "hmc", "nuts", "ula")
 GRADIENT_MOVES = ("mala", "hmc", "nuts", "ula")
 TARGET_ACCEPTANCE = {"rwm": 0.3, "mala": 0.57, "hmc": 0.65, "nuts": 0.8, "ula": 1.0}
+# Adapted step sizes stay below the leapfrog stability limit of a target whose covariance the metric
+# matches (step < 2 in whitened units; HMC's step is jittered up to 1.5x, so 2 / 1.5): on near-Gaussian
+# targets acceptance stays high almost up to that limit, and adaptation toward the target acceptance
+# would otherwise overshoot into unstable, divergent trajectories.
+MAX_ADAPTED_STEP = {"hmc": 2.0 / 1.5, "nuts": 1.9}
 
 
 class ULAState(NamedTuple):
@@ -44,16 +49,24 @@ def ula_init(position, logdensity_fn):
 
 def ula_step(rng_key, state: ULAState, logdensity_fn, step_size):
     """Unadjusted Langevin ``x' = x + h grad log pi(x) + sqrt(2h) xi`` (not in BlackJAX; no
-    Metropolis correction, so it leaves ``pi`` invariant only as ``h -> 0``)."""
+    Metropolis correction, so it leaves ``pi`` invariant only as ``h -> 0``).
+
+    Returns ``(new state, log alpha)`` with ``log alpha`` the log Metropolis ratio that MALA would
+    apply to this move (``log pi(x') + log q(x | x') - log pi(x) - log q(x' | x)``): not used to
+    accept, but a free measure of the step's bias (``alpha ~ 1`` for a small enough step)."""
     noise = jax.random.normal(rng_key, state.position.shape, state.position.dtype)
     x = state.position + step_size * state.logdensity_grad + jnp.sqrt(2 * step_size) * noise
-    return ula_init(x, logdensity_fn)
+    new = ula_init(x, logdensity_fn)
+    fwd = -jnp.sum(noise**2) / 2
+    bwd = -jnp.sum((state.position - x - step_size * new.logdensity_grad) ** 2) / (4 * step_size)
+    log_alpha = new.logdensity - state.logdensity + bwd - fwd
+    return new, jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha)
 
 
 class MoveSettings(NamedTuple):
     """Settings of a particle move.
 
-    kind: ``"rwm" | "mala" | "hmc" | "nuts"``. num_steps: kernel applications per stage (chain
+    kind: ``"rwm" | "mala" | "hmc" | "nuts" | "ula"``. num_steps: kernel applications per stage (chain
     length ``P`` for waste-free). preconditioning: ``"full" | "diag" | "none"``. target_acceptance:
     None = kernel default. step_size: initial whitened step size (None = dimension-based default).
     num_integration_steps: leapfrog steps for HMC. waste_free: use waste-free SMC.
@@ -135,6 +148,18 @@ def _to_z(mu, L, x):
     return (x - mu) / L
 
 
+DIVERGENCE_THRESHOLD = 1000.0  # nats, as BlackJAX's HMC/NUTS divergence threshold
+
+
+def _exploded(old_logdensity, new_logdensity, new_position):
+    """A transition diverged if its new state is non-finite or its log density fell by more than
+    ``DIVERGENCE_THRESHOLD`` in one transition (an unstable ULA step, or a Metropolis kernel started from
+    a non-finite state). Metropolis kernels reject non-finite proposals, so for them this only fires on
+    states that were already broken; BlackJAX's own ``is_divergent`` covers HMC/NUTS trajectories."""
+    return (~jnp.isfinite(new_logdensity)) | (~jnp.all(jnp.isfinite(new_position))) | (
+        old_logdensity - new_logdensity > DIVERGENCE_THRESHOLD)
+
+
 def _kernel(m: MoveSettings):
     """One BlackJAX transition on a single particle: ``(key, state, logdensity, step) -> state, acc, div``."""
     if m.kind == "rwm":
@@ -143,19 +168,21 @@ def _kernel(m: MoveSettings):
 
         def step(key, state, logdensity, h, imm=None):
             st, info = kernel(key, state, logdensity, lambda k, x: h * jax.random.normal(k, x.shape, x.dtype))
-            return st, info.acceptance_rate, jnp.array(False)
+            return st, info.acceptance_rate, _exploded(state.logdensity, st.logdensity, st.position)
     elif m.kind == "ula":
         init = ula_init
 
         def step(key, state, logdensity, h, imm=None):
-            return ula_step(key, state, logdensity, h), jnp.ones(()), jnp.array(False)
+            new, log_alpha = ula_step(key, state, logdensity, h)
+            # acceptance: the Metropolis probability MALA would have given the move (ULA moves anyway)
+            return new, jnp.exp(jnp.minimum(log_alpha, 0.0)), _exploded(state.logdensity, new.logdensity, new.position)
     elif m.kind == "mala":
         kernel = blackjax.mcmc.mala.build_kernel()
         init = blackjax.mcmc.mala.init
 
         def step(key, state, logdensity, h, imm=None):
             st, info = kernel(key, state, logdensity, h)
-            return st, info.acceptance_rate, jnp.array(False)
+            return st, info.acceptance_rate, _exploded(state.logdensity, st.logdensity, st.position)
     elif m.kind == "hmc":
         kernel = blackjax.mcmc.hmc.build_kernel()
         init = blackjax.mcmc.hmc.init
@@ -166,14 +193,14 @@ def _kernel(m: MoveSettings):
             k_h, k = jax.random.split(key)
             h_eff = h * jax.random.uniform(k_h, (), minval=0.5, maxval=1.5)
             st, info = kernel(k, state, logdensity, h_eff, imm, m.num_integration_steps)
-            return st, info.acceptance_rate, info.is_divergent
+            return st, info.acceptance_rate, info.is_divergent | _exploded(state.logdensity, st.logdensity, st.position)
     else:
         kernel = blackjax.mcmc.nuts.build_kernel()
         init = blackjax.mcmc.hmc.init
 
         def step(key, state, logdensity, h, imm):
             st, info = kernel(key, state, logdensity, h, imm, m.max_num_doublings)
-            return st, info.acceptance_rate, info.is_divergent
+            return st, info.acceptance_rate, info.is_divergent | _exploded(state.logdensity, st.logdensity, st.position)
     return init, step
 
 
@@ -185,7 +212,7 @@ def _nan_safe(logdensity):
 
 
 def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m: MoveSettings,
-                    preconditioner=None):
+                    preconditioner=None, adapt_target=None):
     """Move every particle (``positions [N, d]``) with ``m.num_steps`` kernel transitions.
 
     ``preconditioner = (mu, L)`` (see :func:`particle_preconditioner`); if None it is fitted to the
@@ -193,8 +220,14 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
     ``log Z`` upwards (see ``tests/test_tempered.py``): samplers should pass one fitted to the weighted
     particles *before* resampling, so that the kernel is a function of the previous generation only.
 
-    Returns ``(new_positions, acceptance [N], diverging [N])``; acceptance is each particle's mean
-    acceptance probability over its transitions.
+    ``adapt_target``: if given, the step size is adapted after every transition from the population's
+    mean acceptance (:func:`adapt_step_size`), so that a stage whose curvature the incoming step size
+    does not fit (e.g. the narrow modes of a multimodal posterior under the whole population's
+    covariance) recovers within the stage instead of diverging throughout it. The kernel then depends
+    on the population, so this is for tuning runs (the pilot, ``tuning="weighted"/"resampled"``).
+
+    Returns ``(new_positions, acceptance [N], diverging [N], final step size)``; acceptance is each
+    particle's mean acceptance probability over its transitions.
     """
     n, d = positions.shape
     if preconditioner is None:
@@ -213,18 +246,19 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
     z0 = _to_z(mu, L, positions)
 
     if not m.waste_free:
-        def chain(key, z):
-            def body(carry, k):
-                st, acc, div = carry
-                st, a, dv = step(k, st, logdens_z, step_size, imm)
-                return (st, acc + a, div | dv), None
-            (st, acc, div), _ = jax.lax.scan(body, (init(z, logdens_z), 0.0, jnp.array(False)),
-                                             jax.random.split(key, m.num_steps))
-            return st.position, acc / m.num_steps, div
+        def transition(carry, key):
+            states, h, acc, div = carry
+            states, a, dv = jax.vmap(lambda k, st: step(k, st, logdens_z, h, imm))(jax.random.split(key, n), states)
+            if adapt_target is not None:
+                h = jnp.minimum(adapt_step_size(h, jnp.mean(a), adapt_target), MAX_ADAPTED_STEP.get(m.kind, jnp.inf))
+            return (states, h, acc + a, div | dv), None
 
-        keys = jax.random.split(rng_key, n)
-        z, acc, div = jax.vmap(chain)(keys, z0)
-        return _batch_to_x(mu, L, z), acc, div
+        states = jax.vmap(lambda z: init(z, logdens_z))(z0)
+        zeros = jnp.zeros(n, positions.dtype)
+        h0 = jnp.asarray(step_size, positions.dtype)
+        (states, h, acc, div), _ = jax.lax.scan(transition, (states, h0, zeros, jnp.zeros(n, bool)),
+                                                jax.random.split(rng_key, m.num_steps))
+        return _batch_to_x(mu, L, states.position), acc / m.num_steps, div, h
 
     # waste-free: M = N // P starting points, chains of P states each
     p = m.num_steps
@@ -249,7 +283,7 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
     acc = jnp.repeat(acc_chain, p)
     div = jnp.repeat(jnp.any(div, axis=1), p)
     x = _batch_to_x(mu, L, zs)
-    return x, acc, div
+    return x, acc, div, jnp.asarray(step_size, positions.dtype)
 
 
 def adapt_step_size(step_size, mean_acceptance, target):

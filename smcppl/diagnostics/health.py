@@ -1,0 +1,238 @@
+"""Health checks run on every SMC run: a run that fails one is flagged (in ``print_summary``, the CLI,
+the export's attrs and an :class:`SMCHealthWarning`), never reported as healthy.
+
+Checks and thresholds (each computed from the ``smc_stats`` group, so they also work on a reloaded
+netCDF file):
+
+* ``collapse``: fewer than ``MIN_UNIQUE_FRACTION`` (10%) distinct final draws in a chain (only for
+  continuous states, where exact copies can only come from resampling). Moves that do not move
+  (acceptance 0, divergences) leave copies of a few particles, and every posterior number, ESS
+  included, then describes a handful of points.
+* ``final_ess``: the final weights' ESS/N below ``MIN_FINAL_ESS`` (10%): the draws come from fewer
+  than one in ten particles (degenerate weights, e.g. a corrector outside its safe range).
+* ``divergences``: a stage in which particles with a divergent transition (HMC/NUTS energy error above
+  1000 nats; non-finite or exploding states for every kernel) make up more than
+  ``MAX_DIVERGENT_FRACTION`` (half) of the particles, or carry more than half of the weight after that
+  stage's reweighting (samplers that record it): the move failed for most of the population, or for
+  the part of it that matters. (A minority of divergent particles in a tail that the next temperature
+  discards, common in early tempering stages where curvature varies wildly, is counted and shown in the
+  summary, not flagged.)
+* ``stuck_moves``: a stage whose mean acceptance is below ``MIN_ACCEPTANCE`` (2%): the particles did
+  not move, so resampled copies stay copies. For ULA (which always moves) the acceptance is the one a
+  Metropolis test would have given its moves, and the flag is ``unstable_ula``: the step is far too
+  large and the run badly biased.
+* ``log_evidence_spread``: with several chains, ``sd(log Z_hat)`` across chains above
+  ``MAX_LOG_EVIDENCE_SD`` (1 nat): the relative variance of ``Z_hat`` is then ``e^{sd^2} - 1 > 1.7``
+  and the chains disagree on the evidence (a mode found by some chains only, or noisy weights).
+* ``rhat``: with several chains, the largest rank-normalised split R-hat of the draws above
+  ``MAX_RHAT`` (1.05; for independent SMC runs of ``N`` draws each, ``R-hat^2 ~ 1 + 1/ESS_chain``, so
+  1.05 means about ten effective draws per chain, or chains that found different modes).
+* ``max_stages``: an adaptive run stopped at ``max_stages`` before reaching its target (e.g. beta < 1).
+* ``log_evidence``: a non-finite ``log Z_hat``.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Mapping, NamedTuple, Optional
+
+import numpy as np
+
+__all__ = ["SMCHealthWarning", "HealthFlag", "HealthReport", "check_health", "split_rhat", "warn_health",
+           "MIN_UNIQUE_FRACTION", "MIN_FINAL_ESS", "MAX_DIVERGENT_FRACTION", "MIN_ACCEPTANCE",
+           "MAX_LOG_EVIDENCE_SD", "MAX_RHAT"]
+
+MIN_UNIQUE_FRACTION = 0.1
+MIN_FINAL_ESS = 0.1
+MAX_DIVERGENT_FRACTION = 0.5
+MIN_ACCEPTANCE = 0.02
+MAX_LOG_EVIDENCE_SD = 1.0
+MAX_RHAT = 1.05
+
+
+class SMCHealthWarning(UserWarning):
+    """An SMC run failed a health check (see :mod:`smcppl.diagnostics.health`)."""
+
+
+class HealthFlag(NamedTuple):
+    check: str  # name of the failed check
+    message: str  # one line: what was seen, what it means, what to do
+
+
+class HealthReport(NamedTuple):
+    flags: tuple  # HealthFlag, one per failed check
+    divergent_fraction: float  # share of particle moves with a divergence, over all stages (NaN if none recorded)
+
+    @property
+    def ok(self) -> bool:
+        return not self.flags
+
+    def lines(self) -> list:
+        if self.ok:
+            return ["health: all checks passed (distinct draws, weights, divergences, acceptance, chain agreement)"]
+        return [f"WARNING [{f.check}]: {f.message}" for f in self.flags]
+
+    def __str__(self):
+        return "\n".join(self.lines())
+
+
+def _rank_normalize(x):
+    from scipy.special import ndtri  # scipy is a dependency of ArviZ
+
+    flat = x.ravel()
+    ranks = np.empty(flat.size)
+    order = np.argsort(flat, kind="mergesort")
+    ranks[order] = np.arange(1, flat.size + 1)
+    # average ranks of ties
+    _, inv, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    sums = np.zeros(counts.size)
+    np.add.at(sums, inv, ranks)
+    ranks = (sums / counts)[inv]
+    return ndtri((ranks - 0.375) / (flat.size + 0.25)).reshape(x.shape)
+
+
+def _rhat(x):
+    c, n = x.shape
+    half = n // 2
+    x = np.concatenate([x[:, :half], x[:, half:2 * half]], axis=0)
+    m, n = x.shape
+    means = x.mean(axis=1)
+    w = x.var(axis=1, ddof=1).mean()
+    b = n * means.var(ddof=1)
+    if not np.isfinite(w) or w <= 0:
+        return np.inf if b > 0 else 1.0
+    return float(np.sqrt(((n - 1) / n * w + b / n) / w))
+
+
+def split_rhat(draws) -> float:
+    """Rank-normalised split R-hat (Vehtari et al. 2021) of ``draws [chain, draw]``: the maximum of the
+    bulk and the folded (tail) versions, as ArviZ's ``rhat(method="rank")`` — re-implemented here on
+    plain arrays so that it runs inside ``SMC.run`` in both ArviZ generations without building a
+    DataTree."""
+    x = np.asarray(draws, float)
+    if x.shape[0] < 2 or x.shape[1] < 4 or not np.all(np.isfinite(x)):
+        return float("nan")
+    bulk = _rhat(_rank_normalize(x))
+    folded = _rhat(_rank_normalize(np.abs(x - np.median(x))))
+    return max(bulk, folded)
+
+
+def _chains(mask):
+    return np.flatnonzero(mask).tolist()
+
+
+def _per_stage(stats, name):
+    return np.asarray(stats[name].values, float) if name in stats else None
+
+
+def check_health(stats, posterior: Optional[Mapping] = None, max_rhat_elements: int = 200) -> HealthReport:
+    """Run the checks of the module docstring on an ``smc_stats`` Dataset (with the run's attrs:
+    ``num_particles``, ``continuous_state``, ``max_stages``) and, for R-hat, the posterior draws
+    ``{name: [chain, draw, ...]}``. Returns a :class:`HealthReport`."""
+    flags = []
+    attrs = dict(stats.attrs)
+    n = int(attrs.get("num_particles", stats.sizes.get("particle", 0)) or 0)
+    n_stages = np.asarray(stats["n_stages"].values, int)
+    lz = np.asarray(stats["log_marginal_likelihood"].values, float)
+    chains = lz.shape[0]
+    stage = np.arange(stats.sizes["stage"])
+    moved = (stage[None, :] >= 1) & (stage[None, :] < n_stages[:, None])  # stage 0 is the initialisation
+
+    if not np.all(np.isfinite(lz)):
+        flags.append(HealthFlag("log_evidence", f"log Z is not finite in chain(s) {_chains(~np.isfinite(lz))}."))
+    if "n_unique_draws" in stats and n and int(attrs.get("continuous_state", 0)):
+        uniq = np.asarray(stats["n_unique_draws"].values, float)
+        bad = uniq < MIN_UNIQUE_FRACTION * n
+        if bad.any():
+            flags.append(HealthFlag("collapse", (
+                f"only {', '.join(str(int(u)) for u in uniq[bad])} distinct draws of {n} in chain(s) {_chains(bad)}: "
+                "the population collapsed onto a few particles (moves that do not move, or degenerate weights); "
+                "posterior means and ESS are not trustworthy. Look at acceptance/divergences in smc_stats; try "
+                "another move (move='rwm' or 'mala'), more mcmc steps, or reparametrise the model.")))
+    ess = _per_stage(stats, "ess")
+    if ess is not None:
+        final = np.array([ess[c, max(int(k) - 1, 0)] for c, k in enumerate(n_stages)])
+        bad = final < MIN_FINAL_ESS
+        if bad.any():
+            flags.append(HealthFlag("final_ess", (
+                f"final ESS/N {', '.join(f'{e:.3f}' for e in final[bad])} in chain(s) {_chains(bad)} "
+                f"(< {MIN_FINAL_ESS}): the draws rest on a few heavily weighted particles. Use more particles "
+                "or settings inside the sampler's safe range (see its docstring).")))
+    div = _per_stage(stats, "divergences")
+    divergent_fraction = float("nan")
+    if div is not None and n:
+        share = np.where(moved, div / n, np.nan)
+        if np.isfinite(share).any():
+            divergent_fraction = float(np.nanmean(share))
+            weighted = _per_stage(stats, "divergent_weight")
+            if weighted is not None:
+                share = np.fmax(share, np.where(moved, weighted, np.nan))
+            worst = np.nanmax(np.where(np.isfinite(share), share, -np.inf), axis=1)
+            bad = worst > MAX_DIVERGENT_FRACTION
+            if bad.any():
+                c0 = int(np.flatnonzero(bad)[0])
+                stages = np.flatnonzero(share[c0] > MAX_DIVERGENT_FRACTION).tolist()
+                flags.append(HealthFlag("divergences", (
+                    f"divergent moves make up or carry more than {MAX_DIVERGENT_FRACTION:.0%} of the population at stage(s) "
+                    f"{stages[:8]} of chain "
+                    f"{c0} (chains affected: {_chains(bad)}; worst share {np.nanmax(worst):.2f}): the MCMC move is "
+                    "unstable there (step size too large for the posterior's curvature, or a density that is not "
+                    "finite where particles go). Try a smaller step_size or target_acceptance closer to 1, or "
+                    "move='rwm'.")))
+    acc = _per_stage(stats, "acceptance_rate")
+    if acc is not None:
+        acc = np.where(moved, acc, np.nan)
+        if np.isfinite(acc).any():
+            worst = np.nanmin(np.where(np.isfinite(acc), acc, np.inf), axis=1)
+            bad = worst < MIN_ACCEPTANCE
+            if bad.any() and str(attrs.get("move", "")) == "ula":
+                flags.append(HealthFlag("unstable_ula", (
+                    f"a Metropolis test would accept under {MIN_ACCEPTANCE} of the unadjusted Langevin moves at some "
+                    f"stage in chain(s) {_chains(bad)} (lowest {np.min(worst):.3g}): the step size is far too large "
+                    "and the draws and log Z are badly biased. Use a smaller step_size or adjusted=True (MALA).")))
+            elif bad.any():
+                flags.append(HealthFlag("stuck_moves", (
+                    f"mean acceptance below {MIN_ACCEPTANCE} at some stage in chain(s) {_chains(bad)} (lowest "
+                    f"{np.min(worst):.3f}): particles did not move there, so resampled copies stayed copies.")))
+    if chains > 1 and np.all(np.isfinite(lz)):
+        sd = float(np.std(lz, ddof=1))
+        if sd > MAX_LOG_EVIDENCE_SD:
+            flags.append(HealthFlag("log_evidence_spread", (
+                f"log Z differs between chains (sd {sd:.2f} nats > {MAX_LOG_EVIDENCE_SD}; per chain "
+                f"{', '.join(f'{v:.2f}' for v in lz)}): the evidence estimate is unreliable. Use more particles, "
+                "more MCMC steps per stage, or a higher target_ess.")))
+    if chains > 1 and posterior:
+        worst, where = 1.0, None
+        for name, v in posterior.items():
+            v = np.asarray(v)
+            if v.ndim < 2 or v.shape[0] != chains or not np.issubdtype(v.dtype, np.number):
+                continue
+            flat = v.reshape(v.shape[0], v.shape[1], -1)[:, :, :max_rhat_elements]
+            for k in range(flat.shape[2]):
+                r = split_rhat(flat[:, :, k])
+                if np.isfinite(r) and r > worst:
+                    worst, where = r, (name if flat.shape[2] == 1 else f"{name}[{k}]")
+        if worst > MAX_RHAT:
+            flags.append(HealthFlag("rhat", (
+                f"chains disagree: R-hat {worst:.3f} > {MAX_RHAT} for {where!r}: the independent runs describe "
+                "different posteriors (modes found by some chains only, or too few effective draws per chain). "
+                "Use more particles or more MCMC steps per stage.")))
+    max_stages = attrs.get("max_stages")
+    if "beta" in stats:
+        beta = _per_stage(stats, "beta")
+        final_beta = np.array([beta[c, max(int(k) - 1, 0)] for c, k in enumerate(n_stages)])
+        bad = final_beta < 1.0
+        if bad.any():
+            flags.append(HealthFlag("max_stages", (
+                f"final beta < 1 in chain(s) {_chains(bad)} ({', '.join(f'{b:.3f}' for b in final_beta[bad])}): the run "
+                "stopped before reaching the posterior; raise max_stages.")))
+    elif max_stages is not None and int(attrs.get("adaptive", 0)):
+        bad = n_stages > int(max_stages)
+        if bad.any():
+            flags.append(HealthFlag("max_stages", f"chain(s) {_chains(bad)} stopped at max_stages={max_stages}."))
+    return HealthReport(tuple(flags), divergent_fraction)
+
+
+def warn_health(report: HealthReport, what: str = "SMC run", stacklevel: int = 3):
+    """One :class:`SMCHealthWarning` per failed check."""
+    for f in report.flags:
+        warnings.warn(f"{what} [{f.check}]: {f.message}", SMCHealthWarning, stacklevel=stacklevel)
