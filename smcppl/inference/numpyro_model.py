@@ -233,8 +233,8 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
 
     def sample_prior(key, n, data):
         args, kwargs = merge(data)
-        draw = lambda k: ravel_pytree(unconstrain(_run(model, args, kwargs, key=k)))[0]  # noqa: E731
-        return jax.vmap(draw)(jax.random.split(key, n))
+        return jax.vmap(lambda k: ravel_pytree(unconstrain(_run(model, args, kwargs, key=k)))[0])(
+            jax.random.split(key, n))
 
     def values(t):  # constrained latent and deterministic values of a trace
         return {s: site["value"] for s, site in t.items() if s in latent or site["type"] == "deterministic"}
@@ -243,9 +243,12 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
         return values(evaluate(u, data)[3])
 
     # evaluate once at the seed-0 prior draw (compiled: faster than op by op) so that errors surface here
+    def first(u, data):
+        lp, ll, _, t = evaluate(u, data)
+        return lp, ll, values(t)
+
     try:
-        lp0, ll0, post0 = jax.jit(lambda u, data: (lambda r: (r[0], r[1], values(r[3])))(evaluate(u, data)))(
-            flat0, data0)
+        lp0, ll0, post0 = jax.jit(first)(flat0, data0)
     except Exception as e:  # noqa: BLE001
         raise failed(f"Evaluating the log density of {name!r} failed with {type(e).__name__}: {e}",
                      "Check that each observed array has the shape its plates and distribution expect.") from e
