@@ -1,18 +1,25 @@
 """NumPyro model handling for tempered samplers: the prior/likelihood split in unconstrained space.
 
 For a model with latent sites ``z`` (continuous) and observed sites ``y``, particles live in NumPyro's
-unconstrained space ``u`` (flattened to a vector), with ``z = T(u)``, ``T = biject_to(support)``:
+unconstrained space ``u`` (flattened to a vector). Each site's value is ``z_s = T_s(u_s)`` with
+``T_s = biject_to(support of z_s)``, the support being evaluated at every model run from the current values
+of the upstream latents (``x ~ Uniform(0, theta)``: ``T_x`` depends on ``theta``). This is NumPyro's own
+unconstrain reparametrisation (as in ``numpyro.infer.util.potential_energy``), which records
+``log |det dT_s/du_s|`` as a factor site ``_<s>_log_det``:
 
 * ``loglik(u)   = sum_{observed sites} log p(y | z)`` (``numpyro.factor`` sites count as likelihood
   by default; ``likelihood_sites`` overrides);
-* ``logprior(u) = sum_{latent sites} log p(z) + log |det J_T(u)|`` (+ factor sites not counted as
+* ``logprior(u) = sum_s [log p(z_s | upstream) + log |det dT_s/du_s|]`` (+ factor sites not counted as
   likelihood). The change-of-variables Jacobian always belongs to the prior and is never tempered.
 
-Everything that can go wrong with a model (it raises, has no observed sites, has discrete latent
-sites, has non-finite data) is detected here, in Python, before any compilation of the sampler.
+So ``logprior + loglik = -potential_energy``. Everything that can go wrong with a model (it raises, has no
+observed sites, has discrete or improper latent sites, has non-finite data) is detected here, in Python,
+before any compilation of the sampler.
 """
 from __future__ import annotations
 
+import inspect
+from functools import partial
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
@@ -20,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
-from numpyro.distributions import biject_to
-from numpyro.infer.util import constrain_fn
+from numpyro.distributions import ImproperUniform, biject_to
+from numpyro.infer.util import _unconstrain_reparam
 
 __all__ = ["ModelError", "NumPyroDensity", "numpyro_density", "split_data"]
 
@@ -48,7 +55,7 @@ class NumPyroDensity(NamedTuple):
     coords: dict
     data: Any  # the array leaves of (args, kwargs): the dynamic part of the model's inputs
     unravel: Callable = None
-    log_jacobian: Callable = None  # u [d] -> log |det dT/du| (already inside logprior)
+    log_jacobian: Callable = None  # (u [d], data=construction data) -> log |det dT/du| (already inside logprior)
     merge: Callable = None  # data -> (args, kwargs)
     log_parts: Callable = None  # (u [d], data) -> (log prior, log lik) from one model evaluation
 
@@ -74,7 +81,7 @@ def _is_log_det_site(name):
 def _site_dims(site, value_shape):
     """Dim names of a site's value: plate names for plate axes, ``<site>_dim_<k>`` otherwise."""
     ndim = len(value_shape)
-    event_dim = len(getattr(site["fn"], "event_shape", ()))
+    event_dim = len(getattr(site.get("fn"), "event_shape", ()))
     names = [f"{site['name']}_dim_{k}" for k in range(ndim)]
     for frame in site.get("cond_indep_stack", []):
         axis = ndim - event_dim + frame.dim
@@ -83,11 +90,35 @@ def _site_dims(site, value_shape):
     return names
 
 
-def _trace(model, args, kwargs, seed=0, data=None):
-    m = handlers.seed(model, rng_seed=seed)
-    if data is not None:
-        m = handlers.substitute(m, data=data)
+def _log_prob(site):
+    v = site["fn"].log_prob(site["value"])
+    return v if site.get("scale") is None else v * site["scale"]
+
+
+def _run(model, args, kwargs, key=0, substitute_fn=None):
+    """One seeded run of ``model``, traced; ``substitute_fn`` (a NumPyro substitute hook) sees every site."""
+    m = handlers.seed(model, rng_seed=key)
+    if substitute_fn is not None:
+        m = handlers.substitute(m, substitute_fn=substitute_fn)
     return handlers.trace(m).get_trace(*args, **kwargs)
+
+
+def _non_finite_inputs(model, args, kwargs):
+    """Labels of the model's inputs that hold NaN or infinite numbers."""
+    try:
+        params = list(inspect.signature(model).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    labelled = [(f"argument {positional[i]!r} (position {i})" if i < len(positional) else
+                 f"positional argument {i}", a) for i, a in enumerate(args)]
+    labelled += [(f"argument {k!r}", v) for k, v in kwargs.items()]
+
+    def bad(leaf):
+        v = np.asarray(leaf) if isinstance(leaf, (np.ndarray, np.generic, jax.Array, float, complex)) else None
+        return v is not None and np.issubdtype(v.dtype, np.inexact) and not np.all(np.isfinite(v))
+
+    return [label for label, value in labelled if any(bad(x) for x in jax.tree_util.tree_leaves(value))]
 
 
 def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dict] = None,
@@ -97,13 +128,32 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
     model_kwargs = dict(model_kwargs or {})
     model_args = tuple(model_args)
     name = getattr(model, "__name__", repr(model))
+
+    def failed(what, advice):  # non-finite inputs, if any, are the likely cause: say so rather than `advice`
+        bad = _non_finite_inputs(model, model_args, model_kwargs)
+        if bad:
+            advice = (f"The model's input {', '.join(bad)} contains NaN or infinite values: remove or impute them "
+                      "(observed data can instead be masked with obs_mask= or numpyro.handlers.mask).")
+        return ModelError(f"{what.rstrip('.')}. {advice}")
+
+    def refuse_improper(site):  # substitute hook: runs before the site is sampled
+        fn = site.get("fn")
+        while fn is not None and not isinstance(fn, ImproperUniform):
+            fn = getattr(fn, "base_dist", None)
+        if site["type"] == "sample" and not site.get("is_observed") and fn is not None:
+            raise ModelError(
+                f"The latent site {site['name']!r} of {name!r} has an ImproperUniform prior, which has no normalised "
+                "density to draw the initial particles from or to define the evidence: give it a proper prior "
+                "(e.g. a wide Normal, or a Uniform on a bounded range).")
+
     try:
-        tr = _trace(model, model_args, model_kwargs)
+        tr = _run(model, model_args, model_kwargs, substitute_fn=refuse_improper)
+    except ModelError:
+        raise
     except Exception as e:  # noqa: BLE001 - we re-raise with context
-        raise ModelError(
-            f"The model {name!r} raised {type(e).__name__} while being run with the given data: {e}. "
-            "Check that the arguments match the model's signature and that data shapes match its plates."
-        ) from e
+        raise failed(f"The model {name!r} raised {type(e).__name__} while being run with the given data: {e}",
+                     "Check that the arguments match the model's signature and that data shapes match its "
+                     "plates.") from e
 
     latent, observed, factors, discrete = [], [], [], []
     for site_name, site in tr.items():
@@ -112,17 +162,16 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
         if site["is_observed"]:
             is_factor = type(site["fn"]).__name__ == "Unit"
             (factors if is_factor else observed).append(site_name)
+        elif getattr(site["fn"].support, "is_discrete", False):
+            discrete.append(site_name)
         else:
-            if getattr(site["fn"].support, "is_discrete", False):
-                discrete.append(site_name)
-            else:
-                latent.append(site_name)
+            latent.append(site_name)
     if discrete and require_continuous:
         raise ModelError(
             f"The model {name!r} has discrete latent site(s) {discrete}. smcppl's tempered samplers move "
-            "particles in a continuous unconstrained space: marginalise these sites out (e.g. with "
-            "numpyro.contrib.funsor's enumeration or by hand with a factor) or make them observed."
-        )
+            "particles in a continuous unconstrained space and do not enumerate discrete sites: marginalise "
+            "them out by hand (sum over their values with numpyro.factor, or use a mixture distribution such as "
+            "MixtureSameFamily) or make them observed.")
     if not latent:
         raise ModelError(f"The model {name!r} has no latent sample sites: there is nothing to sample.")
     if likelihood_sites is None:
@@ -137,8 +186,7 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
         raise ModelError(
             f"The model {name!r} has no observed sites (no `obs=` data and no numpyro.factor), so there is no "
             "likelihood to temper. Pass the data to the model (as args or kwargs) so that its `obs=` sites are "
-            "conditioned."
-        )
+            "conditioned.")
     observed_data = {}
     for s in observed:
         v = np.asarray(tr[s]["value"])
@@ -147,86 +195,71 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
                              "(numpyro.handlers.mask or obs_mask=) before sampling.")
         observed_data[s] = v
 
-    transforms = {s: biject_to(tr[s]["fn"].support) for s in latent}
-    u_example = {s: transforms[s].inv(tr[s]["value"]) for s in latent}
-    flat_example, unravel = ravel_pytree(u_example)
-    dim = int(flat_example.shape[0])
+    data0, merge = split_data(model_args, model_kwargs)
     lik_set = set(lik)
 
-    data0, merge = split_data(model_args, model_kwargs)
+    def unconstrain(t):  # a trace's latent values -> u, each through its own site's support at that trace
+        return {s: biject_to(t[s]["fn"].support).inv(t[s]["value"]) for s in latent}
 
-    def _split(u_flat, data):
+    for s in latent:
+        try:
+            biject_to(tr[s]["fn"].support)
+        except NotImplementedError:
+            raise ModelError(f"The latent site {s!r} of {name!r} has support {tr[s]['fn'].support}, which NumPyro "
+                             "cannot map to an unconstrained space: reparametrise it.") from None
+    flat0, unravel = ravel_pytree(unconstrain(tr))
+    dim = int(flat0.shape[0])
+
+    def evaluate(u_flat, data):
+        """One model run at ``u``: (log prior incl. Jacobian, log lik, pointwise log lik, trace)."""
         args, kwargs = merge(data)
-        u = unravel(u_flat)
-        values = {s: transforms[s](u[s]) for s in latent}
-        log_det = sum(jnp.sum(transforms[s].log_abs_det_jacobian(u[s], values[s])) for s in latent)
-        t = _trace(model, args, kwargs, data=values)
-        lp, ll, pointwise = log_det, 0.0, {}
+        t = _run(model, args, kwargs, substitute_fn=partial(_unconstrain_reparam, unravel(u_flat)))
+        lp, ll, pointwise = 0.0, 0.0, {}
         for s, site in t.items():
-            if site["type"] != "sample" or _is_log_det_site(s):
+            if site["type"] != "sample":
                 continue
-            v = site["fn"].log_prob(site["value"])
-            if site.get("scale") is not None:
-                v = v * site["scale"]
+            v = _log_prob(site)
             if s in lik_set:
                 ll = ll + jnp.sum(v)
                 if s in observed_data:
                     pointwise[s] = v
-            else:
+            else:  # latent sites, their `_<s>_log_det` Jacobian factors, factors not counted as likelihood
                 lp = lp + jnp.sum(v)
-        return lp, ll, pointwise
+        return lp, ll, pointwise, t
 
-    def log_jacobian(u_flat):
-        u = unravel(u_flat)
-        return sum(jnp.sum(transforms[s].log_abs_det_jacobian(u[s], transforms[s](u[s]))) for s in latent)
-
-    def logprior(u, data):
-        return _split(u, data)[0]
-
-    def loglik(u, data):
-        return _split(u, data)[1]
-
-    def pointwise_loglik(u, data):
-        return _split(u, data)[2]
-
-    def prior_draw(key, data):
-        args, kwargs = merge(data)
-        t = _trace(model, args, kwargs, seed=key)
-        return ravel_pytree({s: transforms[s].inv(t[s]["value"]) for s in latent})[0]
+    def log_jacobian(u, data=None):
+        t = evaluate(u, data0 if data is None else data)[3]
+        return sum((jnp.sum(_log_prob(t[f"_{s}_log_det"])) for s in latent if f"_{s}_log_det" in t), jnp.zeros(()))
 
     def sample_prior(key, n, data):
-        return jax.vmap(prior_draw, in_axes=(0, None))(jax.random.split(key, n), data)
-
-    def postprocess(u_flat, data):
         args, kwargs = merge(data)
-        return constrain_fn(model, args, kwargs, unravel(u_flat), return_deterministic=True)
+        return jax.vmap(lambda k: ravel_pytree(unconstrain(_run(model, args, kwargs, key=k)))[0])(
+            jax.random.split(key, n))
 
-    # run each function once, eagerly, so that a model error surfaces here with a clear message
+    def values(t):  # constrained latent and deterministic values of a trace
+        return {s: site["value"] for s, site in t.items() if s in latent or site["type"] == "deterministic"}
+
+    def postprocess(u, data):
+        return values(evaluate(u, data)[3])
+
+    # evaluate once at the seed-0 prior draw (compiled: faster than op by op) so that errors surface here
+    def first(u, data):
+        lp, ll, _, t = evaluate(u, data)
+        return lp, ll, values(t)
+
     try:
-        u0 = prior_draw(jax.random.key(0), data0)
-        lp0, ll0, _ = _split(u0, data0)
-        post0 = postprocess(u0, data0)
+        lp0, ll0, post0 = jax.jit(first)(flat0, data0)
     except Exception as e:  # noqa: BLE001
-        raise ModelError(f"Evaluating the log density of {name!r} failed with {type(e).__name__}: {e}. "
-                         "Check that each observed array has the shape its plates and distribution expect.") from e
-    if not np.isfinite(float(lp0)):
-        raise ModelError(f"The log prior density of {name!r} is not finite at a prior draw ({float(lp0)}); "
-                         "check the priors' parameters.")
+        raise failed(f"Evaluating the log density of {name!r} failed with {type(e).__name__}: {e}",
+                     "Check that each observed array has the shape its plates and distribution expect.") from e
+    lp0, ll0 = float(lp0), float(ll0)
+    if not np.isfinite(lp0) or (np.isnan(ll0) and _non_finite_inputs(model, model_args, model_kwargs)):
+        raise failed(f"The log density of {name!r} is not finite at a prior draw (log prior {lp0}, log likelihood "
+                     f"{ll0})", "Check the priors' parameters.")
 
-    dims, coords = {}, {}
-    for s, v in post0.items():
-        site = tr[s] if s in tr else {"name": s, "fn": None, "cond_indep_stack": []}
-        if site.get("fn") is None:
-            dims[s] = [f"{s}_dim_{k}" for k in range(np.ndim(v))]
-            for frame in tr[s].get("cond_indep_stack", []) if s in tr else []:
-                pass
-        else:
-            dims[s] = _site_dims(site, np.shape(v))
-    for s, v in observed_data.items():
-        dims[s] = _site_dims(tr[s], v.shape)
-    for s, site in tr.items():
-        for frame in site.get("cond_indep_stack", []) if isinstance(site, dict) else []:
-            coords.setdefault(frame.name, np.arange(frame.size))
-    return NumPyroDensity(logprior, loglik, pointwise_loglik, sample_prior, postprocess, dim, tuple(latent),
+    dims = {s: _site_dims(tr[s], np.shape(v)) for s, v in {**post0, **observed_data}.items()}
+    coords = {f.name: np.arange(f.size) for site in tr.values() for f in site.get("cond_indep_stack", [])}
+    return NumPyroDensity(lambda u, data: evaluate(u, data)[0], lambda u, data: evaluate(u, data)[1],
+                          lambda u, data: evaluate(u, data)[2], sample_prior, postprocess, dim, tuple(latent),
                           tuple(lik), observed_data, dims, coords, data0, unravel, log_jacobian, merge,
-                          lambda u, data: _split(u, data)[:2])
+                          lambda u, data: evaluate(u, data)[:2])
