@@ -34,6 +34,8 @@ TARGET_ACCEPTANCE = {"rwm": 0.3, "mala": 0.57, "hmc": 0.65, "nuts": 0.8, "ula": 
 # targets acceptance stays high almost up to that limit, and adaptation toward the target acceptance
 # would otherwise overshoot into unstable, divergent trajectories.
 MAX_ADAPTED_STEP = {"hmc": 2.0 / 1.5, "nuts": 1.9}
+MAX_ADAPT_DIVERGENT = 0.05  # share of divergent transitions above which adaptation shrinks the step ...
+DIVERGENT_SHRINK = 0.7  # ... by this factor (at least)
 
 
 class ULAState(NamedTuple):
@@ -250,7 +252,10 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
             states, h, acc, div = carry
             states, a, dv = jax.vmap(lambda k, st: step(k, st, logdens_z, h, imm))(jax.random.split(key, n), states)
             if adapt_target is not None:
-                h = jnp.minimum(adapt_step_size(h, jnp.mean(a), adapt_target), MAX_ADAPTED_STEP.get(m.kind, jnp.inf))
+                h_new = jnp.minimum(adapt_step_size(h, jnp.mean(a), adapt_target), MAX_ADAPTED_STEP.get(m.kind, jnp.inf))
+                # divergences shrink the step whatever the mean acceptance says: a step that suits the bulk
+                # of the population can still diverge where the curvature is high (a funnel's neck)
+                h = jnp.where(jnp.mean(dv) > MAX_ADAPT_DIVERGENT, jnp.minimum(h_new, DIVERGENT_SHRINK * h), h_new)
             return (states, h, acc + a, div | dv), None
 
         states = jax.vmap(lambda z: init(z, logdens_z))(z0)
