@@ -183,6 +183,56 @@ def test_faithful_epf_temperatures_on_scripted_weights():
     np.testing.assert_allclose(tau[1], 1.0 / (h + (1 - h) / 8), rtol=1e-4)
 
 
+# score-mode weights with ESS-triggered resampling (issue 11, defect 6): w_t = w_{t-1} * odds(r_t) when the
+# resampling is skipped, w_t = odds(r_t) after it. Logits (log odds) of the 3 particles after 1, 2, 3 units:
+LOGITS = np.array([[0.0, 0.0, 0.0], [2.0, -1.0, 0.5], [0.3, 0.3, 6.0], [0.1, 0.2, 0.4]])
+ESS_POLICY = Resampling("systematic", "ess", 0.4)
+
+
+def _ess_ratio(l):
+    w = np.exp(l - l.max())
+    return w.sum() ** 2 / (w**2).sum() / len(l)
+
+
+def _lme(l):
+    return np.log(np.mean(np.exp(l)))
+
+
+def test_score_mode_multiplies_weights_when_resampling_is_skipped():
+    """Hand-computed: after unit 1 the weights are [2, -1, 0.5] (ESS/N = 0.51 >= 0.4: no resampling), so
+    after unit 2 they are [2, -1, 0.5] + [0.3, 0.3, 6] = [2.3, -0.7, 6.5] (the old rule replaced them by
+    [0.3, 0.3, 6]); ESS/N = 0.344 < 0.4: resampled, so after unit 3 they are the scores [0.1, 0.2, 0.4].
+    log Z = log mean exp([2.3, -0.7, 6.5]) + log mean exp([0.1, 0.2, 0.4]). With look-ahead (k = 1, no
+    APF correction) the held weights after unit 1 are the successor scores [0.3, 0.3, 6] (resampled),
+    after unit 2 [0.3, 0.3, 6] + look-ahead [-0.2, -0.1, -5.6] (ESS/N 0.98: kept), and the look-ahead is
+    divided out again: [0.3, 0.3, 6] + [0.1, 0.2, 0.4]. The JAX filter and the host runner agree."""
+    held1, held2 = LOGITS[1], LOGITS[1] + LOGITS[2]
+    assert _ess_ratio(held1) >= 0.4 > _ess_ratio(held2)  # the hand computation's premises
+    odds = np.exp(LOGITS)
+    out = fast_jit(lambda k: particle_filter(
+        k, ParticleFilter(Scripted(jnp, 3), ScriptedPRM(jnp, odds), weights="score", resampling=ESS_POLICY), 3)
+    )(jax.random.key(0))
+    host = run_host(ParticleFilter(Scripted(np, 3), ScriptedPRM(np, odds), weights="score", resampling=ESS_POLICY),
+                    jax.random.key(0), 3).output
+    for o in (out, host):
+        np.testing.assert_array_equal(np.asarray(o.trace.resampled), [False, False, True])
+        np.testing.assert_allclose(np.asarray(o.trace.log_evidence)[1], _lme(held2), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(o.state.log_weights), LOGITS[3], atol=1e-5)
+        np.testing.assert_allclose(float(o.log_evidence), _lme(held2) + _lme(LOGITS[3]), atol=1e-5)
+    # look-ahead: the resampling flag decides whether the held look-ahead is removed
+    la = LookAhead(k=1, lam=1.0)
+    a2 = LOGITS[3] - LOGITS[2]
+    assert _ess_ratio(LOGITS[2]) < 0.4 <= _ess_ratio(LOGITS[2] + a2)
+    out = fast_jit(lambda k: particle_filter(
+        k, ParticleFilter(Scripted(jnp, 3), ScriptedPRM(jnp, odds), weights="score", resampling=ESS_POLICY,
+                          lookahead=la), 3))(jax.random.key(0))
+    host = run_host(ParticleFilter(Scripted(np, 3), ScriptedPRM(np, odds), weights="score", resampling=ESS_POLICY,
+                                   lookahead=la), jax.random.key(0), 3).output
+    for o in (out, host):
+        np.testing.assert_array_equal(np.asarray(o.trace.resampled), [False, True, False])
+        np.testing.assert_allclose(np.asarray(o.state.log_weights), LOGITS[2] + LOGITS[3], atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------ strategy trap
 TRAP, TRAP_HONEST = strategy_trap(), strategy_trap(honest=True)
 N_TRAP, R_TRAP = 16, 600

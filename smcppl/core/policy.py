@@ -20,7 +20,7 @@ from smcppl.core.entropic import Entropic, temperature, tempered_log_probs, vali
 from smcppl.core.resampling import get_resampler
 from smcppl.core.weights import ess_ratio, log_normalize, sanitize
 
-__all__ = ["Resampling", "ResampleResult", "resample", "validate_resampling", "count_unique"]
+__all__ = ["Resampling", "ResampleResult", "resample", "resample_decision", "validate_resampling", "count_unique"]
 
 WHEN = ("always", "ess", "never")
 
@@ -71,21 +71,32 @@ def validate_resampling(policy: Resampling) -> Resampling:
 
 
 def count_unique(indices, num_particles):
-    """Number of distinct ancestors in ``indices`` (O(N) scatter, jit-friendly)."""
-    return jnp.zeros(num_particles, jnp.int32).at[indices].set(1).sum()
+    """Number of distinct ancestors in ``indices`` (O(N) scatter, jit-friendly), as int32 whatever
+    ``jax_enable_x64`` says (it is carried through ``lax.scan`` loops next to int32 counters)."""
+    return jnp.zeros(num_particles, jnp.int32).at[indices].set(1).sum(dtype=jnp.int32)
+
+
+def resample_decision(log_weights, policy: Resampling):
+    """Whether :func:`resample` resamples these log-weights: ``when="always"``: yes, ``"never"``: no,
+    ``"ess"``: ``ESS/N < threshold``; never when every weight is zero (a dead population). A pure
+    function of the (sanitised) log-weights, so a model that knows the weights the engine will see can
+    tell in advance whether the next step resamples."""
+    lw = sanitize(log_weights)
+    if policy.when == "never":
+        return jnp.array(False)
+    do = jnp.array(True) if policy.when == "always" else ess_ratio(lw) < policy.threshold
+    return do & jnp.isfinite(log_normalize(lw)[1])
 
 
 def resample(rng_key, log_weights, progress, policy: Resampling) -> ResampleResult:
-    """One resampling decision and event (see module docstring for the weight bookkeeping)."""
+    """One resampling decision (:func:`resample_decision`) and event (see module docstring for the
+    weight bookkeeping)."""
     lw = sanitize(log_weights)
     n = lw.shape[0]
     fn = get_resampler(policy.scheme)
     if policy.when == "never":
-        return ResampleResult(jnp.arange(n), lw, jnp.zeros(()), jnp.ones(()), jnp.array(False))
-    if policy.when == "always":
-        do = jnp.array(True)
-    else:
-        do = ess_ratio(lw) < policy.threshold
+        return ResampleResult(jnp.arange(n), lw, jnp.zeros((), lw.dtype), jnp.ones((), lw.dtype), jnp.array(False))
+    do = resample_decision(lw, policy)
     log_w, log_total = log_normalize(lw)
     if policy.entropic is not None:
         tau = temperature(lw, progress, policy.entropic)
@@ -99,8 +110,7 @@ def resample(rng_key, log_weights, progress, policy: Resampling) -> ResampleResu
     else:
         carried = jnp.zeros(n, lw.dtype)
         inc = log_total - jnp.log(n)
-    # a dead population (every l = -inf) is not resampled; the engine reports it
-    do = do & jnp.isfinite(log_total)
+    # a dead population (every l = -inf) is not resampled (resample_decision); the engine reports it
     return ResampleResult(
         indices=jnp.where(do, idx, jnp.arange(n)),
         log_weights=jnp.where(do, carried, lw),

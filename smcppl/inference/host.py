@@ -78,6 +78,7 @@ def run_host(pf: ParticleFilter, rng_key, num_particles: int, prompt=None,
     if rng is None:
         rng = np.random.default_rng(np.asarray(jax.random.key_data(rng_key)).ravel().astype(np.uint64))
     policy, potential, la = pf.policy, pf.potential, pf.lookahead
+    ft = np.dtype(jnp.result_type(float))  # the weights' dtype (float64 under jax_enable_x64)
     weights, eps, res_policy = pf.weights, pf.score_eps, pf.resampling
     log_floor = lookahead_log_floor(la)
 
@@ -94,7 +95,7 @@ def run_host(pf: ParticleFilter, rng_key, num_particles: int, prompt=None,
         out = policy.step(rng, seq)
         if not (isinstance(out, tuple) and len(out) == 2):
             raise TypeError("policy.step must return a pair (state, log_p).")
-        new, lp = _np_state(out[0], "policy.step"), np.asarray(out[1], np.float32)
+        new, lp = _np_state(out[0], "policy.step"), np.asarray(out[1], ft)
         got = jax.tree_util.tree_map(np.shape, new)
         if got != shapes or lp.shape != (n,):
             raise ValueError(f"policy.step returned shapes {got} and log_p {lp.shape}; expected {shapes} and ({n},).")
@@ -103,8 +104,8 @@ def run_host(pf: ParticleFilter, rng_key, num_particles: int, prompt=None,
         was = seq.done
         new = jax.tree_util.tree_map(lambda o, x: np.where(was.reshape((n,) + (1,) * (x.ndim - 1)), o, x), seq, new)
         lp = np.where(was, 0.0, lp)
-        log_psi = np.asarray(potential.prefix(new), np.float32)
-        log_phi = np.asarray(potential.complete(new), np.float32)
+        log_psi = np.asarray(potential.prefix(new), ft)
+        log_phi = np.asarray(potential.complete(new), ft)
         if log_psi.shape != (n,) or log_phi.shape != (n,):
             raise ValueError(f"potential.prefix/complete returned shapes {log_psi.shape}/{log_phi.shape}, expected ({n},).")
         s, invalid = _scores(log_psi, log_phi, new.done, weights=weights, score_eps=eps)
@@ -115,7 +116,7 @@ def run_host(pf: ParticleFilter, rng_key, num_particles: int, prompt=None,
 
     def look(seq, s_cur, t):
         if la is None or t >= max_steps:
-            return np.zeros(n, np.float32), None, 0
+            return np.zeros(n, ft), None, 0
         draws = [advance(seq, t + 1) for _ in range(la.k)]  # a loop over the k successors, not over particles
         s_succ = np.stack([d[2] for d in draws], axis=1)
         a = np.asarray(_lookahead(s_cur, s_succ, seq.done, la.lam, log_floor=log_floor))
@@ -132,7 +133,7 @@ def run_host(pf: ParticleFilter, rng_key, num_particles: int, prompt=None,
     seq, lp, s, active = advance(seq, 1)
     a, stored, la_calls = look(seq, s, 1)
     policy_calls = potential_calls = active + la_calls
-    held = np.asarray(s + a, np.float32)
+    held = np.asarray(s + a, ft)
     parts = {"seq": seq, "score": s, "log_p": lp, "origin": np.arange(n, dtype=np.int32), "lookahead": a,
              "held": held, "slot": np.arange(n, dtype=np.int32)}
     log_z = 0.0
@@ -151,7 +152,7 @@ def run_host(pf: ParticleFilter, rng_key, num_particles: int, prompt=None,
     record(held, 1.0, False, np.arange(n), 1)
     for t in range(1, max_steps):
         key, sub = jax.random.split(key)
-        res = _resample(sub, held, jnp.asarray(t / max_steps, jnp.float32), res_policy)
+        res = _resample(sub, held, jnp.asarray(t / max_steps, ft), res_policy)
         idx = np.asarray(res.indices)
         log_z += float(res.log_evidence_increment)
         parts = _take(parts, idx)
@@ -162,13 +163,13 @@ def run_host(pf: ParticleFilter, rng_key, num_particles: int, prompt=None,
             calls = 0
         else:
             new_seq, lp_new, s_new, calls = advance(old, t + 1)
-        l, _ = _reweight(carried, parts["held"], parts["slot"], parts["lookahead"], parts["score"], s_new, old.done,
-                         weights=weights, correct=bool(la is not None and la.correct))
+        l = _reweight(carried, parts["lookahead"], parts["score"], s_new, old.done, res.resampled,
+                      weights=weights, correct=bool(la is not None and la.correct))
         l = np.asarray(l)
         a, stored, la_calls = look(new_seq, s_new, t + 1)
         policy_calls += calls + la_calls
         potential_calls += calls + la_calls
-        held = np.asarray(l + a, np.float32)
+        held = np.asarray(l + a, ft)
         parts = {"seq": new_seq, "score": np.asarray(s_new), "log_p": parts["log_p"] + lp_new, "origin": parts["origin"],
                  "lookahead": a, "held": held, "slot": np.arange(n, dtype=np.int32)}
         record(held, float(res.tau), bool(res.resampled), idx, t + 1)
@@ -181,7 +182,7 @@ def run_host(pf: ParticleFilter, rng_key, num_particles: int, prompt=None,
                      n_unique_ancestors=trace_np["n_unique_ancestors"], dead=trace_np["dead"], params=params,
                      move_info=None, ancestors=None, summary=None)
     particles = FilterParticles(parts["seq"], parts["score"], parts["log_p"], parts["origin"], parts["lookahead"],
-                                held, parts["slot"], np.zeros(n, np.float32), None, np.zeros(n, np.int32))
+                                held, parts["slot"], np.zeros(n, ft), None, np.zeros(n, np.int32))
     final = {k: np.asarray(v[-1]) for k, v in params.items()}
     state = SMCState(particles, held, np.asarray(log_z), final, np.asarray(max_steps - 1))
     out = SMCOutput(state, trace, np.asarray(len(rows)), np.asarray(log_evidence), np.asarray(-1))

@@ -19,10 +19,14 @@ unfinished particles by one unit and reweights. Unit scores ``s_t`` of the curre
   sequence is complete; the log-weight increment is ``s_t - s_{t-1}``, so the product telescopes to
   ``phi(x)``: the target is ``p(x) phi(x) / Z`` and ``log Z_hat`` estimates ``log E_p[phi(x)]``.
 * ``weights="score"`` (PF of Puri et al. 2025): the PRM score ``r = exp(log psi) in [0, 1]`` becomes
-  ``s_t = logit(clip(r, eps, 1 - eps))`` and *replaces* the weight (weights reset after each
-  resampling; resampling every step by default).
+  ``s_t = logit(clip(r, eps, 1 - eps))`` and *multiplies* the weight, ``l_t = r_t + s_t`` with ``r_t``
+  the log-weight carried out of the resampling step: ``s_t`` alone after a resampling (resampling every
+  step, the default, makes each step's weight the current score), ``l_{t-1} + s_t`` when an
+  ESS-triggered policy skipped it (``w_t = w_{t-1} * odds(r_t)``).
 
-Finished particles are absorbing: no further moves, weight frozen (twist increment 0 / score kept).
+Finished particles are absorbing: no further moves; twist increment 0; in score mode a finished
+particle keeps its score ``s``, which multiplies its weight at each later step as it would if the
+population were resampled at that step.
 At the last step every unfinished particle is scored as complete (the horizon truncates).
 
 **ePF** is the core's entropic resampling (:class:`~smcppl.Entropic`: ``softmax(l / tau)`` when
@@ -50,7 +54,7 @@ import numpy as np
 
 from smcppl.core.engine import FeynmanKac, SMCOutput, run_fixed, validate_num_particles
 from smcppl.core.entropic import Entropic, validate_entropic
-from smcppl.core.policy import Resampling, count_unique, validate_resampling
+from smcppl.core.policy import Resampling, count_unique, resample_decision, validate_resampling
 from smcppl.core.weights import log_normalize, sanitize
 from smcppl.inference.runner import Plan
 
@@ -125,14 +129,20 @@ class FilterParticles(NamedTuple):
 
 # --------------------------------------------------------------------------------------------------
 # weight arithmetic (pure, shared by the jitted filter and the host runner)
+def _float_dtype():
+    """The default float dtype (float64 under ``jax_enable_x64``): the dtype of the filter's weights."""
+    return jnp.result_type(float)
+
+
 def unit_scores(log_psi, log_phi, complete, weights: str = "twist", score_eps: float = 1e-6):
-    """Unit scores ``s`` and the number of invalid scores.
+    """Unit scores ``s`` (in the default float dtype) and the number of invalid scores.
 
     twist: ``s = log phi`` where ``complete`` else ``log psi`` (NaN -> -inf). score: ``r = exp(.)``
     must lie in [0, 1]; ``s = logit(clip(r, eps, 1 - eps))``; NaN -> -inf; ``r > 1`` is invalid
     (counted, and the particle gets ``-inf``).
     """
-    raw = jnp.where(complete, log_phi, log_psi)
+    ft = _float_dtype()
+    raw = jnp.where(complete, jnp.asarray(log_phi, ft), jnp.asarray(log_psi, ft))
     if weights == "twist":
         return sanitize(raw), jnp.zeros((), jnp.int32)
     bad = raw > _SCORE_TOL
@@ -142,26 +152,25 @@ def unit_scores(log_psi, log_phi, complete, weights: str = "twist", score_eps: f
     return s, jnp.sum(bad).astype(jnp.int32)
 
 
-def reweight(carried, held, slot, lookahead, s_old, s_new, was_done, weights: str = "twist",
+def reweight(carried, lookahead, s_old, s_new, was_done, resampled, weights: str = "twist",
              correct: bool = False):
-    """Log-weights after one unit, from the log-weights ``carried`` out of the resampling step.
+    """Log-weights after one unit, from the log-weights ``carried`` out of the resampling step
+    (the held weights if it did not resample, 0 or the entropic residual if it did).
 
-    Resampling is detected from the particles' bookkeeping (a moved ``slot`` or a carried weight that
-    differs from the ``held`` one). twist: ``l = carried - a + (s_new - s_old)`` (increment 0 for
-    particles finished before the step), where the look-ahead ``a`` of the ancestor is removed unless
-    the particles were resampled without the APF ``correct``\\ion. score: ``l = s_new`` without
-    resampling, ``carried - [correct] a + s_new`` after it. Returns ``(l, resampled)``.
+    ``resampled`` (bool scalar): whether that step resampled, as decided by the resampling policy. The
+    look-ahead ``a`` of the ancestor (part of its held weight) is removed, ``carried - a``, unless the
+    particles were resampled without the APF ``correct``\\ion (then ``a`` has been used up by the
+    resampling). twist: ``l = carried - a + (s_new - s_old)`` (increment 0 for particles finished before
+    the step). score: ``l = carried - a + s_new`` (multiplicative: ``s_new`` after a resampling that
+    carries 0, ``l_prev + s_new`` without one).
     """
-    n = carried.shape[0]
-    same = (carried == held) | (jnp.abs(carried - held) <= 1e-6 * (1.0 + jnp.abs(held)))
-    resampled = jnp.any(slot != jnp.arange(n)) | ~jnp.all(same)
-    remove = jnp.where(resampled, jnp.asarray(bool(correct)), True)
+    remove = jnp.logical_or(~jnp.asarray(resampled), bool(correct))
     a = jnp.where(remove, lookahead, 0.0)
     if weights == "twist":
         l = carried - a + jnp.where(was_done, 0.0, s_new - s_old)
     else:
-        l = jnp.where(resampled, carried - a, 0.0) + s_new
-    return sanitize(l), resampled
+        l = carried - a + s_new
+    return sanitize(l)
 
 
 def lookahead_adjustment(s_cur, s_succ, done, lam, log_floor=None):
@@ -351,14 +360,19 @@ def check_invalid_scores(parts: FilterParticles):
 
 def sequence_feynman_kac(policy, potential, prompt, num_particles: int, max_steps: int, weights: str = "score",
                          lookahead: Optional[LookAhead] = None, score_eps: float = 1e-6,
-                         single_init: bool = True) -> FeynmanKac:
+                         single_init: bool = True, resampling: Optional[Resampling] = None) -> FeynmanKac:
     """The sequence filter as a :class:`~smcppl.core.engine.FeynmanKac` (see module docstring).
 
     ``params`` is a dict of scalars: ``t`` (units generated), cumulative ``policy_calls`` and
-    ``potential_calls``, ``n_done``, ``unique_origins``, ``invalid_scores``; all are recorded per stage.
+    ``potential_calls``, ``n_done``, ``unique_origins``, ``invalid_scores`` (all recorded per stage) and
+    ``resample_next``: whether the engine's next step resamples, i.e.
+    :func:`~smcppl.core.policy.resample_decision` of the held log-weights under ``resampling``, which
+    must be the policy the engine runs this model with (default: resample at every step).
     """
     n = num_particles
     la = lookahead
+    res_policy = validate_resampling(resampling if resampling is not None else Resampling(when="always"))
+    ft = _float_dtype()
 
     def absorb(old, new, was_done):
         return jax.tree_util.tree_map(
@@ -370,7 +384,7 @@ def sequence_feynman_kac(policy, potential, prompt, num_particles: int, max_step
         t_max = seq.tokens.shape[-1]
         new = new._replace(done=new.done | (new.lengths >= t_max) | (t_new >= max_steps))
         new = absorb(seq, new, seq.done)
-        log_p = jnp.where(seq.done, 0.0, sanitize(jnp.asarray(log_p, jnp.float32)))
+        log_p = jnp.where(seq.done, 0.0, sanitize(jnp.asarray(log_p, ft)))
         s, invalid = unit_scores(potential.prefix(new), potential.complete(new), new.done, weights, score_eps)
         return new, log_p, s, invalid
 
@@ -408,7 +422,7 @@ def sequence_feynman_kac(policy, potential, prompt, num_particles: int, max_step
                                 jnp.arange(n, dtype=jnp.int32), z, stored, jnp.full(n, inv + inv2, jnp.int32))
         params = {"t": t1, "policy_calls": active + la_calls, "potential_calls": active + la_calls,
                   "n_done": jnp.sum(seq1.done).astype(jnp.int32), "unique_origins": jnp.asarray(n, jnp.int32),
-                  "invalid_scores": inv + inv2}
+                  "invalid_scores": inv + inv2, "resample_next": resample_decision(held, res_policy)}
         return parts, held, params
 
     def move(key, parts: FilterParticles, carried, params):
@@ -421,16 +435,16 @@ def sequence_feynman_kac(policy, potential, prompt, num_particles: int, max_step
         else:
             new_seq, lp, s_new, inv = advance(k1, seq, t_new)
             calls = jnp.sum(~seq.done).astype(jnp.int32)
-        l, resampled = reweight(carried, parts.held, parts.slot, parts.lookahead, parts.score, s_new, seq.done,
-                                weights, la is not None and la.correct)
+        resampled = params["resample_next"]  # decided on the held weights this step's resampling saw
+        l = reweight(carried, parts.lookahead, parts.score, s_new, seq.done, resampled, weights,
+                     la is not None and la.correct)
         a, stored, la_calls, inv2 = look(k2, new_seq, s_new, t_new)
         log_g = sanitize(l + a - carried)
         held = carried + log_g
         invalid = jnp.full(n, jnp.max(parts.invalid) + inv + inv2, jnp.int32)
         new = FilterParticles(new_seq, s_new, parts.log_p + lp, parts.origin, a, held,
                               jnp.arange(n, dtype=jnp.int32), log_g, stored, invalid)
-        info = {"policy_calls": calls + la_calls, "potential_calls": calls + la_calls, "invalid_scores": inv + inv2,
-                "resampled_detected": resampled}
+        info = {"policy_calls": calls + la_calls, "potential_calls": calls + la_calls, "invalid_scores": inv + inv2}
         return new, info
 
     def update(parts, carried, params, info):
@@ -439,7 +453,8 @@ def sequence_feynman_kac(policy, potential, prompt, num_particles: int, max_step
                 "potential_calls": params["potential_calls"] + info["potential_calls"],
                 "n_done": jnp.sum(parts.seq.done).astype(jnp.int32),
                 "unique_origins": count_unique(parts.origin, n),
-                "invalid_scores": params["invalid_scores"] + info["invalid_scores"]}
+                "invalid_scores": params["invalid_scores"] + info["invalid_scores"],
+                "resample_next": resample_decision(parts.held, res_policy)}
 
     def log_potential(parts, prev, params, new_params):
         return parts.log_g
@@ -450,7 +465,7 @@ def sequence_feynman_kac(policy, potential, prompt, num_particles: int, max_step
                 "unique_origins": params["unique_origins"], "invalid_scores": params["invalid_scores"]}
 
     return FeynmanKac(init, move, update, log_potential,
-                      progress=lambda p: p["t"].astype(jnp.float32) / max_steps, record=record)
+                      progress=lambda p: p["t"].astype(ft) / max_steps, record=record)
 
 
 def _postprocess(parts: FilterParticles, check: bool = False):
@@ -515,7 +530,7 @@ class ParticleFilter:
         t_max, single = check_shapes(self.policy, self.potential, prompt, num_particles)
         max_steps = self.max_steps or t_max
         fk = sequence_feynman_kac(self.policy, self.potential, prompt, num_particles, max_steps, self.weights,
-                                  self.lookahead, self.score_eps, single)
+                                  self.lookahead, self.score_eps, single, self.resampling)
         return fk, max_steps - 1, max_steps
 
     def build(self, num_particles: int, prompt=None) -> Plan:

@@ -50,6 +50,11 @@ __all__ = ["SequenceTask", "strategy_trap", "stall_chain", "lagged_verifier", "n
 _EPS = 1e-6
 
 
+def _float(xp):
+    """Float dtype of the tables: JAX's default (float64 under ``jax_enable_x64``), float32 in NumPy."""
+    return jnp.result_type(float) if xp is jnp else np.float32
+
+
 def _logit(p):
     p = np.clip(p, _EPS, 1 - _EPS)
     return np.log(p) - np.log1p(-p)
@@ -170,7 +175,7 @@ class SequenceTask:
 
     def _advance(self, xp, state, v):
         z = state.aux["z"]
-        log_p = xp.asarray(self.logP, xp.float32)[z, v]
+        log_p = xp.asarray(self.logP, _float(xp))[z, v]
         z_new = xp.asarray(self.NEXT)[z, v]
         pos = xp.arange(self.T)[None, :]
         tokens = xp.where(pos == state.lengths[:, None], v[:, None].astype(xp.int32), state.tokens)
@@ -179,7 +184,7 @@ class SequenceTask:
 
     def _prefix(self, xp, state, logH=None):
         t = xp.clip(state.lengths, 0, self.T)
-        log_r = xp.asarray(self.logH if logH is None else logH, xp.float32)[t, state.aux["z"]]
+        log_r = xp.asarray(self.logH if logH is None else logH, _float(xp))[t, state.aux["z"]]
         if self.noise > 0:
             eps = _prefix_noise(xp, state.tokens, state.lengths)
             # logit r' = logit r + sigma * eps, written in log space: log r' = -softplus(-(logit r'))
@@ -190,12 +195,12 @@ class SequenceTask:
         return log_r
 
     def _complete(self, xp, state, logR=None):
-        return xp.asarray(self.logR if logR is None else logR, xp.float32)[state.aux["z"]]
+        return xp.asarray(self.logR if logR is None else logR, _float(xp))[state.aux["z"]]
 
     def reward_of(self, state):
         """Exact success probability ``R[z]`` of each (complete) sequence in ``state`` (JAX or NumPy)."""
         xp = np if isinstance(state.aux["z"], np.ndarray) else jnp
-        return xp.asarray(self.R, xp.float32)[state.aux["z"]]
+        return xp.asarray(self.R, _float(xp))[state.aux["z"]]
 
     # ---------------------------------------------------------------- JAX and NumPy front ends
     def policy(self):
@@ -228,7 +233,7 @@ class _JaxPolicy:
         return self.task._init(jnp)
 
     def step(self, key, state):
-        logits = jnp.asarray(self.task.logP, jnp.float32)[state.aux["z"]]
+        logits = jnp.asarray(self.task.logP, _float(jnp))[state.aux["z"]]
         v = jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
         return self.task._advance(jnp, state, v)
 
