@@ -213,3 +213,14 @@ def test_default_entropic_tempered_evidence_is_unbiased():
     assert abs(m - 1) < 3.5 * se, (m, se)
     m_raw, se_raw = ratio(ent._replace(correct=False))
     assert abs(m_raw - 1) > 3.5 * se_raw, (m_raw, se_raw)
+
+
+# ------------------------------------------------------------------------------------ clear errors
+def test_clear_errors_for_common_mistakes():
+    with pytest.raises(TypeError, match=r"SMC\(TemperedSMC\(beta_binomial\)"):
+        SMC(zoo.beta_binomial, num_particles=100)  # the model instead of an algorithm
+    with pytest.raises(ValueError, match="at least 2"):
+        SMC(TemperedSMC(zoo.beta_binomial), num_particles=1)
+    assert TemperedSMC(zoo.beta_binomial, move="HMC").move.kind == "hmc"  # move names are case-insensitive
+    with pytest.raises(ValueError, match="Unknown move"):
+        TemperedSMC(zoo.beta_binomial, move="gibbs")

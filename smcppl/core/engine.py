@@ -131,7 +131,12 @@ def positive_int(value, what):
 
 
 def validate_num_particles(num_particles):
-    return positive_int(num_particles, "num_particles")
+    """A positive integer of at least 2: with one particle there is no weighting, no resampling and
+    no Monte Carlo error to speak of, and ``log Z_hat`` would be a single importance weight."""
+    n = positive_int(num_particles, "num_particles")
+    if n < 2:
+        raise ValueError(f"num_particles must be at least 2 (SMC needs a population), got {n}.")
+    return n
 
 
 def _running_log_evidence(log_evidence, log_weights):

@@ -1,6 +1,6 @@
 """Export SMC runs (draws and per-stage diagnostics) to ``xarray.DataTree`` / ArviZ.
 
-Layout (DESIGN §6)::
+Layout (ARCHITECTURE.md, vocabulary)::
 
     posterior       (chain, draw, ...)   equally weighted draws (final resampling + random permutation);
                                          dims named from NumPyro plates

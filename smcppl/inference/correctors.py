@@ -1,4 +1,4 @@
-"""Feynman–Kac correctors (FKC) for score-based models, and FK steering (DESIGN §5).
+"""Feynman–Kac correctors (FKC) for score-based models, and FK steering (ARCHITECTURE.md; formulas in the module docstrings).
 
 Target at noise level ``t`` for score models ``s_i(x, t) = grad log q_t^(i)(x)`` and exponents ``beta_i``::
 

@@ -168,6 +168,11 @@ class SMC:
 
     def __init__(self, algorithm, num_particles: int = 1000, num_chains: int = 1, *, resampling=None,
                  chain_method: str = "vectorized", record_ancestors: bool = False, progress_bar: bool = False):
+        if not callable(getattr(algorithm, "build", None)):
+            what = getattr(algorithm, "__name__", type(algorithm).__name__)
+            hint = (f"e.g. SMC(TemperedSMC({what}), num_particles=...) for a NumPyro model" if callable(algorithm)
+                    else "e.g. TemperedSMC(model), ParticleFilter(policy, potential) or a corrector")
+            raise TypeError(f"SMC takes an algorithm (an object with a .build method), got {what!r}: {hint}.")
         self.algorithm = algorithm
         self.num_particles = validate_num_particles(num_particles)
         if int(num_chains) != num_chains or num_chains < 1:

@@ -87,6 +87,9 @@ class MoveSettings(NamedTuple):
 
 
 def validate_move(m: MoveSettings) -> MoveSettings:
+    """Check the settings (move names are case-insensitive) and return them, names lower-cased."""
+    if isinstance(m.kind, str):
+        m = m._replace(kind=m.kind.lower())
     if m.kind not in MOVES:
         raise ValueError(f"Unknown move {m.kind!r}; choose one of {MOVES}.")
     if int(m.num_steps) != m.num_steps or m.num_steps < 1:

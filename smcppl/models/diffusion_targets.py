@@ -6,7 +6,7 @@ sigma_t eps``) stays a mixture at every ``t``::
     q_t = sum_k w_k N(alpha_t mu_k, alpha_t^2 Sigma_k + sigma_t^2 I),
     grad log q_t(x) = sum_k r_k(x) (alpha_t^2 Sigma_k + sigma_t^2 I)^{-1} (alpha_t mu_k - x),   r_k = responsibilities.
 
-Exact answers for the targets of DESIGN §5 (all at ``t = 0``):
+Exact answers for the correctors' targets (all at ``t = 0``):
 
 * product ``p1 p2``: a mixture with ``K1 K2`` components (:func:`product`), normaliser
   ``Z = sum_ij w_i v_j N(mu_i; nu_j, Sigma_i + S_j)``;
