@@ -77,3 +77,14 @@ def test_fresh_process_reuses_the_persistent_cache(tmp_path):
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     assert runs[0]["hits"] == 0 and runs[1]["hits"] >= 1, runs
     assert runs[0]["log_z"] == runs[1]["log_z"]
+
+
+def test_no_reuse_when_an_algorithm_bakes_array_inputs_into_the_code():
+    """An algorithm that closes over an array input (the sequence filter's prompt) must not have its
+    compiled code reused for new values of that input: the signature check refuses it."""
+    from smcppl.inference.runner import _data_holds_every_array
+
+    y = np.zeros((5, 3))
+    assert _data_holds_every_array((), {"y": y, "dim": 3}, [y])  # TemperedSMC: arrays are jit arguments
+    assert not _data_holds_every_array((np.arange(4),), {}, None)  # a prompt baked into the code
+    assert _data_holds_every_array((), {}, None)  # no array inputs at all

@@ -156,6 +156,16 @@ def _input_signature(args, kwargs):
     return (treedef, tuple(sig))
 
 
+def _data_holds_every_array(args, kwargs, data) -> bool:
+    """True if the plan takes every array input as an argument of the compiled code (``Plan.data``, same
+    count and shapes), so that compiled code can be reused for new values; False if an algorithm bakes
+    an array input into the compiled code as a constant (then reusing it would run on the old values)."""
+    arrays = [x for x in jax.tree_util.tree_leaves((tuple(args), dict(kwargs)))
+              if isinstance(x, (np.ndarray, jax.Array)) and np.ndim(x) > 0]
+    held = jax.tree_util.tree_leaves(data)
+    return len(arrays) == len(held) and all(np.shape(a) == np.shape(b) for a, b in zip(arrays, held))
+
+
 class SMC:
     """Run an SMC algorithm with ``num_particles`` particles in each of ``num_chains`` independent runs.
 
@@ -221,7 +231,7 @@ class SMC:
         if plan.entropic_correction:
             resampling = with_entropic_correction(resampling, plan.name)
         keys = jax.random.split(rng_key, self.num_chains)
-        signature = _input_signature(args, kwargs)
+        signature = _input_signature(args, kwargs) if _data_holds_every_array(args, kwargs, plan.data) else None
         cache_key = None
         if signature is not None:
             cache_key = (id(self.algorithm), signature, self.num_chains, self.chain_method, self.record_ancestors,
