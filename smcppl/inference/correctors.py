@@ -313,14 +313,18 @@ class FeynmanKacCorrector:
         scale = math.sqrt(self.init_variance / self.total_beta)
         x = scale * jax.random.normal(key, (num_probe,) + self.event_shape)
         k = self.num_steps
+
+        def probe(fn, label, *time):
+            """``fn`` on the probe draws (with ``params`` when given); its failure named with ``label``."""
+            try:
+                return jax.vmap(lambda xi: fn(xi, *time, params) if has_params else fn(xi, *time))(x)
+            except Exception as e:  # noqa: BLE001
+                at = f" at t={float(time[0]):.4g}" if time else ""
+                raise ValueError(f"{label} failed on x of shape {self.event_shape}{at}: {type(e).__name__}: {e}") from e
+
         for t in sorted({float(self.times[0]), float(self.times[k // 2]), float(self.times[k - 1])}, reverse=True):
             for i, s in enumerate(self.scores):
-                try:
-                    tt = jnp.asarray(t, x.dtype)
-                    out = jax.vmap(lambda xi: s(xi, tt, params) if has_params else s(xi, tt))(x)
-                except Exception as e:  # noqa: BLE001
-                    raise ValueError(f"scores[{i}] failed on x of shape {self.event_shape} at t={t:.4g}: "
-                                     f"{type(e).__name__}: {e}") from e
+                out = probe(s, f"scores[{i}]", jnp.asarray(t, x.dtype))
                 if getattr(out, "shape", None) != (num_probe,) + self.event_shape:
                     raise ValueError(f"scores[{i}] returned shape {tuple(getattr(out, 'shape', ()))[1:]} for x of shape "
                                      f"{self.event_shape}; a score must have the shape of x (event_shape).")
@@ -330,12 +334,7 @@ class FeynmanKacCorrector:
                                      "its time convention (data at t = 0) and the SDE.")
         for i, f in enumerate(self.log_densities or ()):
             t = float(self.times[0])
-            try:
-                tt = jnp.asarray(t, x.dtype)
-                out = jax.vmap(lambda xi: f(xi, tt, params) if has_params else f(xi, tt))(x)
-            except Exception as e:  # noqa: BLE001
-                raise ValueError(f"log_densities[{i}] failed on x of shape {self.event_shape} at t={t:.4g}: "
-                                 f"{type(e).__name__}: {e}") from e
+            out = probe(f, f"log_densities[{i}]", jnp.asarray(t, x.dtype))
             if getattr(out, "shape", None) != (num_probe,):
                 raise ValueError(f"log_densities[{i}] must return a scalar per point, got shape "
                                  f"{tuple(getattr(out, 'shape', ()))[1:]}.")
@@ -343,10 +342,7 @@ class FeynmanKacCorrector:
                 raise ValueError(f"log_densities[{i}] returned NaN or inf at t={t:.4g} on draws of the initial "
                                  "Gaussian; it must be log q_t(x) of the matching score model.")
         if self.reward is not None:
-            try:
-                r = jax.vmap(lambda xi: self.reward(xi, params) if has_params else self.reward(xi))(x)
-            except Exception as e:  # noqa: BLE001
-                raise ValueError(f"reward failed on x of shape {self.event_shape}: {type(e).__name__}: {e}") from e
+            r = probe(self.reward, "reward")
             if getattr(r, "shape", None) != (num_probe,):
                 raise ValueError(f"reward must return a scalar per point, got shape {tuple(getattr(r, 'shape', ()))[1:]}.")
             if not bool(jnp.all(jnp.isfinite(r))):
