@@ -2,6 +2,7 @@
 the same results as a fresh object; new data of the same shapes gives that data's answer; a fresh
 process re-uses the persistent compilation cache."""
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -43,6 +44,46 @@ def test_second_run_reuses_compiled_code_and_matches_a_fresh_object():
     # a different shape compiles again
     smc.run(jax.random.key(3), **zoo.conjugate_gaussian_data(dim=3, num_obs=6, seed=2))
     assert smc.timing["reused_compiled"] == 0
+
+
+class _CompileLog(logging.Handler):
+    """Counts XLA compilations of the runner's program (``jit(run_one)``) through JAX's compile log."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record):
+        if "Finished XLA compilation of jit(run_one)" in record.getMessage():
+            self.count += 1
+
+
+def test_pilot_and_chains_share_one_compilation_and_a_second_run_compiles_nothing():
+    """Default tuning="pilot": the pilot and the three chains run one compiled program (one XLA compilation
+    of the runner's program on the first call, none on the second), and the second call gives what a
+    fresh object gives for the same key."""
+    log = _CompileLog()
+    logger = logging.getLogger("jax")
+    logger.addHandler(log)
+    try:
+        with jax.log_compiles(True):
+            smc = SMC(TemperedSMC(zoo.conjugate_gaussian, move="rwm", num_mcmc_steps=2), num_particles=200,
+                      num_chains=3, chain_method="sequential")
+            smc.run(jax.random.key(0), **DATA)
+            first = log.count
+            smc.run(jax.random.key(1), **DATA)
+            second = log.count - first
+    finally:
+        logger.removeHandler(log)
+    assert (first, second) == (1, 0), (first, second)
+    assert smc.timing["reused_compiled"] == 1 and smc.timing["pilot_seconds"] > 0
+    again = np.asarray(smc.log_evidence)
+    fresh = SMC(smc.algorithm, num_particles=200, num_chains=3, chain_method="sequential").run(jax.random.key(1), **DATA)
+    np.testing.assert_array_equal(again, np.asarray(fresh.log_evidence))
+    # the chains are independent given the pilot: different keys, different estimates, all near the truth
+    assert len(set(again.tolist())) == 3
+    exact = zoo.conjugate_gaussian_exact(**DATA)["log_evidence"]
+    assert np.all(np.abs(again - exact) < 0.5), (again, exact)
 
 
 def test_compilation_cache_dir_is_configurable(monkeypatch):

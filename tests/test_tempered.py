@@ -209,7 +209,7 @@ from smcppl import SMC, TemperedSMC
 from smcppl.models import zoo
 assert len(jax.devices()) == 4
 res = {}
-for method in ("vectorized", "sharded"):
+for method in ("vectorized", "sharded", "sequential", "parallel"):
     # in-run tuning: one compilation per method (the pilot's extra run adds nothing to what sharding tests)
     smc = SMC(TemperedSMC(zoo.beta_binomial, move="rwm", num_mcmc_steps=2, tuning="weighted"), num_particles=256,
               num_chains=4, chain_method=method)
@@ -217,6 +217,9 @@ for method in ("vectorized", "sharded"):
     res[method] = (np.asarray(smc.log_evidence), np.asarray(smc.get_samples()["p"]))
 np.testing.assert_allclose(res["vectorized"][0], res["sharded"][0], rtol=1e-5)
 np.testing.assert_allclose(res["vectorized"][1], res["sharded"][1], rtol=1e-5)
+for method in ("sequential", "parallel"):  # parallel = sharded here (4 devices, 4 chains)
+    np.testing.assert_allclose(res["vectorized"][0], res[method][0], rtol=1e-4)
+    np.testing.assert_allclose(res["vectorized"][1], res[method][1], rtol=1e-4, atol=1e-5)
 print("SHARDED_OK")
 """
 

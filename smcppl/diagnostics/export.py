@@ -24,6 +24,8 @@ ArviZ >= 1 and an ``arviz.InferenceData`` with ArviZ < 1.
 """
 from __future__ import annotations
 
+import functools
+
 import datetime
 import warnings
 from typing import Any, Mapping, Optional
@@ -159,9 +161,15 @@ def _dataset(values: Mapping, sample_dims, dims_meta, coords_meta, base_coords, 
     return xr.Dataset(data_vars, coords=coords, attrs=dict(attrs or {}))
 
 
+@functools.lru_cache(maxsize=32)
+def _per_chain_program(fn):
+    """``jit(vmap(fn))``, one per function: one compiled program instead of one per primitive (eager)."""
+    return jax.jit(jax.vmap(fn))
+
+
 def _apply_per_chain(fn, particles, what):
     try:
-        return jax.vmap(fn)(particles)
+        return _per_chain_program(fn)(particles)
     except Exception as e:  # noqa: BLE001 - re-raised with context
         raise RuntimeError(f"Exporting to ArviZ: the plan's metadata[{what!r}] failed on the final particles "
                            f"({type(e).__name__}: {e}).") from e
@@ -321,6 +329,8 @@ def _smc_attrs(smc) -> dict:
     attrs.update(dict(getattr(plan, "attrs", {}) or {}))
     attrs.update({"num_particles": smc.num_particles, "num_chains": smc.num_chains,
                   "record_ancestors": getattr(smc, "record_ancestors", False)})
+    if getattr(smc, "chain_method_used", None):
+        attrs["chain_method"] = smc.chain_method_used
     res = getattr(smc, "resampling_used", None)
     if res is not None:
         scheme = res.scheme if isinstance(res.scheme, str) else getattr(res.scheme, "__name__", "custom")

@@ -84,7 +84,7 @@ import numpy as np
 
 from smcppl.core.engine import FeynmanKac, positive_int, validate_num_particles
 from smcppl.core.policy import Resampling, validate_resampling
-from smcppl.inference.runner import Plan
+from smcppl.core.plan import Plan
 from smcppl.models.sde import SDE, validate_sde, x0_prediction
 
 __all__ = [

@@ -8,8 +8,9 @@ Usage, familiar to NumPyro users::
 
 An *algorithm* is any object with ``build(num_particles, *args, **kwargs) -> Plan``: it checks its
 inputs in Python (before any compilation) and returns the Feynman–Kac model to run plus how to turn
-particles into named samples. Independent runs ("chains") are a ``vmap`` over keys, optionally with
-the chain axis sharded across devices (``jax.sharding``); both give identical results.
+particles into named samples. Independent runs ("chains") are one compiled one-chain program called
+per chain key (``"sequential"``), or a ``vmap`` over keys, optionally with the chain axis sharded across
+devices (``jax.sharding``); all give identical results. A plan's pilot run re-uses the same program.
 """
 from __future__ import annotations
 
@@ -21,41 +22,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from smcppl.core.entropic import with_entropic_correction
-from smcppl.core.engine import FeynmanKac, SMCOutput, raise_if_failed, run_adaptive, run_fixed, validate_num_particles
+from smcppl.core.engine import (FeynmanKac, SMCError, SMCOutput, raise_if_failed, run_adaptive, run_fixed,
+                                validate_num_particles)
+from smcppl.core.plan import Pilot, Plan
 from smcppl.core.policy import Resampling, validate_resampling
 from smcppl.core.resampling import systematic
 from smcppl.core.watchdog import call_with_timeout, validate_timeout
 from smcppl.core.weights import normalize
 
-__all__ = ["Plan", "SMC", "final_draws", "make_run_one", "enable_compilation_cache", "compilation_cache_dir",
+__all__ = ["Plan", "Pilot", "SMC", "CHAIN_METHODS", "final_draws", "make_run_one", "enable_compilation_cache", "compilation_cache_dir",
            "count_distinct"]
-
-
-class Plan(NamedTuple):
-    """What an algorithm hands to the runner.
-
-    fk: the Feynman–Kac model, or a function ``data -> FeynmanKac`` of the array inputs ``data``
-    (then jitted code takes the data as an argument and is reused for new data of the same shapes).
-    num_steps: steps of a fixed-length run, or None for an adaptive run of at most ``max_stages``
-    stages. postprocess(particles[, data]) -> dict name -> [N, ...] arrays (e.g. constrained values
-    and deterministic sites); jit-able. resampling: the algorithm's default policy.
-    summary_fn: optional per-stage statistic. entropic_correction: resolve an unset
-    ``Entropic.correct`` to True (samplers that estimate ``log Z``). metadata: anything the exporter needs (observed data,
-    dims, log-likelihood function, site names); attrs: settings (str/int/float only).
-    """
-
-    fk: FeynmanKac
-    num_steps: Optional[int]
-    max_stages: int
-    postprocess: Callable
-    resampling: Resampling = Resampling()
-    summary_fn: Optional[Callable] = None
-    metadata: dict = {}
-    attrs: dict = {}
-    name: str = "SMC"
-    progress_fn: Optional[Callable] = None
-    data: Any = None
-    entropic_correction: bool = False  # an unset Entropic.correct means True (the plan estimates log Z)
 
 
 def count_distinct(particles):
@@ -91,12 +67,16 @@ def final_draws(rng_key, particles, log_weights, postprocess, lineage=None, resa
 
 
 def make_run_one(plan: Plan, resampling: Resampling, record_ancestors=False, progress=None):
-    """``run_one(key, data) -> (SMCOutput, draws, raw particles of the draws, draw_stats)`` for one
-    chain (see :func:`final_draws`); pure and jit/vmap-able over keys and (for SBC-style studies) over
-    datasets."""
-    def run_one(key, data):
+    """``run_one(key, data[, tuning]) -> (SMCOutput, draws, raw particles of the draws, draw_stats)`` for
+    one chain (see :func:`final_draws`); pure and jit/vmap-able over keys and (for SBC-style studies) over
+    datasets. ``tuning``: the input a :class:`Pilot` fixes (plans with a pilot; None: the plan's own
+    default, e.g. a pilot nested in the run)."""
+    def run_one(key, data, tuning=None):
         k_run, k_draw = jax.random.split(key)
-        fk = plan.fk(data) if callable(plan.fk) and not isinstance(plan.fk, FeynmanKac) else plan.fk
+        if isinstance(plan.fk, FeynmanKac):
+            fk = plan.fk
+        else:
+            fk = plan.fk(data) if tuning is None else plan.fk(data, tuning)
         if plan.num_steps is not None:
             out = run_fixed(k_run, fk, plan.num_steps, resampling, record_ancestors, plan.summary_fn)
         else:
@@ -108,6 +88,7 @@ def make_run_one(plan: Plan, resampling: Resampling, record_ancestors=False, pro
 
 
 CACHE_ENV = "SMCPPL_COMPILATION_CACHE"
+PILOT_KEY = 0x9E3779B9 % (2**31)  # fold_in constant: the pilot's key, independent of the chains' keys
 
 
 def compilation_cache_dir() -> Optional[str]:
@@ -166,18 +147,41 @@ def _data_holds_every_array(args, kwargs, data) -> bool:
     return len(arrays) == len(held) and all(np.shape(a) == np.shape(b) for a, b in zip(arrays, held))
 
 
+CHAIN_METHODS = ("sequential", "vectorized", "parallel", "sharded")
+MAX_AUTO_SEQUENTIAL_CHAINS = 16  # chain_method=None on CPU: up to this many chains run one after another
+
+
+def resolve_chain_method(chain_method: Optional[str], num_chains: int) -> str:
+    """The chain method a run uses. ``None`` (default): ``"sequential"`` on CPU with at most
+    ``MAX_AUTO_SEQUENTIAL_CHAINS`` chains (one program compiled for one chain and called per chain:
+    compiling dominates on CPU, and a ``vmap`` over chains compiles ~1.5x longer for little run-time
+    gain), ``"vectorized"`` otherwise (accelerators, many chains). ``"parallel"`` (NumPyro's name) is
+    ``"sharded"`` where the chains divide over several devices, else ``"sequential"``, as NumPyro falls
+    back."""
+    if chain_method is None:
+        cpu = jax.default_backend() == "cpu"
+        return "sequential" if (cpu and num_chains <= MAX_AUTO_SEQUENTIAL_CHAINS) else "vectorized"
+    if chain_method == "parallel":
+        n_dev = jax.device_count()
+        return "sharded" if (n_dev > 1 and num_chains % n_dev == 0) else "sequential"
+    return chain_method
+
+
 class SMC:
     """Run an SMC algorithm with ``num_particles`` particles in each of ``num_chains`` independent runs.
 
     resampling: override the algorithm's default :class:`~smcppl.Resampling` policy.
-    chain_method: ``"vectorized"`` (vmap) or ``"sharded"`` (vmap with the chain axis split across
-    ``jax.devices()``; ``num_chains`` must be a multiple of the device count).
+    chain_method: ``None`` (default: chosen by :func:`resolve_chain_method`), ``"sequential"`` (one
+    compiled one-chain program called per chain), ``"vectorized"`` (``vmap`` over chains),
+    ``"sharded"`` (``vmap`` with the chain axis split across ``jax.devices()``; ``num_chains`` must be a
+    multiple of the device count) or ``"parallel"`` (NumPyro's name: sharded where possible, else
+    sequential). All give identical results for the same key.
     record_ancestors: keep the ancestor indices of every stage (memory O(N * stages)).
     progress_bar: print stage and parameter (e.g. beta) while an adaptive run goes.
     """
 
     def __init__(self, algorithm, num_particles: int = 1000, num_chains: int = 1, *, resampling=None,
-                 chain_method: str = "vectorized", record_ancestors: bool = False, progress_bar: bool = False):
+                 chain_method: Optional[str] = None, record_ancestors: bool = False, progress_bar: bool = False):
         if not callable(getattr(algorithm, "build", None)):
             what = getattr(algorithm, "__name__", type(algorithm).__name__)
             hint = (f"e.g. SMC(TemperedSMC({what}), num_particles=...) for a NumPyro model" if callable(algorithm)
@@ -189,8 +193,8 @@ class SMC:
             raise ValueError(f"num_chains must be a positive integer, got {num_chains!r}.")
         self.num_chains = int(num_chains)
         self.resampling = None if resampling is None else validate_resampling(resampling)
-        if chain_method not in ("vectorized", "sharded"):
-            raise ValueError(f"chain_method must be 'vectorized' or 'sharded', got {chain_method!r}.")
+        if chain_method is not None and chain_method not in CHAIN_METHODS:
+            raise ValueError(f"chain_method must be None or one of {CHAIN_METHODS}, got {chain_method!r}.")
         self.chain_method = chain_method
         self.record_ancestors = bool(record_ancestors)
         self.progress_bar = bool(progress_bar)
@@ -199,7 +203,7 @@ class SMC:
         self._samples = None
         self.timing: dict = {}
         self.health = None  # HealthReport of the last run (smcppl.diagnostics.health)
-        self._compiled: dict = {}  # input signature and settings -> compiled run (see run)
+        self._compiled: dict = {}  # (input signature, settings, program kind) -> compiled program (see run)
 
     # ------------------------------------------------------------------ running
     def _run_one_fn(self, plan: Plan, resampling: Resampling):
@@ -209,38 +213,61 @@ class SMC:
 
         return make_run_one(plan, resampling, self.record_ancestors, progress)
 
+    def _program(self, kind, plan, resampling, keys, tuning, cache_key):
+        """The compiled program of one kind (``"one"``: one chain, ``"vmap"``: a batch of chains), from the
+        in-object cache when ``cache_key`` matches, else compiled now. Returns ``(program, reused)``."""
+        key = None if cache_key is None else cache_key + (kind,)
+        if key is not None and key in self._compiled:
+            return self._compiled[key], True
+        enable_compilation_cache()
+        run_one = self._run_one_fn(plan, resampling)
+        if kind == "vmap":
+            fn = jax.jit(jax.vmap(run_one, in_axes=(0, None, None)))
+            program = fn.lower(keys, plan.data, tuning).compile()
+        else:
+            program = jax.jit(run_one).lower(keys[0], plan.data, tuning).compile()
+        if key is not None:
+            self._compiled = {k: v for k, v in self._compiled.items() if k[:-1] == cache_key}  # latest inputs only
+            self._compiled[key] = program
+        return program, False
+
     def run(self, rng_key, *args, timeout: Optional[float] = None, **kwargs):
         """Build the algorithm's plan for these arguments (errors surface here, before compiling),
         then run ``num_chains`` independent SMC runs.
 
-        Compiled code is reused: a second call with inputs of the same structure, shapes and dtypes (and
-        the same non-array arguments) runs the code compiled by the first (new keys and new data need no
-        compilation); across processes JAX's persistent compilation cache (:func:`enable_compilation_cache`,
+        A plan with a :class:`~smcppl.core.plan.Pilot` (e.g. ``TemperedSMC``'s default ``tuning="pilot"``)
+        first runs the same program once as a pilot (its own key) and gives its tables to every chain.
+        Compiled code is reused: within a call the pilot and the chains share one program (sequential
+        chains); a second call with inputs of the same structure, shapes and dtypes (and the same non-array
+        arguments) runs the code compiled by the first (new keys and new data need no compilation);
+        across processes JAX's persistent compilation cache (:func:`enable_compilation_cache`,
         ``$SMCPPL_COMPILATION_CACHE``) re-uses compiled programs. Changing the algorithm object's settings
         in place after a run is not detected: build a new algorithm instead.
 
-        timeout: seconds to wait for the compiled run (None: no limit). Past it,
+        timeout: seconds to wait for the compiled runs (None: no limit). Past it,
         :class:`~smcppl.core.watchdog.SMCTimeoutError` names the likely cause (on CPU, XLA's thread pool
         wedging) and the workaround, instead of a silent infinite wait."""
         if not isinstance(rng_key, jax.Array):
             raise TypeError("rng_key must be a JAX PRNG key, e.g. jax.random.key(0).")
         timeout = validate_timeout(timeout)
+        deadline = None if timeout is None else time.perf_counter() + timeout
         plan = self.algorithm.build(self.num_particles, *args, **kwargs)
         resampling = self.resampling if self.resampling is not None else plan.resampling
         resampling = validate_resampling(resampling)
         if plan.entropic_correction:
             resampling = with_entropic_correction(resampling, plan.name)
+        method = resolve_chain_method(self.chain_method, self.num_chains)
         keys = jax.random.split(rng_key, self.num_chains)
         signature = _input_signature(args, kwargs) if _data_holds_every_array(args, kwargs, plan.data) else None
         cache_key = None
         if signature is not None:
-            cache_key = (id(self.algorithm), signature, self.num_chains, self.chain_method, self.record_ancestors,
+            cache_key = (id(self.algorithm), signature, self.num_chains, method, self.record_ancestors,
                          self.progress_bar, resampling)
             try:
                 hash(cache_key)
             except TypeError:
                 cache_key = None
-        if self.chain_method == "sharded":
+        if method == "sharded":
             from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
             devices = np.array(jax.devices())
@@ -249,25 +276,51 @@ class SMC:
                                  f"the number of devices ({len(devices)}).")
             mesh = Mesh(devices, ("chain",))
             keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("chain")))
+
+        def remaining():
+            return None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+
+        compile_s, reused, t_pilot = 0.0, [], 0.0
+        tuning = None
+        if plan.pilot is not None:
+            pilot = plan.pilot
+            same = pilot.num_particles == self.num_particles
+            pilot_plan = plan if same else self.algorithm.build(pilot.num_particles, *args, **kwargs)
+            t0 = time.perf_counter()
+            program, hit = self._program("one" if same else "pilot", pilot_plan, resampling, keys, pilot.blank,
+                                         cache_key)
+            t1 = time.perf_counter()
+            pilot_out = call_with_timeout(program, jax.random.fold_in(rng_key, PILOT_KEY), plan.data, pilot.blank,
+                                          timeout=remaining(), what=f"{plan.name} pilot run")[0]
+            t_pilot = time.perf_counter() - t1
+            compile_s += t1 - t0
+            reused.append(hit)
+            if int(pilot_out.dead_stage) >= 0:
+                raise SMCError(
+                    f"{plan.name}: the pilot run (which fixes the tempering ladder and the moves of every chain) "
+                    f"lost every particle at stage {int(pilot_out.dead_stage)}: the model's log density is -inf/NaN "
+                    "where the particles are; check the data and the parameters' supports, or use more particles.")
+            tuning = jax.jit(pilot.tables)(pilot_out)
         t0 = time.perf_counter()
-        compiled = self._compiled.get(cache_key) if cache_key is not None else None
-        cached = compiled is not None
-        if not cached:
-            enable_compilation_cache()
-            run_one = self._run_one_fn(plan, resampling)
-            if self.num_chains == 1 and self.chain_method == "vectorized":
-                # one chain: no vmap (a batched while_loop of size 1 still costs ~2x), add the chain axis after
-                fn = jax.jit(lambda ks, d: jax.tree_util.tree_map(lambda x: x[None], run_one(ks[0], d)))
-            else:
-                fn = jax.jit(jax.vmap(run_one, in_axes=(0, None)))
-            compiled = fn.lower(keys, plan.data).compile()
-            if cache_key is not None:
-                self._compiled = {cache_key: compiled}  # the latest inputs' code (bounded memory)
-        t1 = time.perf_counter()
-        out, draws, raw, draw_stats = call_with_timeout(compiled, keys, plan.data, timeout=timeout,
-                                                        what=f"{plan.name} run")
+        if method == "sequential":
+            program, hit = self._program("one", plan, resampling, keys, tuning, cache_key)
+            t1 = time.perf_counter()
+            outs = [call_with_timeout(program, k, plan.data, tuning, timeout=remaining(), what=f"{plan.name} run")
+                    for k in keys]
+            # stacked on the host: jnp.stack would compile a small program per leaf shape
+            result = jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.stack([np.asarray(x) for x in xs])), *outs)
+        else:
+            program, hit = self._program("vmap", plan, resampling, keys, tuning, cache_key)
+            t1 = time.perf_counter()
+            result = call_with_timeout(program, keys, plan.data, tuning, timeout=remaining(), what=f"{plan.name} run")
+        out, draws, raw, draw_stats = result
+        jax.block_until_ready(out.log_evidence)
         t2 = time.perf_counter()
-        self.timing = {"compile_seconds": t1 - t0, "run_seconds": t2 - t1, "reused_compiled": int(cached)}
+        compile_s += t1 - t0
+        reused.append(hit)
+        self.timing = {"compile_seconds": compile_s, "run_seconds": t2 - t1 + t_pilot, "pilot_seconds": t_pilot,
+                       "reused_compiled": int(all(reused))}
+        self.chain_method_used = method
         self.plan, self.output, self._samples, self.final_particles = plan, out, draws, raw
         self.draw_stats = draw_stats
         self.resampling_used = resampling

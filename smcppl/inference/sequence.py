@@ -56,7 +56,7 @@ from smcppl.core.engine import FeynmanKac, SMCOutput, run_fixed, validate_num_pa
 from smcppl.core.entropic import Entropic, validate_entropic
 from smcppl.core.policy import Resampling, count_unique, resample_decision, validate_resampling
 from smcppl.core.weights import log_normalize, sanitize
-from smcppl.inference.runner import Plan
+from smcppl.core.plan import Plan
 
 __all__ = ["SequenceState", "SequencePolicy", "Potential", "LookAhead", "FilterParticles", "ParticleFilter",
            "WEIGHT_MODES", "SELECTIONS", "unit_scores", "reweight", "lookahead_adjustment", "lookahead_log_floor", "select_index",

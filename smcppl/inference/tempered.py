@@ -24,11 +24,11 @@ import numpy as np
 
 from smcppl.core.engine import FeynmanKac, run_adaptive
 from smcppl.core.entropic import with_entropic_correction
+from smcppl.core.plan import Pilot, Plan
 from smcppl.core.policy import Resampling, resample, validate_resampling
 from smcppl.core.schedules import next_temperature, validate_schedule
 from smcppl.core.weights import log_mean_exp, normalize, sanitize
 from smcppl.inference.numpyro_model import ModelError, numpyro_density
-from smcppl.inference.runner import Plan
 from smcppl.kernels.moves import (GRADIENT_MOVES, MoveSettings, default_step_size, move_population,
                                   particle_preconditioner, target_acceptance, validate_move)
 
@@ -64,11 +64,35 @@ def _increment(ll, delta):
 TUNINGS = ("pilot", "weighted", "resampled")
 
 
+def blank_pilot_tables(dim: int, capacity: int, preconditioning: str = "full", dtype=jnp.float32) -> dict:
+    """The ``tables`` input of a pilot run itself (``use = False``: the run tunes itself, as
+    ``tuning="weighted"``); same structure and shapes as :func:`pilot_tables` returns."""
+    full = preconditioning == "full" and dim > 1
+    return {"use": jnp.zeros((), bool), "beta": jnp.zeros(capacity, dtype), "step_size": jnp.zeros(capacity, dtype),
+            "mu": jnp.zeros((capacity, dim), dtype),
+            "L": jnp.zeros((capacity, dim, dim) if full else (capacity, dim), dtype)}
+
+
+def pilot_tables(output) -> dict:
+    """A pilot run's per-stage kernels, for main runs of ``tuning="pilot"``: from row ``t`` of its trace,
+    the temperature ``beta_t`` and the preconditioner ``(mu_t, L_t)`` of the move at ``beta_t``, and the
+    step size the pilot moved with there — the smaller of the step of its last transition at ``beta_t``
+    (tested on the pilot's particles) and the step its within-stage adaptation proposed after it (which
+    may have shrunk the step after divergences); a step the pilot never tried is never transferred."""
+    params, info = output.trace.params, output.trace.move_info
+    last, proposed = info["step_size_tested"], info["step_size"]
+    # move_info row t + 1 is the move at beta_t (engine step: resample -> move -> update -> reweight)
+    used = jnp.minimum(last, proposed)
+    used = jnp.concatenate([used[1:], used[-1:]])
+    step = jnp.where(jnp.isfinite(used), used, params["step_size"])
+    return {"use": jnp.ones((), bool), "beta": params["beta"], "step_size": step, "mu": params["mu"], "L": params["L"]}
+
+
 def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_initial: Callable,
                          dim: int, num_particles: int, move: MoveSettings = MoveSettings(), target_ess: float = 0.5,
                          criterion: str = "cess", schedule=None, tuning: str = "weighted",
                          pilot_particles: Optional[int] = None, pilot_resampling: Resampling = Resampling(),
-                         max_stages: int = 500) -> FeynmanKac:
+                         max_stages: int = 500, tables: Optional[dict] = None) -> FeynmanKac:
     """The tempered Feynman–Kac model on flat positions ``[N, dim]``.
 
     ``logprior_fn``/``loglik_fn``: functions of one position; or pass ``loglik_fn=None`` and a
@@ -78,11 +102,15 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
 
     ``tuning`` — how the temperatures and the moves' preconditioner/step size are chosen:
 
-    * ``"weighted"``: from the weighted particles of the previous stage, before resampling;
+    * ``"weighted"``: from the weighted particles of the previous stage, before resampling (the step
+      size is also adapted within each stage's move);
     * ``"resampled"``: from the resampled particles that are then moved (BlackJAX's recipe);
-    * ``"pilot"``: an independent pilot SMC run (``pilot_particles``, adaptive as ``"weighted"``) fixes
-      the ladder and every stage's kernel; the main run then uses them unchanged, so its kernels and
-      potentials do not depend on its own particles and ``Z_hat`` is exactly unbiased.
+    * ``"pilot"``: an independent pilot SMC run (tuned as ``"weighted"``) fixes the ladder and every
+      stage's kernel; the main run then uses them unchanged, so its kernels and potentials do not depend
+      on its own particles and ``Z_hat`` is exactly unbiased. ``tables`` (:func:`pilot_tables` of a pilot
+      run, or :func:`blank_pilot_tables` for the pilot run itself, which then tunes itself) come from
+      outside — the runner runs the pilot with this same model, so pilot and main runs share compiled
+      code; ``tables=None`` runs a pilot of ``pilot_particles`` inside ``init``.
 
     Kernels tuned on the particles they move make ``Z_hat`` biased (upwards, ~+0.15 in log Z on the
     20-d conjugate model at N = 1000: ``benchmarks/logz_bias.py``); ``"pilot"`` removes that bias at
@@ -93,34 +121,43 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
     move = validate_move(move)
     h0 = move.step_size if move.step_size is not None else default_step_size(move.kind, dim)
     # tuning runs (the pilot, "weighted", "resampled") adapt the step size during each stage's move;
-    # the main run of tuning="pilot" uses the pilot's step sizes unchanged (kernels fixed in advance)
-    adapt_target = target_acceptance(move) if (move.adapt_step_size and move.kind != "ula" and tuning != "pilot") else None
+    # main runs of tuning="pilot" use the pilot's step sizes unchanged (kernels fixed in advance)
+    adapt_target = target_acceptance(move) if (move.adapt_step_size and move.kind != "ula") else None
     ladder = None if schedule is None else jnp.asarray(validate_schedule(schedule))
     pilot_fk = None
-    if tuning == "pilot":
+    if tuning == "pilot" and tables is None:
         pilot_fk = tempered_feynman_kac(logprior_fn, loglik_fn, sample_initial, dim,
                                         pilot_particles or num_particles, move, target_ess, criterion, schedule,
                                         "weighted", max_stages=max_stages)._replace(
             record=lambda p: {"beta": p["beta"], "step_size": p["step_size"], "mu": p["mu"], "L": p["L"]})
 
+    def from_tables(params):
+        """True where this run follows a pilot's tables (main runs of tuning="pilot")."""
+        return params["pilot"]["use"] if tuning == "pilot" else jnp.zeros((), bool)
+
     def choose(ll, lw, params):
         beta, index = params["beta"], params["ladder_index"]
-        if tuning == "pilot":
-            lad = params["pilot"]["beta"]
-            nxt = jnp.minimum(index + 1, lad.shape[0] - 1)
-            return lad[index].astype(beta.dtype), nxt
         if ladder is None:
-            return next_temperature(ll, lw, beta, target_ess, criterion), index
-        nxt = jnp.minimum(index + 1, ladder.shape[0] - 1)
-        return ladder[index].astype(beta.dtype), nxt
+            own, own_index = next_temperature(ll, lw, beta, target_ess, criterion), index
+        else:
+            own, own_index = ladder[index].astype(beta.dtype), jnp.minimum(index + 1, ladder.shape[0] - 1)
+        if tuning != "pilot":
+            return own, own_index
+        lad = params["pilot"]["beta"]
+        use = from_tables(params)
+        return (jnp.where(use, lad[index].astype(beta.dtype), own),
+                jnp.where(use, jnp.minimum(index + 1, lad.shape[0] - 1), own_index))
 
     def kernel_of(params):
         """(mu, L, step size) of the move at the current stage."""
-        if tuning == "pilot":
-            row = params["ladder_index"] - 1  # the pilot row whose temperature is the current one
-            pil = params["pilot"]
-            return pil["mu"][row], pil["L"][row], pil["step_size"][row]
-        return params["mu"], params["L"], params["step_size"]
+        own = (params["mu"], params["L"], params["step_size"])
+        if tuning != "pilot":
+            return own
+        row = params["ladder_index"] - 1  # the pilot row whose temperature is the current one
+        pil = params["pilot"]
+        tab = (pil["mu"][row], pil["L"][row], pil["step_size"][row].astype(params["step_size"].dtype))
+        use = from_tables(params)
+        return tuple(jnp.where(use, t, o) for t, o in zip(tab, own))
 
     def init(key):
         k_pilot, k_init = jax.random.split(key)
@@ -129,61 +166,62 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
         zeros = jnp.zeros(x.shape[0], x.dtype)
         params = {"beta": jnp.zeros((), x.dtype), "ladder_index": jnp.zeros((), jnp.int32)}
         if tuning == "pilot":
-            out = run_adaptive(k_pilot, pilot_fk, max_stages if ladder is None else ladder.shape[0],
-                               pilot_resampling)
-            pilot = dict(out.trace.params)
-            # the step size the pilot ended with at each temperature (adapted during that stage's move,
-            # recorded in the next trace row) is the one the main run uses there
-            used = out.trace.move_info["step_size"]
-            adapted = jnp.concatenate([used[1:], used[-1:]])
-            pilot["step_size"] = jnp.where(jnp.isfinite(adapted), adapted, pilot["step_size"])
-            params["pilot"] = pilot
-            params["pilot_failed"] = out.dead_stage >= 0
+            if tables is None:
+                out = run_adaptive(k_pilot, pilot_fk, max_stages if ladder is None else ladder.shape[0],
+                                   pilot_resampling)
+                params["pilot"] = pilot_tables(out)
+                params["pilot_failed"] = out.dead_stage >= 0
+            else:
+                params["pilot"] = dict(tables)
+                params["pilot_failed"] = jnp.zeros((), bool)  # the runner checks its pilot run
         beta1, idx = choose(ll, zeros, params)
         lw = jnp.where(jnp.isfinite(lp), _increment(ll, beta1), -jnp.inf)
         particles = {"position": x, "logprior": lp, "loglik": ll, "acceptance": jnp.full(x.shape[0], jnp.nan, x.dtype),
                      "diverging": jnp.zeros(x.shape[0], bool), "divergent_share": zeros}
         params.update(beta=beta1, ladder_index=idx)
+        mu, L = particle_preconditioner(x, lw, move.preconditioning)
+        params.update(step_size=jnp.asarray(h0, x.dtype), mu=mu, L=L)
         if tuning == "pilot":
-            lw = jnp.where(params["pilot_failed"], -jnp.inf, lw)  # a failed pilot fails the run loudly
-            params["step_size"] = kernel_of(params)[2]
-        else:
-            mu, L = particle_preconditioner(x, lw, move.preconditioning)
-            params.update(step_size=jnp.asarray(h0, x.dtype), mu=mu, L=L)
+            lw = jnp.where(params["pilot_failed"], -jnp.inf, lw)  # a failed nested pilot fails the run loudly
         return particles, lw, params
 
     def move_fn(key, particles, log_weights, params):
         logdensity = _tempered_logdensity(logprior_fn, loglik_fn, params["beta"])
         mu, L, h = kernel_of(params)
         pre = None if tuning == "resampled" else (mu, L)
-        x, acc, div, h_end = move_population(key, particles["position"], log_weights, logdensity, h, move, pre,
-                                             adapt_target=adapt_target)
+        res = move_population(key, particles["position"], log_weights, logdensity, h, move, pre,
+                              adapt_target=adapt_target, adapt=~from_tables(params))
+        x, acc, div = res.position, res.acceptance, res.divergent
         lp, ll = _evaluate(logprior_fn, loglik_fn, x)
         new = {"position": x, "logprior": lp, "loglik": ll, "acceptance": acc.astype(x.dtype), "diverging": div > 0,
                "divergent_share": div.astype(x.dtype)}
         # divergences: divergent transitions in particle units (transitions / num_mcmc_steps)
-        info = {"acceptance_rate": jnp.mean(acc), "divergences": jnp.sum(div).astype(x.dtype), "step_size": h_end}
+        info = {"acceptance_rate": jnp.mean(acc), "divergences": jnp.sum(div).astype(x.dtype),
+                "step_size": res.step_size, "step_size_tested": res.step_size_tested}
         return new, info
 
     def update(particles, log_weights, params, move_info):
         beta, idx = choose(particles["loglik"], log_weights, params)
         new = dict(params, beta=beta, ladder_index=idx)
-        if tuning == "pilot":
-            new["step_size"] = kernel_of(new)[2]
-            return new
-        h = move_info["step_size"]  # adapted during the move (tuning runs), see move_population
-        # preconditioner for the next move, from the particles reweighted to the new temperature
+        # own tuning (ignored where the run follows a pilot's tables): the step adapted during the move, and
+        # the preconditioner for the next move from the particles reweighted to the new temperature
         lw_new = log_weights + _increment(particles["loglik"], beta - params["beta"])
         mu, L = particle_preconditioner(particles["position"], lw_new, move.preconditioning)
-        new.update(step_size=h, mu=mu, L=L)
+        new.update(step_size=move_info["step_size"], mu=mu, L=L)
         return new
 
     def log_potential(particles, prev, params, new_params):
         return _increment(particles["loglik"], new_params["beta"] - params["beta"])
 
+    if tuning == "pilot":
+        # what a pilot run hands on (pilot_tables); the step recorded is the one a main run moves with
+        def record(p):
+            return {"beta": p["beta"], "step_size": kernel_of(p)[2], "mu": p["mu"], "L": p["L"]}
+    else:
+        def record(p):
+            return {"beta": p["beta"], "step_size": p["step_size"]}
     return FeynmanKac(init, move_fn, update, log_potential, progress=lambda p: p["beta"],
-                      done=lambda p: p["beta"] >= 1.0,
-                      record=lambda p: {"beta": p["beta"], "step_size": p["step_size"]})
+                      done=lambda p: p["beta"] >= 1.0, record=record)
 
 
 def _validate_target_ess(target_ess):
@@ -206,9 +244,9 @@ class TemperedSMC:
     sites whose log-density is tempered (default: observed sites, plus ``numpyro.factor`` sites if
     ``factors_as_likelihood``). preconditioning / step_size / target_acceptance /
     num_integration_steps / waste_free: see :class:`~smcppl.kernels.moves.MoveSettings`.
-    tuning: ``"pilot"`` (default: an independent pilot run of ``pilot_particles`` — default
-    ``max(N // 4, min(N, 128))`` — fixes the ladder and every stage's kernel, so ``Z_hat`` stays
-    unbiased, for ~25% extra cost), ``"weighted"`` (temperatures, preconditioner and step size from the
+    tuning: ``"pilot"`` (default: one independent pilot run of ``pilot_particles`` — default ``N``,
+    so that it re-uses the chains' compiled program — fixes the ladder and every stage's kernel of every
+    chain, so ``Z_hat`` stays unbiased, for the cost of one more chain), ``"weighted"`` (temperatures, preconditioner and step size from the
     weighted particles of the previous stage: cheaper, but ``log Z`` is biased upwards by O(1/N)), or
     ``"resampled"`` (BlackJAX's recipe, same bias); see :func:`tempered_feynman_kac`.
     resampling: default ``Resampling("systematic", when="ess", threshold=0.5)``.
@@ -259,17 +297,21 @@ class TemperedSMC:
         move, target_ess, criterion, schedule = self.move, self.target_ess, self.criterion, self.schedule
 
         pilot_res = self.resampling if self.resampling.entropic is None else self.resampling._replace(entropic=None)
-        pilot_n = self.pilot_particles or max(num_particles // 4, min(num_particles, 128))
+        pilot_n = self.pilot_particles or num_particles
         if self.move.waste_free:
             pilot_n = max(self.move.num_steps, pilot_n - pilot_n % self.move.num_steps)
 
-        def make_fk(data):
+        def make_fk(data, tables=None):
             return tempered_feynman_kac(lambda u: dens.log_parts(u, data), None,
                                         lambda key, n: dens.sample_prior(key, n, data), dens.dim, num_particles,
                                         move, target_ess, criterion, schedule, self.tuning, pilot_n,
-                                        pilot_res, self.max_stages)
+                                        pilot_res, self.max_stages, tables)
 
         max_stages = self.max_stages if self.schedule is None else len(self.schedule)
+        pilot = None
+        if self.tuning == "pilot":
+            pilot = Pilot(blank_pilot_tables(dens.dim, max_stages + 1, self.move.preconditioning,
+                                             jnp.result_type(float)), pilot_tables, pilot_n)
 
         def sample_stats(particles):
             return {"lp": particles["logprior"] + particles["loglik"],
@@ -305,7 +347,7 @@ class TemperedSMC:
                     postprocess=lambda particles, data: jax.vmap(dens.postprocess, in_axes=(0, None))(
                         particles["position"], data),
                     resampling=self.resampling, metadata=metadata, attrs=attrs, name="TemperedSMC",
-                    progress_fn=progress, data=dens.data, entropic_correction=True)
+                    progress_fn=progress, data=dens.data, entropic_correction=True, pilot=pilot)
 
 
 # ---------------------------------------------------------------------------------------------

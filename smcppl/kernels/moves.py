@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from smcppl.core.weights import normalize
 
 __all__ = ["MOVES", "MoveSettings", "validate_move", "particle_preconditioner", "move_population",
-           "adapt_step_size", "default_step_size"]
+           "adapt_step_size", "default_step_size", "MoveResult"]
 
 MOVES = ("rwm", "mala", "hmc", "nuts", "ula")
 GRADIENT_MOVES = ("mala", "hmc", "nuts", "ula")
@@ -216,8 +216,16 @@ def _nan_safe(logdensity):
     return f
 
 
+class MoveResult(NamedTuple):
+    position: jax.Array  # [N, d] moved particles
+    acceptance: jax.Array  # [N] each particle's mean acceptance probability
+    divergent: jax.Array  # [N] each particle's share of divergent transitions
+    step_size: jax.Array  # the step size after the move's within-stage adaptation (= the input without it)
+    step_size_tested: jax.Array  # the step size of the move's last transition
+
+
 def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m: MoveSettings,
-                    preconditioner=None, adapt_target=None):
+                    preconditioner=None, adapt_target=None, adapt=True) -> MoveResult:
     """Move every particle (``positions [N, d]``) with ``m.num_steps`` kernel transitions.
 
     ``preconditioner = (mu, L)`` (see :func:`particle_preconditioner`); if None it is fitted to the
@@ -230,9 +238,9 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
     does not fit (e.g. the narrow modes of a multimodal posterior under the whole population's
     covariance) recovers within the stage instead of diverging throughout it. The kernel then depends
     on the population, so this is for tuning runs (the pilot, ``tuning="weighted"/"resampled"``).
+    ``adapt`` (a traced bool) switches that adaptation off at run time (one program for pilot and main runs).
 
-    Returns ``(new_positions, acceptance [N], divergent [N], final step size)``: each particle's mean
-    acceptance probability and share of divergent transitions.
+    Returns a :class:`MoveResult`.
     """
     n, d = positions.shape
     if preconditioner is None:
@@ -252,21 +260,23 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
 
     if not m.waste_free:
         def transition(carry, key):
-            states, h, acc, div = carry
+            states, h, _, acc, div = carry
             states, a, dv = jax.vmap(lambda k, st: step(k, st, logdens_z, h, imm))(jax.random.split(key, n), states)
+            h_tested = h
             if adapt_target is not None:
                 h_new = jnp.minimum(adapt_step_size(h, jnp.mean(a), adapt_target), MAX_ADAPTED_STEP.get(m.kind, jnp.inf))
                 # divergences shrink the step whatever the mean acceptance says: a step that suits the bulk
                 # of the population can still diverge where the curvature is high (a funnel's neck)
-                h = jnp.where(jnp.mean(dv) > MAX_ADAPT_DIVERGENT, jnp.minimum(h_new, DIVERGENT_SHRINK * h), h_new)
-            return (states, h, acc + a, div + dv), None
+                h_new = jnp.where(jnp.mean(dv) > MAX_ADAPT_DIVERGENT, jnp.minimum(h_new, DIVERGENT_SHRINK * h), h_new)
+                h = jnp.where(adapt, h_new, h)
+            return (states, h, h_tested, acc + a, div + dv), None
 
         states = jax.vmap(lambda z: init(z, logdens_z))(z0)
         zeros = jnp.zeros(n, positions.dtype)
         h0 = jnp.asarray(step_size, positions.dtype)
-        (states, h, acc, div), _ = jax.lax.scan(transition, (states, h0, zeros, zeros),
-                                                jax.random.split(rng_key, m.num_steps))
-        return _batch_to_x(mu, L, states.position), acc / m.num_steps, div / m.num_steps, h
+        (states, h, h_tested, acc, div), _ = jax.lax.scan(transition, (states, h0, h0, zeros, zeros),
+                                                          jax.random.split(rng_key, m.num_steps))
+        return MoveResult(_batch_to_x(mu, L, states.position), acc / m.num_steps, div / m.num_steps, h, h_tested)
 
     # waste-free: M = N // P starting points, chains of P states each
     p = m.num_steps
@@ -291,7 +301,8 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
     acc = jnp.repeat(acc_chain, p)
     div = jnp.repeat(jnp.mean(div.astype(positions.dtype), axis=1), p)
     x = _batch_to_x(mu, L, zs)
-    return x, acc, div, jnp.asarray(step_size, positions.dtype)
+    h = jnp.asarray(step_size, positions.dtype)
+    return MoveResult(x, acc, div, h, h)
 
 
 def adapt_step_size(step_size, mean_acceptance, target):

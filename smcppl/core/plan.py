@@ -1,0 +1,63 @@
+"""What an algorithm hands to the runner: a :class:`Plan` (the Feynman–Kac model and how to read its
+particles), optionally with a :class:`Pilot` (a tuning run of the same program before the main runs).
+
+Samplers build plans; the front end (:class:`smcppl.SMC`) runs them. Both import this module, so that
+no sampler depends on the front end (ARCHITECTURE.md, "Parts and who may import whom").
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+from smcppl.core.engine import FeynmanKac
+from smcppl.core.policy import Resampling
+
+__all__ = ["Plan", "Pilot"]
+
+
+class Pilot(NamedTuple):
+    """A pilot run: the plan's own compiled program run once (one chain, key independent of the
+    chains') before the main runs, whose output fixes the ``tuning`` input of every main run.
+
+    blank: the ``tuning`` input of the pilot run itself (same structure, shapes and dtypes as what
+    ``tables`` returns, so that the pilot and the main runs share one compiled program).
+    tables(output) -> tuning input of the main runs, from the pilot's :class:`~smcppl.core.engine.SMCOutput`.
+    num_particles: the pilot's population size; equal to the plan's (the default) the pilot re-uses the
+    main runs' compiled program, otherwise it is built and compiled on its own.
+
+    Main runs whose kernels and potentials are fixed by an independent pilot keep ``Z_hat`` exactly
+    unbiased (conditionally on the pilot), unlike kernels tuned on the particles they move.
+    """
+
+    blank: Any
+    tables: Callable
+    num_particles: int
+
+
+class Plan(NamedTuple):
+    """What an algorithm hands to the runner.
+
+    fk: the Feynman–Kac model, or a function ``data -> FeynmanKac`` of the array inputs ``data``
+    (then jitted code takes the data as an argument and is reused for new data of the same shapes);
+    with a ``pilot``, a function ``(data, tuning) -> FeynmanKac``.
+    num_steps: steps of a fixed-length run, or None for an adaptive run of at most ``max_stages``
+    stages. postprocess(particles[, data]) -> dict name -> [N, ...] arrays (e.g. constrained values
+    and deterministic sites); jit-able. resampling: the algorithm's default policy.
+    summary_fn: optional per-stage statistic. entropic_correction: resolve an unset
+    ``Entropic.correct`` to True (samplers that estimate ``log Z``). metadata: anything the exporter needs
+    (observed data, dims, log-likelihood function, site names); attrs: settings (str/int/float only).
+    pilot: an optional :class:`Pilot` run before the main runs.
+    """
+
+    fk: FeynmanKac
+    num_steps: Optional[int]
+    max_stages: int
+    postprocess: Callable
+    resampling: Resampling = Resampling()
+    summary_fn: Optional[Callable] = None
+    metadata: dict = {}
+    attrs: dict = {}
+    name: str = "SMC"
+    progress_fn: Optional[Callable] = None
+    data: Any = None
+    entropic_correction: bool = False  # an unset Entropic.correct means True (the plan estimates log Z)
+    pilot: Optional[Pilot] = None
