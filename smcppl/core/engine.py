@@ -212,17 +212,30 @@ def _stack(first, rest):
     return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b], axis=0), first, rest)
 
 
+def _report(progress_callback, state, fk):
+    """Host callback ``progress_callback(stage, fk.progress(params))`` (a progress bar), if any."""
+    if progress_callback is not None:
+        jax.debug.callback(progress_callback, state.stage, fk.progress(state.params))
+
+
 def run_fixed(rng_key, fk: FeynmanKac, num_steps: int, resampling: Resampling = Resampling(),
-              record_ancestors=False, summary_fn=None) -> SMCOutput:
+              record_ancestors=False, summary_fn=None, progress_callback: Optional[Callable] = None) -> SMCOutput:
     """Run ``num_steps`` engine steps after initialisation with ``lax.scan``.
 
-    The trace has ``num_steps + 1`` rows (row 0 = initialisation).
+    The trace has ``num_steps + 1`` rows (row 0 = initialisation). ``progress_callback(stage, progress)``
+    is called on the host after every step (see :func:`run_adaptive`).
     """
     k_init, k_run = jax.random.split(rng_key)
     state, info0 = init(k_init, fk, None, record_ancestors, summary_fn)
     info0 = info0._replace(move_info=_move_info_template(fk, k_run, state))
     step = build_step(fk, resampling, record_ancestors, summary_fn)
-    state, infos = jax.lax.scan(lambda s, k: step(k, s), state, jax.random.split(k_run, num_steps))
+
+    def body(s, k):
+        s, info = step(k, s)
+        _report(progress_callback, s, fk)
+        return s, info
+
+    state, infos = jax.lax.scan(body, state, jax.random.split(k_run, num_steps))
     trace = _stack(info0, infos)
     dead_any = jnp.any(trace.dead)
     dead_stage = jnp.where(dead_any, jnp.argmax(trace.dead), -1)
@@ -247,6 +260,8 @@ def run_adaptive(rng_key, fk: FeynmanKac, max_stages: int, resampling: Resamplin
 
     The trace has a fixed capacity of ``max_stages + 1`` rows, padded with NaN (floats), -1 (ints)
     and False (bools) after ``n_stages`` rows. Stops early if every particle dies.
+    ``progress_callback(stage, progress)``: called on the host after every stage with ``fk.progress`` of
+    the new parameters (e.g. beta), for progress bars; under ``vmap`` both arguments are per-chain arrays.
     """
     k_init, k_run = jax.random.split(rng_key)
     state, info0 = init(k_init, fk, None, record_ancestors, summary_fn)
@@ -265,8 +280,7 @@ def run_adaptive(rng_key, fk: FeynmanKac, max_stages: int, resampling: Resamplin
         key, sub = jax.random.split(key)
         state, info = step(sub, state)
         trace = jax.tree_util.tree_map(lambda t, x: t.at[state.stage].set(x), trace, info)
-        if progress_callback is not None:
-            jax.debug.callback(progress_callback, state.stage, info.params)  # recorded params
+        _report(progress_callback, state, fk)
         return state, trace, key, info.dead
 
     state, trace, _, dead = jax.lax.while_loop(cond, body, (state, trace, k_run, info0.dead))

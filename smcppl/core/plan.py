@@ -45,7 +45,8 @@ class Plan(NamedTuple):
     summary_fn: optional per-stage statistic. entropic_correction: resolve an unset
     ``Entropic.correct`` to True (samplers that estimate ``log Z``). metadata: anything the exporter needs
     (observed data, dims, log-likelihood function, site names); attrs: settings (str/int/float only).
-    pilot: an optional :class:`Pilot` run before the main runs.
+    pilot: an optional :class:`Pilot` run before the main runs. progress_name: what ``fk.progress``
+    measures, shown by progress bars (e.g. ``"beta"``).
     """
 
     fk: FeynmanKac
@@ -57,7 +58,7 @@ class Plan(NamedTuple):
     metadata: dict = {}
     attrs: dict = {}
     name: str = "SMC"
-    progress_fn: Optional[Callable] = None
+    progress_name: str = "progress"
     data: Any = None
     entropic_correction: bool = False  # an unset Entropic.correct means True (the plan estimates log Z)
     pilot: Optional[Pilot] = None

@@ -247,7 +247,8 @@ def smc_stats_dataset(output, attrs=None, draw_stats=None) -> xr.Dataset:
 # ------------------------------------------------------------------------------------------ exporters
 def output_to_datatree(output, samples: Optional[Mapping] = None, *, particles: Any = None,
                        log_weights=None, metadata: Optional[Mapping] = None, attrs: Optional[Mapping] = None,
-                       log_likelihood: bool = True, draw_stats: Optional[Mapping] = None) -> xr.DataTree:
+                       log_likelihood: bool = True, draw_stats: Optional[Mapping] = None,
+                       posterior_predictive: Optional[Mapping] = None) -> xr.DataTree:
     """Export raw engine output (:class:`~smcppl.core.engine.SMCOutput`, with or without a leading chain
     axis) to a DataTree.
 
@@ -260,6 +261,8 @@ def output_to_datatree(output, samples: Optional[Mapping] = None, *, particles: 
     attrs: settings and timings (converted to str/int/float). log_likelihood: compute the
     ``log_likelihood`` group (skip to save time when only summaries are wanted). draw_stats: the
     runner's ``{"lineage": (chain, draw), "n_unique": (chain,)}`` for the draws in ``samples``.
+    posterior_predictive: ``{site: (chain, draw, ...)}`` draws of the observations given each posterior
+    draw (:meth:`smcppl.SMC.posterior_predictive`), exported as the ``posterior_predictive`` group.
     """
     single = np.ndim(_np(output.log_evidence)) == 0
     if single:
@@ -313,6 +316,9 @@ def output_to_datatree(output, samples: Optional[Mapping] = None, *, particles: 
         ll = dict(_apply_per_chain(metadata["pointwise_log_likelihood"], particles, "pointwise_log_likelihood"))
         if ll:
             groups["log_likelihood"] = _dataset(ll, ("chain", "draw"), dims_meta, coords_meta, base, group_attrs)
+    if posterior_predictive:
+        pp = {k: _np(v) for k, v in dict(posterior_predictive).items()}
+        groups["posterior_predictive"] = _dataset(pp, ("chain", "draw"), dims_meta, coords_meta, base, group_attrs)
     observed = metadata.get("observed_data")
     if observed:
         groups["observed_data"] = _dataset({k: np.asarray(v) for k, v in dict(observed).items()}, (), dims_meta,
@@ -329,6 +335,9 @@ def _smc_attrs(smc) -> dict:
     attrs.update(dict(getattr(plan, "attrs", {}) or {}))
     attrs.update({"num_particles": smc.num_particles, "num_chains": smc.num_chains,
                   "record_ancestors": getattr(smc, "record_ancestors", False)})
+    latent = (plan.metadata or {}).get("latent_sites") if isinstance(plan.metadata, dict) else None
+    if latent:
+        attrs["latent_sites"] = ",".join(latent)  # print_summary(exclude_deterministic=True) keeps these
     if getattr(smc, "chain_method_used", None):
         attrs["chain_method"] = smc.chain_method_used
     res = getattr(smc, "resampling_used", None)
@@ -367,7 +376,8 @@ def to_datatree(smc, *, weighted: bool = False, log_likelihood: bool = True) -> 
         samples, lw, particles = smc._samples, None, smc.final_particles
     return output_to_datatree(smc.output, samples, particles=particles, log_weights=lw,
                               metadata=plan.metadata, attrs=_smc_attrs(smc), log_likelihood=log_likelihood,
-                              draw_stats=None if weighted else getattr(smc, "draw_stats", None))
+                              draw_stats=None if weighted else getattr(smc, "draw_stats", None),
+                              posterior_predictive=None if weighted else getattr(smc, "predictions", None))
 
 
 def datatree_to_arviz(tree: xr.DataTree):

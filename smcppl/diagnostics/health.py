@@ -16,7 +16,8 @@ netCDF file):
   (each particle weighted by its share of divergent transitions; samplers that record it): the move
   failed for most of the population, or for the part of it that matters. (A minority of divergent particles in a tail that the next temperature
   discards, common in early tempering stages where curvature varies wildly, is counted and shown in the
-  summary, not flagged.)
+  summary, not flagged.) The default move meets a stricter bound on every zoo model, tested in
+  ``tests/test_health.py``: at most 15% of all transitions divergent, no stage over this threshold.
 * ``stuck_moves``: a stage whose mean acceptance is below ``MIN_ACCEPTANCE`` (2%): the particles did
   not move, so resampled copies stay copies. For ULA (which always moves) the acceptance is the one a
   Metropolis test would have given its moves, and the flag is ``unstable_ula``: the step is far too

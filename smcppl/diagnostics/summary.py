@@ -93,7 +93,7 @@ def _group(exported, name):
     return getattr(exported, name, None) if name in getattr(exported, "_groups", ()) else None
 
 
-def lineage_columns(exported, table):
+def lineage_columns(exported, table, var_names=None):
     """``mcse_smc``/``ess_smc`` for the rows of ArviZ's summary ``table`` (same variables, same element
     order), from the draws' lineages (:mod:`smcppl.diagnostics.mcse`); the table unchanged if the export
     has no lineages (e.g. weighted particles)."""
@@ -104,7 +104,7 @@ def lineage_columns(exported, table):
         return table
     lineage = np.asarray(stats["lineage"].values)
     mcse, ess = [], []
-    for name in post.data_vars:
+    for name in (post.data_vars if var_names is None else var_names):
         v = np.asarray(post[name].transpose("chain", "draw", ...).values)
         if not np.issubdtype(v.dtype, np.number):
             continue
@@ -134,12 +134,15 @@ def _fmt(values, fmt="{:.2f}"):
     return ", ".join(fmt.format(v) for v in np.ravel(values))
 
 
-def print_summary(smc, prob: float = 0.9, var_names=None, file=None):
+def print_summary(smc, prob: float = 0.9, var_names=None, file=None, exclude_deterministic: bool = True):
     """Print ArviZ's posterior summary plus the SMC diagnostics (log Z mean and spread across chains,
     stages, resampling events, final ESS, mean acceptance rate); return the summary table
     (a ``pandas.DataFrame``; the SMC numbers of :func:`smc_summary` are in its ``attrs["smc"]``).
 
-    ``smc``: a run :class:`~smcppl.SMC` or its export (DataTree / InferenceData).
+    ``smc``: a run :class:`~smcppl.SMC` or its export (DataTree / InferenceData). ``prob``: mass of the
+    credible interval, ArviZ's highest-density interval (columns ``hdi_5%``/``hdi_95%`` for 0.9 with
+    ArviZ < 1, ``eti``/``hdi`` bounds as ArviZ >= 1 names them). ``exclude_deterministic``: as NumPyro,
+    summarise only the latent sample sites (when the run records them) unless ``var_names`` is given.
     """
     from smcppl.diagnostics.export import to_datatree
 
@@ -150,7 +153,12 @@ def print_summary(smc, prob: float = 0.9, var_names=None, file=None):
         if getattr(smc, "output", None) is None:
             raise RuntimeError("Call .run(rng_key, ...) before asking for a summary.")
         exported = datatree_to_arviz(to_datatree(smc, log_likelihood=False))
-    table = lineage_columns(exported, posterior_summary(exported, var_names=var_names, prob=prob))
+    if var_names is None and exclude_deterministic:
+        latent = str(get_smc_stats(exported).attrs.get("latent_sites", "") or "")
+        post = _group(exported, "posterior")
+        keep = [v for v in latent.split(",") if v and post is not None and v in post.data_vars]
+        var_names = keep or None
+    table = lineage_columns(exported, posterior_summary(exported, var_names=var_names, prob=prob), var_names)
     info = smc_summary(exported)
     health = getattr(smc, "health", None) or health_report(exported)
     try:

@@ -60,10 +60,12 @@ class NumPyroDensity(NamedTuple):
     log_parts: Callable = None  # (u [d], data) -> (log prior, log lik) from one model evaluation
 
 
-def split_data(args, kwargs):
-    """Split model inputs into array leaves (traced by jit) and a function rebuilding the inputs."""
+def split_data(args, kwargs, static: bool = False):
+    """Split model inputs into array leaves (traced by jit) and a function rebuilding the inputs.
+    Python scalars and 0-d arrays stay static (compile-time constants); ``static=True`` keeps every input
+    static (for models that turn an input into a Python value, e.g. ``int(counts.sum())``)."""
     leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
-    is_array = [isinstance(x, (np.ndarray, jax.Array)) and np.ndim(x) > 0 for x in leaves]
+    is_array = [not static and isinstance(x, (np.ndarray, jax.Array)) and np.ndim(x) > 0 for x in leaves]
     dyn = [jnp.asarray(x) for x, a in zip(leaves, is_array) if a]
 
     def merge(dyn_values):
@@ -72,6 +74,10 @@ def split_data(args, kwargs):
         return jax.tree_util.tree_unflatten(treedef, full)
 
     return dyn, merge
+
+
+TRACING_ERRORS = (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError,
+                  jax.errors.TracerBoolConversionError, jax.errors.TracerArrayConversionError)
 
 
 def _is_log_det_site(name):
@@ -248,7 +254,22 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
         return lp, ll, values(t)
 
     try:
-        lp0, ll0, post0 = jax.jit(first)(flat0, data0)
+        try:
+            lp0, ll0, post0 = jax.jit(first)(flat0, data0)
+        except TRACING_ERRORS:
+            # the model needs a concrete value of an array input (e.g. int(counts.sum()) as a total count):
+            # keep the inputs static, as NumPyro's MCMC does (compiled code is then not reused for new data)
+            data0, merge = split_data(model_args, model_kwargs, static=True)
+            try:
+                lp0, ll0, post0 = jax.jit(first)(flat0, data0)
+            except TRACING_ERRORS as e:
+                raise ModelError(
+                    f"The model {name!r} turns a traced value into a Python value ({type(e).__name__}): a latent "
+                    "site's value is used in Python control flow or conversion (e.g. `if x > 0`, int(x), "
+                    "float(x)). Use jax.numpy operations instead (jnp.where, jnp.astype) so that the model can be "
+                    "compiled.") from e
+    except ModelError:
+        raise
     except Exception as e:  # noqa: BLE001
         raise failed(f"Evaluating the log density of {name!r} failed with {type(e).__name__}: {e}",
                      "Check that each observed array has the shape its plates and distribution expect.") from e

@@ -14,6 +14,7 @@ devices (``jax.sharding``); all give identical results. A plan's pilot run re-us
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -78,7 +79,7 @@ def make_run_one(plan: Plan, resampling: Resampling, record_ancestors=False, pro
         else:
             fk = plan.fk(data) if tuning is None else plan.fk(data, tuning)
         if plan.num_steps is not None:
-            out = run_fixed(k_run, fk, plan.num_steps, resampling, record_ancestors, plan.summary_fn)
+            out = run_fixed(k_run, fk, plan.num_steps, resampling, record_ancestors, plan.summary_fn, progress)
         else:
             out = run_adaptive(k_run, fk, plan.max_stages, resampling, record_ancestors, progress, plan.summary_fn)
         post = plan.postprocess if plan.data is None else (lambda p: plan.postprocess(p, data))
@@ -147,6 +148,53 @@ def _data_holds_every_array(args, kwargs, data) -> bool:
     return len(arrays) == len(held) and all(np.shape(a) == np.shape(b) for a, b in zip(arrays, held))
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted(fn):
+    """``jax.jit(fn)``, one per function (so that repeated runs do not recompile small helpers)."""
+    return jax.jit(fn)
+
+
+def _tqdm():
+    """tqdm's notebook widget where ipywidgets is installed, its plain text bar otherwise (``tqdm.auto``
+    without ipywidgets warns "IProgress not found" in Jupyter)."""
+    try:
+        import ipywidgets  # noqa: F401
+
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm import tqdm
+    return tqdm
+
+
+class ProgressBar:
+    """One progress bar per ``SMC.run``: a "compiling" phase, then the pilot (if any) and each chain
+    (vectorized chains: one run) from 0 to 100% of ``fk.progress`` (e.g. beta), with the stage shown."""
+
+    def __init__(self, name: str, label: str, runs: list):
+        self.name, self.label, self.runs, self.index = name, label, runs, -1
+        self.bar = _tqdm()(total=100 * len(runs), desc=f"{name}: compiling", unit="%", leave=True,
+                           bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}{postfix}]")
+
+    def start(self, index: int):
+        self.index = index
+        self.bar.set_description(f"{self.name}: {self.runs[index]}")
+        self.bar.n = 100 * index
+        self.bar.refresh()
+
+    def __call__(self, stage, progress):
+        stage, progress = np.min(np.asarray(stage)), float(np.min(np.asarray(progress)))
+        if not np.isfinite(progress):
+            return
+        self.bar.n = int(100 * max(self.index, 0) + min(max(progress, 0.0), 1.0) * 100)
+        self.bar.set_postfix_str(f"stage {int(stage)}, {self.label} {progress:.3f}", refresh=False)
+        self.bar.refresh()
+
+    def close(self):
+        self.bar.n = self.bar.total
+        self.bar.refresh()
+        self.bar.close()
+
+
 CHAIN_METHODS = ("sequential", "vectorized", "parallel", "sharded")
 MAX_AUTO_SEQUENTIAL_CHAINS = 16  # chain_method=None on CPU: up to this many chains run one after another
 
@@ -177,7 +225,8 @@ class SMC:
     multiple of the device count) or ``"parallel"`` (NumPyro's name: sharded where possible, else
     sequential). All give identical results for the same key.
     record_ancestors: keep the ancestor indices of every stage (memory O(N * stages)).
-    progress_bar: print stage and parameter (e.g. beta) while an adaptive run goes.
+    progress_bar: one ``tqdm`` bar per run (a notebook widget where ``ipywidgets`` is installed): the
+    compiling phase, then the pilot and each chain with its stage and progress (e.g. beta).
     """
 
     def __init__(self, algorithm, num_particles: int = 1000, num_chains: int = 1, *, resampling=None,
@@ -203,14 +252,18 @@ class SMC:
         self._samples = None
         self.timing: dict = {}
         self.health = None  # HealthReport of the last run (smcppl.diagnostics.health)
+        self.predictions = None  # posterior predictive draws (posterior_predictive)
         self._compiled: dict = {}  # (input signature, settings, program kind) -> compiled program (see run)
 
     # ------------------------------------------------------------------ running
-    def _run_one_fn(self, plan: Plan, resampling: Resampling):
-        progress = None
-        if self.progress_bar and plan.num_steps is None and plan.progress_fn is not None:
-            progress = plan.progress_fn
+    def _on_progress(self, stage, progress):
+        """Host callback of the compiled runs (stable across runs, so compiled code can be reused)."""
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar(stage, progress)
 
+    def _run_one_fn(self, plan: Plan, resampling: Resampling):
+        progress = self._on_progress if self.progress_bar else None
         return make_run_one(plan, resampling, self.record_ancestors, progress)
 
     def _program(self, kind, plan, resampling, keys, tuning, cache_key):
@@ -280,6 +333,23 @@ class SMC:
         def remaining():
             return None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
 
+        runs = (["pilot"] if plan.pilot is not None else []) + (
+            [f"chain {c + 1}/{self.num_chains}" for c in range(self.num_chains)] if method == "sequential"
+            else [f"{self.num_chains} chains"])
+        self._bar = ProgressBar(plan.name, plan.progress_name, runs) if self.progress_bar else None
+        try:
+            return self._run(plan, resampling, method, keys, rng_key, cache_key, remaining, args, kwargs)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = None
+
+    def _start(self, index):
+        if getattr(self, "_bar", None) is not None:
+            self._bar.start(index)
+
+    def _run(self, plan, resampling, method, keys, rng_key, cache_key, remaining, args, kwargs):
+
         compile_s, reused, t_pilot = 0.0, [], 0.0
         tuning = None
         if plan.pilot is not None:
@@ -290,6 +360,7 @@ class SMC:
             program, hit = self._program("one" if same else "pilot", pilot_plan, resampling, keys, pilot.blank,
                                          cache_key)
             t1 = time.perf_counter()
+            self._start(0)
             pilot_out = call_with_timeout(program, jax.random.fold_in(rng_key, PILOT_KEY), plan.data, pilot.blank,
                                           timeout=remaining(), what=f"{plan.name} pilot run")[0]
             t_pilot = time.perf_counter() - t1
@@ -300,18 +371,23 @@ class SMC:
                     f"{plan.name}: the pilot run (which fixes the tempering ladder and the moves of every chain) "
                     f"lost every particle at stage {int(pilot_out.dead_stage)}: the model's log density is -inf/NaN "
                     "where the particles are; check the data and the parameters' supports, or use more particles.")
-            tuning = jax.jit(pilot.tables)(pilot_out)
+            tuning = _jitted(pilot.tables)(pilot_out)
+        first = int(plan.pilot is not None)
         t0 = time.perf_counter()
         if method == "sequential":
             program, hit = self._program("one", plan, resampling, keys, tuning, cache_key)
             t1 = time.perf_counter()
-            outs = [call_with_timeout(program, k, plan.data, tuning, timeout=remaining(), what=f"{plan.name} run")
-                    for k in keys]
+            outs = []
+            for c, k in enumerate(keys):
+                self._start(first + c)
+                outs.append(call_with_timeout(program, k, plan.data, tuning, timeout=remaining(),
+                                              what=f"{plan.name} run"))
             # stacked on the host: jnp.stack would compile a small program per leaf shape
             result = jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.stack([np.asarray(x) for x in xs])), *outs)
         else:
             program, hit = self._program("vmap", plan, resampling, keys, tuning, cache_key)
             t1 = time.perf_counter()
+            self._start(first)
             result = call_with_timeout(program, keys, plan.data, tuning, timeout=remaining(), what=f"{plan.name} run")
         out, draws, raw, draw_stats = result
         jax.block_until_ready(out.log_evidence)
@@ -324,6 +400,7 @@ class SMC:
         self.plan, self.output, self._samples, self.final_particles = plan, out, draws, raw
         self.draw_stats = draw_stats
         self.resampling_used = resampling
+        self.predictions = None
         raise_if_failed(out, plan.name)
         self.health = self._check_health()
         return self
@@ -384,10 +461,66 @@ class SMC:
 
         return to_arviz(self)
 
-    def print_summary(self, prob: float = 0.9, **kwargs):
+    def print_summary(self, prob: float = 0.9, exclude_deterministic: bool = True, **kwargs):
         """Print ArviZ's summary of the draws plus log Z, stages, resampling count, final ESS and the
-        health checks (see :func:`smcppl.diagnostics.print_summary` for ``var_names``, ``file``)."""
+        health checks, as NumPyro's ``MCMC.print_summary``: ``prob`` is the mass of the credible interval
+        (ArviZ's HDI), ``exclude_deterministic`` leaves out deterministic sites (see
+        :func:`smcppl.diagnostics.print_summary` for ``var_names``, ``file``)."""
         self._check()
         from smcppl.diagnostics.summary import print_summary
 
-        return print_summary(self, prob=prob, **kwargs)
+        return print_summary(self, prob=prob, exclude_deterministic=exclude_deterministic, **kwargs)
+
+    def get_extra_fields(self, group_by_chain: bool = False) -> dict:
+        """Per-draw statistics of the equally weighted draws, as NumPyro's ``MCMC.get_extra_fields``: the
+        sampler's per-particle stats (TemperedSMC: ``lp`` = log prior + log likelihood, ``acceptance_rate``
+        and ``diverging`` of the particle's last move) and ``lineage`` (the draw's cluster for the MCSE).
+        Leading axis ``(num_chains * num_particles,)``, or ``(num_chains, num_particles)`` if
+        ``group_by_chain``."""
+        self._check()
+        from smcppl.diagnostics.export import _apply_per_chain
+
+        fields = {}
+        stats_fn = self.plan.metadata.get("sample_stats") if isinstance(self.plan.metadata, dict) else None
+        if callable(stats_fn):
+            fields.update(_apply_per_chain(stats_fn, self.final_particles, "sample_stats"))
+        fields["lineage"] = self.draw_stats["lineage"]
+        fields = {k: np.asarray(v) for k, v in fields.items()}
+        if group_by_chain:
+            return fields
+        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in fields.items()}
+
+    def posterior_predictive(self, rng_key, *args, return_sites=None, **kwargs) -> dict:
+        """Posterior predictive draws ``y_rep ~ p(y | theta)`` for every posterior draw ``theta``, with
+        NumPyro's ``Predictive`` on the algorithm's model: pass the model's arguments *without* the
+        observations (e.g. ``smc.posterior_predictive(key, x)`` for ``model(x, y=None)``), or new inputs
+        for predictions. Returns ``{site: (num_chains, num_particles, ...)}`` (default sites: the observed
+        ones) and keeps them for :meth:`to_arviz`'s ``posterior_predictive`` group (``az.plot_ppc``)."""
+        self._check()
+        from numpyro.infer import Predictive
+
+        model = getattr(self.algorithm, "model", None)
+        if model is None:
+            raise TypeError(f"{type(self.algorithm).__name__} has no NumPyro model: posterior_predictive needs a "
+                            "model-based algorithm such as TemperedSMC(model).")
+        sites = return_sites
+        if sites is None:
+            sites = list((self.plan.metadata.get("observed_data") or {}).keys()) or None
+        samples = {k: jnp.asarray(v) for k, v in self._samples.items()}
+        pred = Predictive(model, posterior_samples=samples, batch_ndims=2, return_sites=sites)
+        out = {k: np.asarray(v) for k, v in pred(rng_key, *args, **kwargs).items()}
+        self.predictions = out
+        return out
+
+    def save(self, path) -> str:
+        """Write the run (draws, ``smc_stats``, health, attrs; see :meth:`to_arviz`) to a netCDF file that
+        :func:`smcppl.diagnostics.load_netcdf` reads back for ``print_summary`` and the plots."""
+        self._check()
+        from smcppl.diagnostics.export import save_netcdf
+
+        return save_netcdf(self, path)
+
+    def __getstate__(self):
+        raise TypeError("An SMC object holds compiled programs and the model function and cannot be pickled. Save "
+                        "the run with smc.save('run.nc') (or smcppl.diagnostics.save_netcdf(smc, path)) and read it "
+                        "back with smcppl.diagnostics.load_netcdf(path): print_summary and the plots accept it.")

@@ -297,14 +297,19 @@ class TemperedSMC:
         move, target_ess, criterion, schedule = self.move, self.target_ess, self.criterion, self.schedule
 
         pilot_res = self.resampling if self.resampling.entropic is None else self.resampling._replace(entropic=None)
-        pilot_n = self.pilot_particles or num_particles
-        if self.move.waste_free:
-            pilot_n = max(self.move.num_steps, pilot_n - pilot_n % self.move.num_steps)
+        def whole_chains(n):  # waste-free: a multiple of the chain length
+            return max(self.move.num_steps, n - n % self.move.num_steps) if self.move.waste_free else n
+
+        # the runner's pilot (Plan.pilot): N particles by default, so that it re-uses the chains' program;
+        # a pilot nested in the run (plan.fk(data) without tables, e.g. simulation-based calibration) is
+        # compiled with the run anyway and keeps the cheaper max(N // 4, min(N, 128)) particles
+        pilot_n = whole_chains(self.pilot_particles or num_particles)
+        nested_n = whole_chains(self.pilot_particles or max(num_particles // 4, min(num_particles, 128)))
 
         def make_fk(data, tables=None):
             return tempered_feynman_kac(lambda u: dens.log_parts(u, data), None,
                                         lambda key, n: dens.sample_prior(key, n, data), dens.dim, num_particles,
-                                        move, target_ess, criterion, schedule, self.tuning, pilot_n,
+                                        move, target_ess, criterion, schedule, self.tuning, nested_n,
                                         pilot_res, self.max_stages, tables)
 
         max_stages = self.max_stages if self.schedule is None else len(self.schedule)
@@ -335,9 +340,6 @@ class TemperedSMC:
                  "schedule": "adaptive" if self.schedule is None else "fixed", "dim": dens.dim,
                  "tuning": self.tuning, "model": getattr(self.model, "__name__", "model"), "continuous_state": 1}
 
-        def progress(stage, params):
-            print(f"\rTemperedSMC stage {int(stage):4d}  beta = {float(params['beta']):.4f}", end="", flush=True)
-
         def divergent_weight(particles, log_weights):
             """Weighted share of divergent transitions (weights after the stage's reweighting): divergent
             particles that the next temperature discards are harmless, those that carry the weight are not."""
@@ -347,7 +349,7 @@ class TemperedSMC:
                     postprocess=lambda particles, data: jax.vmap(dens.postprocess, in_axes=(0, None))(
                         particles["position"], data),
                     resampling=self.resampling, metadata=metadata, attrs=attrs, name="TemperedSMC",
-                    progress_fn=progress, data=dens.data, entropic_correction=True, pilot=pilot)
+                    progress_name="beta", data=dens.data, entropic_correction=True, pilot=pilot)
 
 
 # ---------------------------------------------------------------------------------------------
