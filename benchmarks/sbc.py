@@ -17,7 +17,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from smcppl import AnnealedLangevin, TemperedSMC
-from smcppl.diagnostics.sbc import simulation_based_calibration
+from smcppl.validation.sbc import simulation_based_calibration
 
 
 def location(y=None):

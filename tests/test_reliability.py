@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from smcppl import AnnealedLangevin, TemperedSMC
 from smcppl.core.resampling import RESAMPLERS
 from smcppl.core.weights import ess, log_normalize, normalized_entropy
-from smcppl.diagnostics.sbc import simulation_based_calibration
+from smcppl.validation.sbc import simulation_based_calibration
 
 # ------------------------------------------------------------------------------- property-based
 log_weight_lists = st.lists(

@@ -98,11 +98,19 @@ def clean_attrs(attrs: Optional[Mapping], prefix: str = "") -> dict:
     return out
 
 
-def _base_attrs():
-    from smcppl import __version__
+def _library_version() -> str:
+    """The installed smcppl's version (package metadata: the exporter does not import the front end)."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        return version("smcppl")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
+        return "unknown"
+
+
+def _base_attrs():
     return {"created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "inference_library": "smcppl", "inference_library_version": __version__}
+            "inference_library": "smcppl", "inference_library_version": _library_version()}
 
 
 def _named_leaves(tree, default="x") -> dict:
@@ -373,7 +381,7 @@ def to_datatree(smc, *, weighted: bool = False, log_likelihood: bool = True) -> 
         samples, lw = smc.get_weighted_particles()
         particles = smc.output.state.particles
     else:
-        samples, lw, particles = smc._samples, None, smc.final_particles
+        samples, lw, particles = smc.get_samples(group_by_chain=True), None, smc.final_particles
     return output_to_datatree(smc.output, samples, particles=particles, log_weights=lw,
                               metadata=plan.metadata, attrs=_smc_attrs(smc), log_likelihood=log_likelihood,
                               draw_stats=None if weighted else getattr(smc, "draw_stats", None),

@@ -16,76 +16,21 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from smcppl.core.entropic import with_entropic_correction
-from smcppl.core.engine import (FeynmanKac, SMCError, SMCOutput, raise_if_failed, run_adaptive, run_fixed,
-                                validate_num_particles)
+from smcppl.core.engine import (SMCError, SMCOutput, raise_if_failed, validate_num_particles)
+from smcppl.core.chain import count_distinct, final_draws, make_run_one
 from smcppl.core.plan import Pilot, Plan
 from smcppl.core.policy import Resampling, validate_resampling
-from smcppl.core.resampling import systematic
 from smcppl.core.watchdog import call_with_timeout, validate_timeout
-from smcppl.core.weights import normalize
 
 __all__ = ["Plan", "Pilot", "SMC", "CHAIN_METHODS", "final_draws", "make_run_one", "enable_compilation_cache", "compilation_cache_dir",
            "count_distinct"]
-
-
-def count_distinct(particles):
-    """Number of distinct particles in a population (any pytree with a leading particle axis): each
-    particle is projected on a fixed random direction and the distinct projections are counted
-    (exact copies, as resampling makes them, project to the same value)."""
-    leaves = [jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32) for x in jax.tree_util.tree_leaves(particles)]
-    flat = jnp.concatenate(leaves, axis=1)
-    direction = jax.random.normal(jax.random.key(20261201), (flat.shape[1],), flat.dtype)
-    proj = jnp.sort(jnp.where(jnp.isfinite(flat), flat, 0.0) @ direction)
-    return 1 + jnp.sum(proj[1:] != proj[:-1]).astype(jnp.int32)
-
-
-def final_draws(rng_key, particles, log_weights, postprocess, lineage=None, resample_final=True):
-    """Equally weighted draws: systematic resampling of the final weights, then a random order in which
-    the draws of one lineage (same ancestor ``LINEAGE_LAG`` resampling events back, see
-    :func:`smcppl.core.engine.update_lineage`) stay contiguous — so that ArviZ's autocorrelation-based
-    ESS and MCSE see their correlation instead of counting copies as independent draws.
-
-    Returns ``(postprocess(draws), draws, draw_stats)``, ``draw_stats = {"lineage": [N] cluster id of
-    each draw, "n_unique": number of distinct draws}``."""
-    k1, k2, k3 = jax.random.split(rng_key, 3)
-    n = log_weights.shape[0]
-    idx = systematic(k1, normalize(log_weights), n) if resample_final else jnp.arange(n)
-    cluster = idx if lineage is None else lineage[-1][idx]
-    # random order of the clusters, random order inside each cluster
-    cluster_rank = jax.random.permutation(k2, n)[cluster]
-    order = jnp.lexsort((jax.random.uniform(k3, (n,)), cluster_rank))
-    idx, cluster = idx[order], cluster[order]
-    particles = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), particles)
-    draw_stats = {"lineage": cluster.astype(jnp.int32), "n_unique": count_distinct(particles)}
-    return postprocess(particles), particles, draw_stats
-
-
-def make_run_one(plan: Plan, resampling: Resampling, record_ancestors=False, progress=None):
-    """``run_one(key, data[, tuning]) -> (SMCOutput, draws, raw particles of the draws, draw_stats)`` for
-    one chain (see :func:`final_draws`); pure and jit/vmap-able over keys and (for SBC-style studies) over
-    datasets. ``tuning``: the input a :class:`Pilot` fixes (plans with a pilot; None: the plan's own
-    default, e.g. a pilot nested in the run)."""
-    def run_one(key, data, tuning=None):
-        k_run, k_draw = jax.random.split(key)
-        if isinstance(plan.fk, FeynmanKac):
-            fk = plan.fk
-        else:
-            fk = plan.fk(data) if tuning is None else plan.fk(data, tuning)
-        if plan.num_steps is not None:
-            out = run_fixed(k_run, fk, plan.num_steps, resampling, record_ancestors, plan.summary_fn, progress)
-        else:
-            out = run_adaptive(k_run, fk, plan.max_stages, resampling, record_ancestors, progress, plan.summary_fn)
-        post = plan.postprocess if plan.data is None else (lambda p: plan.postprocess(p, data))
-        return (out,) + final_draws(k_draw, out.state.particles, out.state.log_weights, post, out.state.lineage)
-
-    return run_one
 
 
 CACHE_ENV = "SMCPPL_COMPILATION_CACHE"
@@ -412,7 +357,7 @@ class SMC:
 
         stats = smc_stats_dataset(self.output, _smc_attrs(self), self.draw_stats)
         report = check_health(stats, jax.device_get(self._samples))
-        warn_health(report, self.plan.name, stacklevel=4)
+        warn_health(report, self.plan.name, stacklevel=5)
         return report
 
     # ------------------------------------------------------------------ results

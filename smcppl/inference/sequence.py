@@ -46,7 +46,7 @@ counts, unfinished and unique-origin counts are recorded per stage (``smc_stats`
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Protocol, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +57,7 @@ from smcppl.core.entropic import Entropic, validate_entropic
 from smcppl.core.policy import Resampling, count_unique, resample_decision, validate_resampling
 from smcppl.core.weights import log_normalize, sanitize
 from smcppl.core.plan import Plan
+from smcppl.core.sequence_state import Potential, SequencePolicy, SequenceState
 
 __all__ = ["SequenceState", "SequencePolicy", "Potential", "LookAhead", "FilterParticles", "ParticleFilter",
            "WEIGHT_MODES", "SELECTIONS", "unit_scores", "reweight", "lookahead_adjustment", "lookahead_log_floor", "select_index",
@@ -65,29 +66,6 @@ __all__ = ["SequenceState", "SequencePolicy", "Potential", "LookAhead", "FilterP
 WEIGHT_MODES = ("score", "twist")
 SELECTIONS = ("argmax", "sample", "vote")
 _SCORE_TOL = 1e-6  # log r may exceed 0 by this much (rounding) before a score counts as > 1
-
-
-class SequenceState(NamedTuple):
-    """Fixed-shape state of N partial sequences: ``tokens [N, T_max]`` (integer), ``lengths [N]``
-    (integer), ``done [N]`` (bool) and ``aux``: any policy pytree with a leading particle axis
-    (e.g. a Markov state or a KV cache), or None."""
-
-    tokens: Any
-    lengths: Any
-    done: Any
-    aux: Any = None
-
-
-class SequencePolicy(Protocol):
-    def init(self, key, prompt) -> SequenceState: ...
-
-    def step(self, key, state: SequenceState) -> tuple: ...
-
-
-class Potential(Protocol):
-    def prefix(self, state: SequenceState): ...
-
-    def complete(self, state: SequenceState): ...
 
 
 class LookAhead(NamedTuple):

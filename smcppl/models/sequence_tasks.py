@@ -34,15 +34,13 @@ and a NumPy pair for the host runner and the NumPy baseline (:meth:`SequenceTask
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from smcppl.inference.sequence import SequenceState
+from smcppl.core.sequence_state import SequenceState
 
 __all__ = ["SequenceTask", "strategy_trap", "stall_chain", "lagged_verifier", "negative_control", "TASKS",
            "make_task", "value_function"]

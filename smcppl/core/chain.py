@@ -1,0 +1,69 @@
+"""One chain of any plan: run its Feynman–Kac model with the engine's driver (fixed or adaptive), then
+draw the final equally weighted sample with its lineages. Pure and jit/vmap-able; the front end
+(:class:`smcppl.SMC`) compiles it, and validation tools (simulation-based calibration) vmap it over
+datasets (ARCHITECTURE.md, "The run and its checks")."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from smcppl.core.engine import FeynmanKac, run_adaptive, run_fixed
+from smcppl.core.plan import Plan
+from smcppl.core.policy import Resampling
+from smcppl.core.resampling import systematic
+from smcppl.core.weights import normalize
+
+__all__ = ["count_distinct", "final_draws", "make_run_one"]
+
+
+def count_distinct(particles):
+    """Number of distinct particles in a population (any pytree with a leading particle axis): each
+    particle is projected on a fixed random direction and the distinct projections are counted
+    (exact copies, as resampling makes them, project to the same value)."""
+    leaves = [jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32) for x in jax.tree_util.tree_leaves(particles)]
+    flat = jnp.concatenate(leaves, axis=1)
+    direction = jax.random.normal(jax.random.key(20261201), (flat.shape[1],), flat.dtype)
+    proj = jnp.sort(jnp.where(jnp.isfinite(flat), flat, 0.0) @ direction)
+    return 1 + jnp.sum(proj[1:] != proj[:-1]).astype(jnp.int32)
+
+
+def final_draws(rng_key, particles, log_weights, postprocess, lineage=None, resample_final=True):
+    """Equally weighted draws: systematic resampling of the final weights, then a random order in which
+    the draws of one lineage (same ancestor ``LINEAGE_LAG`` resampling events back, see
+    :func:`smcppl.core.engine.update_lineage`) stay contiguous — so that ArviZ's autocorrelation-based
+    ESS and MCSE see their correlation instead of counting copies as independent draws.
+
+    Returns ``(postprocess(draws), draws, draw_stats)``, ``draw_stats = {"lineage": [N] cluster id of
+    each draw, "n_unique": number of distinct draws}``."""
+    k1, k2, k3 = jax.random.split(rng_key, 3)
+    n = log_weights.shape[0]
+    idx = systematic(k1, normalize(log_weights), n) if resample_final else jnp.arange(n)
+    cluster = idx if lineage is None else lineage[-1][idx]
+    # random order of the clusters, random order inside each cluster
+    cluster_rank = jax.random.permutation(k2, n)[cluster]
+    order = jnp.lexsort((jax.random.uniform(k3, (n,)), cluster_rank))
+    idx, cluster = idx[order], cluster[order]
+    particles = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), particles)
+    draw_stats = {"lineage": cluster.astype(jnp.int32), "n_unique": count_distinct(particles)}
+    return postprocess(particles), particles, draw_stats
+
+
+def make_run_one(plan: Plan, resampling: Resampling, record_ancestors=False, progress=None):
+    """``run_one(key, data[, tuning]) -> (SMCOutput, draws, raw particles of the draws, draw_stats)`` for
+    one chain (see :func:`final_draws`); pure and jit/vmap-able over keys and (for SBC-style studies) over
+    datasets. ``tuning``: the input a :class:`Pilot` fixes (plans with a pilot; None: the plan's own
+    default, e.g. a pilot nested in the run)."""
+    def run_one(key, data, tuning=None):
+        k_run, k_draw = jax.random.split(key)
+        if isinstance(plan.fk, FeynmanKac):
+            fk = plan.fk
+        else:
+            fk = plan.fk(data) if tuning is None else plan.fk(data, tuning)
+        if plan.num_steps is not None:
+            out = run_fixed(k_run, fk, plan.num_steps, resampling, record_ancestors, plan.summary_fn, progress)
+        else:
+            out = run_adaptive(k_run, fk, plan.max_stages, resampling, record_ancestors, progress, plan.summary_fn)
+        post = plan.postprocess if plan.data is None else (lambda p: plan.postprocess(p, data))
+        return (out,) + final_draws(k_draw, out.state.particles, out.state.log_weights, post, out.state.lineage)
+
+    return run_one
