@@ -60,6 +60,9 @@ def enable_compilation_cache(path: Optional[str] = None) -> Optional[str]:
     path = path or compilation_cache_dir()
     if path:
         jax.config.update("jax_compilation_cache_dir", path)
+        # also the small programs (eager model tracing, pilot tables, summaries): each compiles in
+        # 0.02-0.2 s but loads in milliseconds, and a first call has ~50 of them
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return path
 
 
@@ -249,6 +252,7 @@ class SMC:
             raise TypeError("rng_key must be a JAX PRNG key, e.g. jax.random.key(0).")
         timeout = validate_timeout(timeout)
         deadline = None if timeout is None else time.perf_counter() + timeout
+        enable_compilation_cache()  # before building: building the plan compiles small programs too
         plan = self.algorithm.build(self.num_particles, *args, **kwargs)
         resampling = self.resampling if self.resampling is not None else plan.resampling
         resampling = validate_resampling(resampling)
