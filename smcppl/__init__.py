@@ -6,7 +6,9 @@ from smcppl.inference.bootstrap import bootstrap_filter  # noqa: F401
 __version__ = "0.1.0"
 from smcppl.inference.runner import SMC, Plan  # noqa: F401,E402
 from smcppl.diagnostics.health import SMCHealthWarning  # noqa: F401,E402
-from smcppl.inference.tempered import TemperedSMC, tempered_smc  # noqa: F401,E402
+from smcppl.inference.tempered import TemperedSMC  # noqa: F401,E402
+from smcppl.inference.blackjax_api import legacy_tempered_smc as tempered_smc  # noqa: F401,E402 (deprecated)
+from smcppl import blackjax  # noqa: F401,E402 (BlackJAX's tempered-SMC interface)
 from smcppl.inference.numpyro_model import ModelError  # noqa: F401,E402
 from smcppl.inference.annealed_langevin import AnnealedLangevin  # noqa: F401,E402
 from smcppl.inference.sequence import LookAhead, ParticleFilter, SequenceState, particle_filter  # noqa: F401,E402

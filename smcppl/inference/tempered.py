@@ -11,28 +11,27 @@ As a Feynman–Kac model of the engine (one step = resample -> move -> update ->
 
 ``log Z_hat`` estimates the log marginal likelihood ``log p(y)``.
 
-Two front ends: :class:`TemperedSMC` (a NumPyro model, run through :class:`~smcppl.SMC`) and
-:func:`tempered_smc` (BlackJAX style, from ``logprior_fn``/``loglikelihood_fn``).
+Front end: :class:`TemperedSMC` (a NumPyro model, run through :class:`~smcppl.SMC`). BlackJAX's own
+interface (``logprior_fn``/``loglikelihood_fn``, ``init``/``step``) is :mod:`smcppl.blackjax`.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from smcppl.core.engine import FeynmanKac, run_adaptive
 from smcppl.core.entropic import with_entropic_correction
 from smcppl.core.plan import Pilot, Plan
-from smcppl.core.policy import Resampling, resample, validate_resampling
+from smcppl.core.policy import Resampling, validate_resampling
 from smcppl.core.schedules import next_temperature, validate_schedule
-from smcppl.core.weights import log_mean_exp, normalize, sanitize
-from smcppl.inference.numpyro_model import ModelError, numpyro_density
-from smcppl.kernels.moves import (GRADIENT_MOVES, MoveSettings, default_step_size, move_population,
+from smcppl.core.weights import normalize, sanitize
+from smcppl.inference.numpyro_model import numpyro_density
+from smcppl.kernels.moves import (MoveSettings, default_step_size, move_population,
                                   particle_preconditioner, target_acceptance, validate_move)
 
-__all__ = ["TemperedSMC", "tempered_feynman_kac", "tempered_smc", "TemperedState", "TemperedInfo"]
+__all__ = ["TemperedSMC", "tempered_feynman_kac"]
 
 
 def _parts(logprior_fn, loglik_fn):
@@ -350,99 +349,3 @@ class TemperedSMC:
                         particles["position"], data),
                     resampling=self.resampling, metadata=metadata, attrs=attrs, name="TemperedSMC",
                     progress_name="beta", data=dens.data, entropic_correction=True, pilot=pilot)
-
-
-# ---------------------------------------------------------------------------------------------
-# BlackJAX-style API
-class TemperedState(NamedTuple):
-    particles: object  # pytree with leading particle axis
-    log_weights: jax.Array  # carried log-weights (0 after plain resampling)
-    tempering_param: jax.Array
-    log_evidence: jax.Array  # running log Z estimate
-    mcmc_parameters: dict = {}
-
-
-class TemperedInfo(NamedTuple):
-    ancestors: jax.Array
-    log_likelihood_increment: jax.Array
-    update_info: object
-    ess: jax.Array
-    tau: jax.Array
-    resampled: jax.Array
-
-
-class SamplingAlgorithm(NamedTuple):
-    init: Callable
-    step: Callable
-
-
-def _shared_or_per_particle(params, n):
-    """BlackJAX convention: leaves with leading dimension 1 are shared, N are per particle."""
-    shared, per = {}, {}
-    for k, v in params.items():
-        v = jnp.asarray(v)
-        if v.ndim >= 1 and v.shape[0] == n and n != 1:
-            per[k] = v
-        else:
-            shared[k] = v[0] if (v.ndim >= 1 and v.shape[0] == 1) else v
-    return shared, per
-
-
-def tempered_smc(logprior_fn: Callable, loglikelihood_fn: Callable, mcmc_step_fn: Callable, mcmc_init_fn: Callable,
-                 mcmc_parameters: dict, resampling_fn: Union[Callable, str] = "systematic", num_mcmc_steps: int = 10,
-                 target_ess: float = 0.5, criterion: str = "cess", resampling: Optional[Resampling] = None,
-                 **unused) -> SamplingAlgorithm:
-    """Adaptive tempered SMC in BlackJAX's style, returning ``SamplingAlgorithm(init, step)``.
-
-    ``step(key, state)``: choose ``beta'`` by bisection on the (conditional) ESS of
-    ``(beta' - beta) loglik``, reweight ``l += (beta' - beta) loglik``, resample by the policy (default:
-    ``resampling_fn`` at every step, as in BlackJAX; pass ``resampling=Resampling(...)`` for
-    ESS-triggered or entropic resampling — weights are carried, unlike BlackJAX's tempered SMC),
-    then apply ``num_mcmc_steps`` of ``mcmc_step_fn(key, state, logdensity_fn, **mcmc_parameters)``
-    targeting ``pi_{beta'}``. Compatible with ``blackjax.inner_kernel_tuning`` (which passes
-    ``mcmc_parameters`` and the constructor arguments by keyword). ``state.log_evidence`` is the
-    running ``log Z_hat``.
-    """
-    target_ess = _validate_target_ess(target_ess)
-    policy = with_entropic_correction(
-        validate_resampling(resampling if resampling is not None else Resampling(resampling_fn, "always")), "tempered_smc")
-
-    def init(position, rng_key=None):
-        del rng_key
-        leaves = jax.tree_util.tree_leaves(position)
-        n = leaves[0].shape[0]
-        return TemperedState(position, jnp.zeros(n), jnp.zeros(()), jnp.zeros(()), dict(mcmc_parameters))
-
-    def step(rng_key, state: TemperedState):
-        k_res, k_move = jax.random.split(rng_key)
-        x = state.particles
-        n = state.log_weights.shape[0]
-        ll = sanitize(jax.vmap(loglikelihood_fn)(x))
-        beta = state.tempering_param
-        new_beta = next_temperature(ll, state.log_weights, beta, target_ess, criterion)
-        inc = _increment(ll, new_beta - beta)
-        lw = state.log_weights + inc
-        running = state.log_evidence + log_mean_exp(lw) - log_mean_exp(state.log_weights)
-        res = resample(k_res, lw, new_beta, policy)
-        x = jax.tree_util.tree_map(lambda a: jnp.take(a, res.indices, axis=0), x)
-        # log Z bookkeeping: running estimate is unchanged in expectation by resampling
-        running = running - log_mean_exp(lw) + res.log_evidence_increment + log_mean_exp(res.log_weights)
-        logdensity = _tempered_logdensity(logprior_fn, loglikelihood_fn, new_beta)
-        shared, per = _shared_or_per_particle(mcmc_parameters, n)
-
-        def one(key, pos, per_params):
-            st = mcmc_init_fn(pos, logdensity)
-
-            def body(st, k):
-                st, info = mcmc_step_fn(k, st, logdensity, **shared, **per_params)
-                return st, info
-            st, infos = jax.lax.scan(body, st, jax.random.split(key, num_mcmc_steps))
-            return st.position, infos
-
-        new_x, infos = jax.vmap(one)(jax.random.split(k_move, n), x, per)
-        info = TemperedInfo(res.indices, running - state.log_evidence, infos,
-                            jnp.exp(-jax.scipy.special.logsumexp(2 * jnp.log(normalize(lw) + 1e-38))) / n,
-                            res.tau, res.resampled)
-        return TemperedState(new_x, res.log_weights, new_beta, running, state.mcmc_parameters), info
-
-    return SamplingAlgorithm(init, step)
