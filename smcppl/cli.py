@@ -2,7 +2,7 @@
 
 ``smcppl run MODEL`` samples a zoo model (``smcppl run eight_schools``) or a user model given as
 ``path/to/file.py:function`` with data from a CSV, JSON or NPZ file (``--data``), writes the ArviZ
-export as netCDF (``--out``) and diagnostic plots (``--plots DIR``).
+export as netCDF (``--out``, default ``./<model>_results.nc``) and diagnostic plots (``--plots DIR``).
 ``smcppl demo`` is the quickstart: a bimodal posterior (checked against its exact mode weights and
 evidence) and a logistic regression on real data, with results and plots written to a folder.
 """
@@ -20,6 +20,13 @@ __all__ = ["main"]
 
 class CLIError(Exception):
     pass
+
+
+def _zoo_help():
+    from smcppl.models.zoo import ZOO
+
+    width = max(map(len, ZOO))
+    return "\n".join(f"  {name:<{width}}  {entry.description}" for name, entry in ZOO.items())
 
 
 def _load_model(spec: str):
@@ -76,14 +83,17 @@ def _load_data(path):
 
 def _sampler_args(p):
     p.add_argument("--particles", type=int, default=2000, help="particles per chain (default 2000)")
-    p.add_argument("--chains", type=int, default=4, help="independent SMC runs (default 4)")
-    p.add_argument("--move", default="hmc", choices=["rwm", "mala", "hmc", "nuts"], help="MCMC move (default hmc)")
+    p.add_argument("--chains", type=int, default=4,
+                   help="independent SMC runs; their spread gives the log Z error and R-hat (default 4)")
+    p.add_argument("--move", default="hmc", choices=["rwm", "mala", "hmc", "nuts"],
+                   help="MCMC move at each stage: random-walk Metropolis, MALA, HMC or NUTS (default hmc)")
     p.add_argument("--mcmc-steps", type=int, default=5, help="MCMC steps per stage (default 5)")
-    p.add_argument("--target-ess", type=float, default=0.5, help="target conditional ESS ratio (default 0.5)")
+    p.add_argument("--target-ess", type=float, default=0.5,
+                   help="adaptive tempering: each beta increment keeps this conditional ESS/N (default 0.5)")
     p.add_argument("--resampling", default="systematic",
                    choices=["systematic", "stratified", "multinomial", "residual", "entropic"],
                    help="resampling scheme; 'entropic' = corrected entropic resampling (default systematic)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random key, jax.random.key(SEED) (default 0)")
 
 
 def _make_smc(args):
@@ -98,31 +108,48 @@ def _make_smc(args):
                              num_particles=args.particles, num_chains=args.chains)
 
 
-def _write_outputs(smc, out_nc, plots_dir, prefix=""):
+def _write_outputs(smc, out_nc, plots_dir, prefix="", reference_log_evidence=None):
+    from smcppl.diagnostics import export, plots
+
     written = []
-    try:
-        from smcppl.diagnostics import export, plots  # noqa: F401
-    except ImportError:  # diagnostics layer not available
-        return written
     if out_nc:
         Path(out_nc).parent.mkdir(parents=True, exist_ok=True)
         export.to_datatree(smc).to_netcdf(out_nc)
         written.append(out_nc)
     if plots_dir:
-        written += plots.save_diagnostic_plots(smc, plots_dir, prefix=prefix)
+        written += plots.save_diagnostic_plots(smc, plots_dir, prefix=prefix,
+                                               reference_log_evidence=reference_log_evidence)
     return written
+
+
+def _default_out(spec):
+    """``<model>_results.nc`` in the current folder: the zoo name, or the function of path/to/file.py:function."""
+    return f"{spec.rsplit(':', 1)[-1]}_results.nc"
+
+
+def _spread(values):
+    """``mean +- sd`` across chains; sd with ``ddof=1`` (the sample sd) as everywhere in smcppl."""
+    import numpy as np
+
+    v = np.asarray(values, float)
+    return f"{v.mean():.4f} +- {v.std(ddof=1):.4f} (sd across {v.size} chains)" if v.size > 1 else f"{v[0]:.4f}"
 
 
 def cmd_run(args):
     import jax
 
-    model, data, _ = _load_model(args.model)
+    model, data, entry = _load_model(args.model)
     data = {**data, **_load_data(args.data)}
     smc = _make_smc(args)(model)
     smc.run(jax.random.key(args.seed), **data)
     smc.print_summary()
-    for w in _write_outputs(smc, args.out, args.plots):
+    # an exact log Z is known for some zoo models with their own data: the reference line of the log Z plot
+    exact = entry.exact() if entry is not None and entry.exact is not None and args.data is None else {}
+    out = args.out or _default_out(args.model)
+    for w in _write_outputs(smc, out, args.plots, reference_log_evidence=exact.get("log_evidence")):
         print(f"wrote {w}")
+    if not args.plots:
+        print("diagnostic plots: add --plots DIR")
     return 0
 
 
@@ -139,12 +166,13 @@ def cmd_demo(args):
     ex = zoo.bimodal_exact()
     smc = make(zoo.bimodal)
     smc.run(jax.random.key(args.seed))
-    x = np.asarray(smc.get_samples()["x"])
-    lz = np.asarray(smc.log_evidence)
-    print(f"  mass of the right mode: {np.mean(x > 0):.3f} (exact {ex['mode_weights'][1]:.3f})")
-    print(f"  log Z: {lz.mean():.4f} +- {lz.std():.4f} across {len(lz)} chains (exact {ex['log_evidence']:.4f})")
+    x = np.asarray(smc.get_samples(group_by_chain=True)["x"])
+    right = (x > 0).mean(axis=1)
+    print(f"  mass of the right mode: {_spread(right)} (exact {ex['mode_weights'][1]:.4f})")
+    print(f"  log Z: {_spread(smc.log_evidence)} (exact {ex['log_evidence']:.4f})")
     print(f"  compile {smc.timing['compile_seconds']:.1f} s, run {smc.timing['run_seconds']:.2f} s")
-    for w in _write_outputs(smc, str(out / "bimodal.nc"), str(out / "plots"), prefix="bimodal_"):
+    for w in _write_outputs(smc, str(out / "bimodal.nc"), str(out / "plots"), prefix="bimodal_",
+                            reference_log_evidence=ex["log_evidence"]):
         print(f"  wrote {w}")
     print("\n== Logistic regression: Challenger O-ring damage vs launch temperature (real data) ==")
     smc2 = make(zoo.logistic_regression)
@@ -156,16 +184,37 @@ def cmd_demo(args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="smcppl", description="Sequential Monte Carlo for NumPyro models.")
-    sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="sample a zoo model or path/to/file.py:function with tempered SMC")
-    r.add_argument("model", help="zoo name or path/to/file.py:function")
-    r.add_argument("--data", help="data file (.csv columns, .json or .npz keys = model keyword arguments)")
-    r.add_argument("--out", help="netCDF file for the ArviZ export")
-    r.add_argument("--plots", help="folder for diagnostic PNG plots")
+    from smcppl.models.zoo import ZOO
+
+    p = argparse.ArgumentParser(prog="smcppl", description="Sequential Monte Carlo for NumPyro models.",
+                                epilog=f"zoo models for smcppl run: {', '.join(ZOO)}.\n"
+                                       "smcppl COMMAND --help describes each command and its options.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    zoo = _zoo_help()
+    r = sub.add_parser(
+        "run", help="sample a zoo model or path/to/file.py:function with tempered SMC",
+        description="Sample a model with adaptive tempered SMC, print the posterior summary and the SMC\n"
+                    "diagnostics (log Z, stages, ESS, health checks), write the ArviZ export as netCDF\n"
+                    "(--out) and, with --plots, diagnostic plots.",
+        epilog=f"zoo models (data included):\n{zoo}\n\n"
+               "examples:\n  smcppl run eight_schools\n"
+               "  smcppl run my_model.py:model --data data.csv --out fit.nc --plots plots",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("model", metavar="MODEL",
+                   help="a zoo model name (listed below) or path/to/file.py:function (a NumPyro model)")
+    r.add_argument("--data", help="data file whose columns (.csv) or keys (.json, .npz) are the model's keyword "
+                                  "arguments; overrides a zoo model's own data")
+    r.add_argument("--out", help="netCDF file for the ArviZ export (posterior, sample_stats, smc_stats, ...; "
+                                 "default ./MODEL_results.nc, MODEL the zoo name or the function name)")
+    r.add_argument("--plots", metavar="DIR", help="folder for diagnostic PNG plots (default: no plots)")
     _sampler_args(r)
     r.set_defaults(func=cmd_run)
-    d = sub.add_parser("demo", help="quickstart: bimodal posterior + logistic regression on real data")
+    d = sub.add_parser(
+        "demo", help="quickstart: bimodal posterior + logistic regression on real data",
+        description="Quickstart: a bimodal posterior checked against its exact mode masses and log Z, then\n"
+                    "a logistic regression on the Challenger O-ring data; netCDF results and diagnostic\n"
+                    "plots go to the --out folder.", formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("--out", default="results", help="output folder (default ./results)")
     _sampler_args(d)
     d.set_defaults(func=cmd_demo)

@@ -240,12 +240,27 @@ def _markers(ax):
     return len(cols[0].get_offsets())
 
 
+def _chain_legend(ax, num_chains=C):
+    legend = ax.get_legend()
+    assert legend is not None
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert [f"chain {c}" for c in range(num_chains)] == [lab for lab in labels if lab.startswith("chain ")]
+
+
 def test_plot_tempering_schedule(source, tempered, tmp_path):
     fig = plots.plot_tempering_schedule(source)
+    assert fig.get_layout_engine() is not None  # constrained layout: titles and ticks do not overlap
     ax = fig.axes[0]
-    assert len(ax.lines) == C
     n = np.asarray(tempered.n_stages)
-    assert [len(line.get_xdata()) for line in ax.lines] == list(n)
+    beta = np.asarray(tempered.trace.params["beta"])
+    stairs = [line for line in ax.lines if line.get_label().startswith("chain ")]
+    assert len(stairs) == C
+    for c, line in enumerate(stairs):
+        x, y = line.get_xdata(), line.get_ydata()
+        assert len(x) == 2 * n[c] and y[0] == 0.0  # from the prior, beta = 0, at stage 0
+        np.testing.assert_allclose(y[1::2], beta[c, : n[c]], rtol=1e-6)  # beta_t reached at stage t
+        assert y[-1] == pytest.approx(1.0)
+    _chain_legend(ax)
     _save(fig, tmp_path, "schedule")
 
 
@@ -257,6 +272,7 @@ def test_plot_ess_marks_each_resampling_event(source, tempered, tmp_path):
     assert _markers(ax_ess) == events and _markers(ax_ent) == events
     assert len(ax_ess.lines) == C + 1  # one per chain + the ESS threshold
     assert len(ax_ent.lines) == C
+    _chain_legend(ax_ess)
     _save(fig, tmp_path, "ess")
 
 
@@ -264,6 +280,7 @@ def test_plot_acceptance(source, tmp_path):
     fig = plots.plot_acceptance(source)
     assert [a.get_ylabel() for a in fig.axes] == ["acceptance rate", "step size"]
     assert all(len(a.lines) == C for a in fig.axes)
+    _chain_legend(fig.axes[0])
     _save(fig, tmp_path, "acceptance")
 
 
@@ -289,27 +306,44 @@ def test_lineages():
 def test_plot_log_evidence(source, tempered, tmp_path):
     fig = plots.plot_log_evidence(source, reference=-40.0)
     ax_run, ax_lz = fig.axes
-    assert len(ax_run.lines) == C
-    np.testing.assert_allclose(ax_lz.lines[0].get_ydata(), np.asarray(tempered.log_evidence), rtol=1e-6)
-    assert len(ax_lz.lines) == 3  # estimates, mean, reference
+    assert len(ax_run.lines) == C + 1  # one per chain + the reference
+    lz = np.asarray(tempered.log_evidence, float)
+    # one marker per chain, in the chain's colour, then the legend proxy, the mean and the reference
+    np.testing.assert_allclose([line.get_ydata()[0] for line in ax_lz.lines[:C]], lz, rtol=1e-6)
+    assert len(ax_lz.lines) == C + 3
+    assert ax_lz.lines[-1].get_ydata()[0] == -40.0 and ax_run.lines[-1].get_ydata()[0] == -40.0
+    assert f"sd {lz.std(ddof=1):.3f}" in ax_lz.get_title()  # the sample sd, as in print_summary
+    _chain_legend(ax_run)
     _save(fig, tmp_path, "log_evidence")
 
 
 def test_plot_weights(source, tmp_path):
     fig = plots.plot_weights(source)
     ax = fig.axes[0]
-    assert len(ax.patches) == C  # one step histogram per chain
+    assert len(ax.patches) == 2 * C  # per chain: a translucent filled histogram and its outline
     assert len(ax.lines) == 1
+    _chain_legend(ax)
     _save(fig, tmp_path, "weights")
 
 
-@pytest.mark.parametrize("kind", ["trace", "dist"])
+@pytest.mark.parametrize("kind", ["rank", "dist"])
 def test_plot_posterior_with_arviz(exported, kind, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fig = plots.plot_posterior(exported, var_names=["mu", "alpha"], kind=kind)
-    assert len(fig.axes) >= 2
+    assert fig.get_layout_engine() is not None
+    # mu and every component of alpha (4 groups) get their own panel (rank: density + ranks)
+    assert len([a for a in fig.axes if a.has_data()]) == (2 if kind == "rank" else 1) * (1 + HIER["num_groups"])
+    if kind == "rank":  # a chain legend
+        texts = [t.get_text() for lg in [*fig.legends, *(a.get_legend() for a in fig.axes)] if lg is not None
+                 for t in lg.get_texts()]
+        assert {str(c) for c in range(C)} <= set(texts)
     _save(fig, tmp_path, f"posterior_{kind}")
+
+
+def test_plot_posterior_refuses_a_trace(exported):
+    with pytest.raises(ValueError, match="no time order"):
+        plots.plot_posterior(exported, kind="trace")
 
 
 def test_missing_diagnostics_give_clear_errors(tree, boot):
@@ -332,7 +366,7 @@ def test_save_diagnostic_plots(boot, tmp_path):
         warnings.simplefilter("ignore")
         written = plots.save_diagnostic_plots(boot, tmp_path / "plots", prefix="pf_")
     names = sorted(p.split("/")[-1] for p in written)
-    assert names == sorted(f"pf_{k}.png" for k in ("ess", "genealogy", "log_evidence", "weights", "posterior_trace"))
+    assert names == sorted(f"pf_{k}.png" for k in ("ess", "genealogy", "log_evidence", "weights", "posterior_rank"))
     for p in written:
         with open(p, "rb") as f:
             assert f.read(4) == b"\x89PNG"

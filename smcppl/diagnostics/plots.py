@@ -1,14 +1,22 @@
 """Diagnostic plots of SMC runs (matplotlib). Each function takes a run :class:`~smcppl.SMC`, a raw
-``SMCOutput`` or the exported object (DataTree / InferenceData) and returns a ``matplotlib.figure.Figure``.
+``SMCOutput`` or the exported object (DataTree / InferenceData), draws into ``ax`` if given (else a new
+figure with a constrained layout) and returns the ``matplotlib.figure.Figure`` (``fig.savefig(path)``;
+``fig.axes`` are the panels).
 
-* :func:`plot_tempering_schedule`: beta per stage;
+* :func:`plot_tempering_schedule`: beta per stage, from beta = 0 (the prior);
 * :func:`plot_ess`: ESS/N and normalised entropy per stage, resampling events marked;
 * :func:`plot_acceptance`: acceptance rate and step size per stage;
 * :func:`plot_genealogy`: ancestral lines of the particles over stages (needs ``record_ancestors=True``);
-* :func:`plot_log_evidence`: running log Z per stage and final log Z across chains;
+* :func:`plot_log_evidence`: running log Z per stage and final log Z across chains (with an exact
+  value as reference line where known);
 * :func:`plot_weights`: distribution of the final importance weights;
-* :func:`plot_posterior`: ArviZ's own posterior plots, in either ArviZ API;
+* :func:`plot_posterior`: ArviZ's own posterior plots (per-chain densities and rank plots, or the
+  pooled marginals), in either ArviZ API;
 * :func:`save_diagnostic_plots`: all applicable plots as PNG files.
+
+Conventions: one colour and line style per chain (legend on every per-chain plot); spreads across
+chains are sample standard deviations (``ddof=1``); SMC draws have no time order, so there is no trace
+plot (draw index on the x-axis): rank plots show whether the chains agree.
 """
 from __future__ import annotations
 
@@ -71,18 +79,50 @@ def _color(c):
     return f"C{c % 10}"
 
 
+_LINESTYLES = ("-", "--", "-.", ":")
+
+
+def _style(c):
+    """Colour and line style of chain ``c``: chains whose lines coincide stay distinguishable."""
+    return {"color": _color(c), "ls": _LINESTYLES[(c // 10 + c) % len(_LINESTYLES)]}
+
+
+def _legend(ax, num_chains, **kw):
+    """The chain legend (with any other labelled artists); beyond 10 chains, colours repeat and the
+    legend names the chain count instead of every chain."""
+    handles, labels = ax.get_legend_handles_labels()
+    if num_chains > 10:
+        keep = [i for i, lab in enumerate(labels) if not lab.startswith("chain ")]
+        handles, labels = [handles[i] for i in keep], [labels[i] for i in keep]
+        from matplotlib.lines import Line2D
+
+        handles.insert(0, Line2D([], [], color="0.3"))
+        labels.insert(0, f"{num_chains} chains (colours repeat)")
+    kw.setdefault("fontsize", "small")
+    ax.legend(handles, labels, **kw)
+
+
 def plot_tempering_schedule(obj, ax=None):
-    """Tempering schedule: beta (inverse temperature) per stage, one line per chain."""
+    """Tempering schedule, one staircase per chain, starting from beta = 0 (the prior).
+
+    Stage ``t`` reweights the particles from ``beta_{t-1}`` to ``beta_t`` (``beta_{-1} = 0``: stage 0
+    reweights the prior draws): the rise at stage ``t``; its particles are then moved targeting
+    ``pi_{beta_t}``: the flat part up to stage ``t + 1``. Markers: ``beta_t`` after each reweighting.
+    """
     ds = get_smc_stats(obj)
     beta = _require(ds, "beta", "plot_tempering_schedule", "only tempered samplers record beta").astype(float)
     n, stage = _per_chain(ds)
     fig, (ax,) = _subplots(ax)
     for c in range(beta.shape[0]):
-        ax.plot(stage[: n[c]], beta[c, : n[c]], marker=".", color=_color(c), label=f"chain {c}")
-    ax.set(xlabel="stage", ylabel=r"$\beta$", ylim=(-0.02, 1.02), title="Tempering schedule")
+        t, b = stage[: n[c]], beta[c, : n[c]]
+        ax.plot(np.repeat(t, 2), np.repeat(np.r_[0.0, b], 2)[1:-1], **_style(c), label=f"chain {c}")
+        ax.plot(t, b, ".", color=_color(c))
+    ax.axhline(0.0, color="0.6", lw=0.8, zorder=0)
+    ax.axhline(1.0, color="0.6", lw=0.8, zorder=0)
+    ax.set(xlabel="stage", ylabel=r"$\beta$ (0 = prior, 1 = posterior)", ylim=(-0.03, 1.03),
+           title=f"Tempering schedule ({int(n.max())} stages)")
     _stage_axis(ax)
-    if beta.shape[0] <= 10:
-        ax.legend(fontsize="small")
+    _legend(ax, beta.shape[0], loc="lower right")
     return fig
 
 
@@ -102,7 +142,7 @@ def plot_ess(obj, ax=None):
     for a, values, label in ((axes[0], ess, "ESS / N"), (axes[1], ent, "normalised entropy")):
         xs, ys, cs = [], [], []
         for c in range(values.shape[0]):
-            a.plot(stage[: n[c]], values[c, : n[c]], color=_color(c), label=f"chain {c}")
+            a.plot(stage[: n[c]], values[c, : n[c]], **_style(c), label=f"chain {c}")
             t = np.nonzero(res[c, 1: n[c]])[0]  # event at stage t+1 -> weights of stage t
             xs += list(stage[t])
             ys += list(values[c, t])
@@ -115,8 +155,7 @@ def plot_ess(obj, ax=None):
     axes[1].set_xlabel("stage")
     _stage_axis(axes[1])
     axes[0].set_title(f"Weight diversity per stage ({int(res.sum())} resampling events)")
-    if ess.shape[0] <= 10:
-        axes[0].legend(fontsize="small")
+    _legend(axes[0], ess.shape[0])
     return fig
 
 
@@ -133,15 +172,19 @@ def plot_acceptance(obj, ax=None):
     for a, name in zip(axes, present):
         values = np.asarray(ds[name].values, float)
         for c in range(values.shape[0]):
-            a.plot(stage[: n[c]], values[c, : n[c]], marker=".", color=_color(c), label=f"chain {c}")
+            a.plot(stage[: n[c]], values[c, : n[c]], marker=".", **_style(c), label=f"chain {c}")
         a.set_ylabel(name.replace("_", " "))
     if "acceptance_rate" in present:
         axes[0].set_ylim(-0.02, 1.02)
     if "step_size" in present:
-        axes[present.index("step_size")].set_yscale("log")
+        h = np.asarray(ds["step_size"].values, float)
+        h = h[np.isfinite(h) & (h > 0)]
+        if h.size and h.max() > 10 * h.min():  # log scale only where the step sizes span a decade
+            axes[present.index("step_size")].set_yscale("log")
     axes[-1].set_xlabel("stage")
     _stage_axis(axes[-1])
-    axes[0].set_title("MCMC moves per stage")
+    axes[0].set_title("MCMC moves per stage (stage 0: no move yet)")
+    _legend(axes[0], ds.sizes["chain"])
     return fig
 
 
@@ -188,7 +231,7 @@ def plot_genealogy(obj, chain: int = 0, max_lines: int = 100, ax=None):
         ax.plot(x, paths[:, i], color=_color(chain), lw=0.8, alpha=0.8, zorder=2)
     roots = np.unique(paths[0]).size
     ax.set(xlabel="stage", ylabel="particle index", xlim=(-0.2, max(n_stages - 1, 1) + 0.2),
-           ylim=(-1, num_particles), title=f"Genealogy (chain {chain}): {roots} of {num_particles} initial "
+           ylim=(-1, num_particles), title=f"Genealogy of chain {chain}\n{roots} of {num_particles} initial "
                                            f"particles have descendants at stage {n_stages - 1}")
     _stage_axis(ax)
     return fig
@@ -196,23 +239,33 @@ def plot_genealogy(obj, chain: int = 0, max_lines: int = 100, ax=None):
 
 def plot_log_evidence(obj, reference=None, ax=None):
     """log Z: the running estimate per stage (left, one line per chain) and the final estimate of each
-    chain (right, one marker per chain) with their mean (solid) and an optional ``reference`` (dashed)."""
+    chain (right, one marker per chain) with their mean (solid) and an optional ``reference`` (dashed,
+    e.g. the exact log Z of a test model). The spread is the sample sd across chains (``ddof=1``)."""
     ds = get_smc_stats(obj)
     lz = np.asarray(ds["log_marginal_likelihood"].values, float)
     run = np.asarray(ds["running_log_marginal_likelihood"].values, float)
     n, stage = _per_chain(ds)
+    num_chains = lz.shape[0]
     fig, axes = _subplots(ax, 1, 2, figsize=(9.6, 4.0), gridspec_kw={"width_ratios": [2, 1]})
-    for c in range(lz.shape[0]):
-        axes[0].plot(stage[: n[c]], run[c, : n[c]], color=_color(c), label=f"chain {c}")
+    ref = None if reference is None else float(reference)
+    for c in range(num_chains):
+        axes[0].plot(stage[: n[c]], run[c, : n[c]], marker=".", **_style(c), label=f"chain {c}")
+        axes[1].plot([c], [lz[c]], "o", color=_color(c))
     axes[0].set(xlabel="stage", ylabel="running log Z", title="log Z per stage")
+    axes[1].plot([], [], "o", color="0.3", label="chain estimate")
+    axes[1].axhline(lz.mean(), color="k", lw=1, label=f"mean {lz.mean():.3f}")
+    if ref is not None:
+        for a in axes:
+            a.axhline(ref, color="0.3", ls=(0, (4, 2)), lw=1.2, label=f"reference {ref:.3f}")
     _stage_axis(axes[0])
     _stage_axis(axes[1])
-    axes[1].plot(np.arange(lz.shape[0]), lz, "o", linestyle="none", color="C0", label="chain estimate")
-    axes[1].axhline(lz.mean(), color="k", lw=1, label=f"mean {lz.mean():.3f}")
-    if reference is not None:
-        axes[1].axhline(float(reference), color="C3", ls="--", lw=1, label=f"reference {float(reference):.3f}")
-    sd = f" (sd {lz.std(ddof=1):.3f})" if lz.size > 1 else ""
-    axes[1].set(xlabel="chain", ylabel="log Z", title=f"log Z across chains{sd}")
+    sd = f"\nsd {lz.std(ddof=1):.3f} across chains" if num_chains > 1 else "\none chain: no spread"
+    if ref is not None:
+        sd += f"\nmean - reference {lz.mean() - ref:+.3f}"
+    axes[1].set(xlabel="chain", ylabel="log Z", title="final log Z" + sd, xlim=(-0.5, num_chains - 0.5))
+    axes[1].yaxis.get_major_formatter().set_useOffset(False)
+    axes[1].margins(y=0.15)
+    _legend(axes[0], num_chains)
     axes[1].legend(fontsize="small")
     return fig
 
@@ -233,14 +286,16 @@ def plot_weights(obj, bins: int = 30, ax=None):
     for c in range(lw.shape[0]):
         w = np.exp(lw[c])
         ess.append(1.0 / np.sum(w**2) / num_particles)
-        ax.hist(x[c][finite[c]], bins=bins, range=(lo, hi), histtype="step", color=_color(c), label=f"chain {c}")
+        st = _style(c)
+        ax.hist(x[c][finite[c]], bins=bins, range=(lo, hi), histtype="stepfilled", color=st["color"], alpha=0.15)
+        ax.hist(x[c][finite[c]], bins=bins, range=(lo, hi), histtype="step", color=st["color"], ls=st["ls"],
+                lw=1.5, label=f"chain {c}")
     ax.axvline(0.0, color="0.4", ls="--", lw=1)
     zero = int((~finite).sum())
-    ax.set(xlabel=r"$\log_{10}(N\,W_i)$", ylabel="particles",
-           title="Final weights: ESS/N " + ", ".join(f"{e:.2f}" for e in ess) +
-                 (f"; {zero} zero weights" if zero else ""))
-    if lw.shape[0] <= 10:
-        ax.legend(fontsize="small")
+    ess_text = ", ".join(f"{e:.2f}" for e in ess[:10]) + (", ..." if len(ess) > 10 else "")
+    ax.set(xlabel=r"$\log_{10}(N\,W_i)$  (0 = equal weights)", ylabel="particles",
+           title="Final weights, ESS/N per chain:\n" + ess_text + (f"; {zero} zero weights" if zero else ""))
+    _legend(ax, lw.shape[0], loc="upper left")
     return fig
 
 
@@ -254,23 +309,49 @@ def _arviz_object(obj):
     return datatree_to_arviz(to_datatree(obj, log_likelihood=False))
 
 
-def plot_posterior(obj, var_names=None, kind: str = "trace", **kwargs):
+def plot_posterior(obj, var_names=None, kind: str = "rank", prob: float = 0.9, **kwargs):
     """ArviZ's own posterior plot of the draws, in either ArviZ API; returns the matplotlib Figure.
 
-    kind: ``"trace"`` (``plot_trace`` in ArviZ 0.x, ``plot_trace_dist`` in 1.x) or ``"dist"``
-    (``plot_posterior`` in 0.x, ``plot_dist`` in 1.x). ``kwargs`` go to the ArviZ function.
+    * ``kind="rank"`` (default): per variable and component (``w[0]``, ``w[1]``, ... one row each), the
+      density of each chain (left) and the rank plot (right): the ranks of each chain's draws among all
+      draws. Chains that sample the same distribution have uniform ranks. ArviZ 0.x:
+      ``plot_trace(kind="rank_vlines")``; ArviZ 1.x: ``plot_rank_dist``. A chain legend is added.
+    * ``kind="dist"``: the pooled marginal of each component with its ``prob`` credible interval, the
+      interval ``print_summary`` reports (ArviZ 0.x: ``plot_posterior``, highest-density interval;
+      ArviZ 1.x: ``plot_dist``, ArviZ's default interval kind, equal-tailed).
+
+    SMC draws have no time order (the export orders each chain's draws by lineage), so there is no trace
+    plot against the draw index. ``kwargs`` go to the ArviZ function.
     """
     import arviz as az
 
-    if kind not in ("trace", "dist"):
-        raise ValueError(f"kind must be 'trace' or 'dist', got {kind!r}.")
+    if kind == "trace":
+        raise ValueError("kind='trace' plots draws against their index, but SMC draws have no time order; "
+                         "use kind='rank' (per-chain densities and rank plots) or kind='dist'.")
+    if kind not in ("rank", "dist"):
+        raise ValueError(f"kind must be 'rank' or 'dist', got {kind!r}.")
     data = _arviz_object(obj)
     if arviz_major_version() >= 1:
-        fn = az.plot_trace_dist if kind == "trace" else az.plot_dist
-        pc = fn(data, var_names=var_names, backend="matplotlib", **kwargs)
+        kwargs.setdefault("figure_kwargs", {"layout": "constrained"})
+        if kind == "rank":
+            kwargs.setdefault("compact", False)
+            pc = az.plot_rank_dist(data, var_names=var_names, backend="matplotlib", **kwargs)
+            pc.add_legend("chain")
+        else:
+            pc = az.plot_dist(data, var_names=var_names, ci_prob=prob, backend="matplotlib", **kwargs)
         return pc.get_viz("figure")
-    fn = az.plot_trace if kind == "trace" else az.plot_posterior
-    axes = fn(data, var_names=var_names, **kwargs)
+    kwargs.setdefault("backend_kwargs", {"layout": "constrained"})
+    if kind == "rank":
+        kwargs.setdefault("compact", False)
+        kwargs.setdefault("legend", True)
+        axes = az.plot_trace(data, var_names=var_names, kind="rank_vlines", **kwargs)
+        for a in np.ravel(axes):  # the chain legend outside the panels, clear of the rank lines
+            old = a.get_legend()
+            if old is not None:
+                a.legend(old.legend_handles, [t.get_text() for t in old.get_texts()], title="chain",
+                         fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        axes = az.plot_posterior(data, var_names=var_names, hdi_prob=prob, **kwargs)
     return np.ravel(axes)[0].figure
 
 
@@ -281,13 +362,14 @@ PLOTS = {
     "genealogy": plot_genealogy,
     "log_evidence": plot_log_evidence,
     "weights": plot_weights,
-    "posterior_trace": lambda obj: plot_posterior(obj, kind="trace"),
+    "posterior_rank": plot_posterior,
 }
 
 
-def save_diagnostic_plots(obj, folder, prefix: str = "", dpi: int = 100) -> list:
+def save_diagnostic_plots(obj, folder, prefix: str = "", dpi: int = 100, reference_log_evidence=None) -> list:
     """Write every plot that applies to the run as ``<folder>/<prefix><name>.png`` (plots whose data the
-    run did not record, e.g. the genealogy without ancestors, are skipped); return the paths written."""
+    run did not record, e.g. the genealogy without ancestors, are skipped); return the paths written.
+    ``reference_log_evidence``: a known log Z, drawn as the reference line of the log Z plot."""
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
@@ -297,7 +379,7 @@ def save_diagnostic_plots(obj, folder, prefix: str = "", dpi: int = 100) -> list
     written = []
     for name, fn in PLOTS.items():
         try:
-            fig = fn(obj)
+            fig = fn(obj, reference=reference_log_evidence) if name == "log_evidence" else fn(obj)
         except DiagnosticUnavailable:
             continue
         path = folder / f"{prefix}{name}.png"

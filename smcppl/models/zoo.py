@@ -18,7 +18,7 @@ import numpyro.distributions as dist
 
 __all__ = ["ZooModel", "ZOO", "get_model", "eight_schools", "hierarchical_normal", "logistic_regression", "bimodal_exact",
            "conjugate_gaussian_data", "conjugate_gaussian_exact", "beta_binomial_exact", "halfnormal_scale_exact",
-           "challenger_data", "bimodal", "conjugate_gaussian", "beta_binomial", "halfnormal_scale"]
+           "challenger_data", "load_challenger", "bimodal", "conjugate_gaussian", "beta_binomial", "halfnormal_scale"]
 
 
 class ZooModel(NamedTuple):
@@ -66,14 +66,25 @@ def _hierarchical_data(seed=0, num_groups=6, per_group=8):
 
 
 # --------------------------------------------------------------------- logistic regression (Challenger)
-def challenger_data():
-    """Challenger O-ring data: ``x`` = standardised launch temperature, ``y`` = O-ring damage (0/1)."""
+def load_challenger():
+    """The Challenger O-ring table shipped with smcppl (``models/data/challenger.csv``, source in
+    ``models/data/README.md``): 23 Space Shuttle flights before the accident, as numpy arrays
+    ``temperature_f`` (launch temperature, degrees Fahrenheit) and ``damage`` (1 = at least one O-ring
+    showed thermal distress)."""
     text = resources.files("smcppl.models").joinpath("data/challenger.csv").read_text()
     rows = list(csv.DictReader(text.splitlines()))
-    temp = np.array([float(r["temperature_f"]) for r in rows])
-    y = np.array([int(r["damage"]) for r in rows])
+    return {"temperature_f": np.array([float(r["temperature_f"]) for r in rows]),
+            "damage": np.array([int(r["damage"]) for r in rows])}
+
+
+def challenger_data():
+    """Challenger O-ring data (:func:`load_challenger`) as model inputs: ``x`` = launch temperature
+    standardised, ``(t - mean(t)) / sd(t)`` with the population sd (``ddof=0``), shape ``[23, 1]``;
+    ``y`` = O-ring damage (0/1)."""
+    raw = load_challenger()
+    temp = raw["temperature_f"]
     x = (temp - temp.mean()) / temp.std()
-    return {"x": x[:, None], "y": y}
+    return {"x": x[:, None], "y": raw["damage"]}
 
 
 def logistic_regression(x, y=None):
