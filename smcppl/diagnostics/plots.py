@@ -317,8 +317,8 @@ def plot_posterior(obj, var_names=None, kind: str = "rank", prob: float = 0.9, *
       draws. Chains that sample the same distribution have uniform ranks. ArviZ 0.x:
       ``plot_trace(kind="rank_vlines")``; ArviZ 1.x: ``plot_rank_dist``. A chain legend is added.
     * ``kind="dist"``: the pooled marginal of each component with its ``prob`` credible interval, the
-      interval ``print_summary`` reports (ArviZ 0.x: ``plot_posterior``, highest-density interval;
-      ArviZ 1.x: ``plot_dist``, ArviZ's default interval kind, equal-tailed).
+      interval ``print_summary`` reports, the highest-density interval (ArviZ 0.x: ``plot_posterior``;
+      ArviZ 1.x: ``plot_dist``).
 
     SMC draws have no time order (the export orders each chain's draws by lineage), so there is no trace
     plot against the draw index. ``kwargs`` go to the ArviZ function.
@@ -338,7 +338,7 @@ def plot_posterior(obj, var_names=None, kind: str = "rank", prob: float = 0.9, *
             pc = az.plot_rank_dist(data, var_names=var_names, backend="matplotlib", **kwargs)
             pc.add_legend("chain")
         else:
-            pc = az.plot_dist(data, var_names=var_names, ci_prob=prob, backend="matplotlib", **kwargs)
+            pc = az.plot_dist(data, var_names=var_names, ci_prob=prob, ci_kind="hdi", backend="matplotlib", **kwargs)
         return pc.get_viz("figure")
     kwargs.setdefault("backend_kwargs", {"layout": "constrained"})
     if kind == "rank":

@@ -82,7 +82,7 @@ def posterior_summary(data, var_names=None, prob: float = 0.9):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. R-hat with a single chain
         if arviz_major_version() >= 1:
-            return az.summary(data, var_names=var_names, ci_prob=prob)
+            return az.summary(data, var_names=var_names, ci_prob=prob, ci_kind="hdi")  # HDI in both generations
         return az.summary(data, var_names=var_names, hdi_prob=prob)
 
 
@@ -141,7 +141,7 @@ def print_summary(smc, prob: float = 0.9, var_names=None, file=None, exclude_det
 
     ``smc``: a run :class:`~smcppl.SMC` or its export (DataTree / InferenceData). ``prob``: mass of the
     credible interval, ArviZ's highest-density interval (columns ``hdi_5%``/``hdi_95%`` for 0.9 with
-    ArviZ < 1, ``eti``/``hdi`` bounds as ArviZ >= 1 names them). ``exclude_deterministic``: as NumPyro,
+    ArviZ < 1, ``hdi90_lb``/``hdi90_ub`` with ArviZ >= 1). ``exclude_deterministic``: as NumPyro,
     summarise only the latent sample sites (when the run records them) unless ``var_names`` is given.
     """
     from smcppl.diagnostics.export import to_datatree
