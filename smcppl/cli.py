@@ -77,7 +77,7 @@ def _load_data(path):
 def _sampler_args(p):
     p.add_argument("--particles", type=int, default=2000, help="particles per chain (default 2000)")
     p.add_argument("--chains", type=int, default=4, help="independent SMC runs (default 4)")
-    p.add_argument("--move", default="hmc", choices=["rwm", "mala", "hmc", "nuts"], help="MCMC move (default hmc)")
+    p.add_argument("--move", default="hmc", choices=["rwm", "mala", "hmc", "nuts", "imh"], help="MCMC move (default hmc)")
     p.add_argument("--mcmc-steps", type=int, default=5, help="MCMC steps per stage (default 5)")
     p.add_argument("--target-ess", type=float, default=0.5, help="target conditional ESS ratio (default 0.5)")
     p.add_argument("--resampling", default="systematic",
