@@ -85,8 +85,8 @@ def _sampler_args(p):
     p.add_argument("--particles", type=int, default=2000, help="particles per chain (default 2000)")
     p.add_argument("--chains", type=int, default=4,
                    help="independent SMC runs; their spread gives the log Z error and R-hat (default 4)")
-    p.add_argument("--move", default="hmc", choices=["rwm", "mala", "hmc", "nuts"],
-                   help="MCMC move at each stage: random-walk Metropolis, MALA, HMC or NUTS (default hmc)")
+    p.add_argument("--move", default="hmc", choices=["rwm", "mala", "hmc", "nuts", "imh"],
+                   help="MCMC move at each stage: random-walk Metropolis, MALA, HMC, NUTS or independent Metropolis-Hastings with a particle-fitted t proposal (default hmc)")
     p.add_argument("--mcmc-steps", type=int, default=5, help="MCMC steps per stage (default 5)")
     p.add_argument("--target-ess", type=float, default=0.5,
                    help="adaptive tempering: each beta increment keeps this conditional ESS/N (default 0.5)")

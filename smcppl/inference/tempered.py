@@ -28,6 +28,7 @@ from smcppl.core.policy import Resampling, validate_resampling
 from smcppl.core.schedules import next_temperature, validate_schedule
 from smcppl.core.weights import normalize, sanitize
 from smcppl.inference.numpyro_model import numpyro_density
+from smcppl.kernels.independent import proposal_fit, proposal_fit_template
 from smcppl.kernels.moves import (MoveSettings, default_step_size, move_population,
                                   particle_preconditioner, target_acceptance, validate_move)
 
@@ -63,13 +64,16 @@ def _increment(ll, delta):
 TUNINGS = ("pilot", "weighted", "resampled")
 
 
-def blank_pilot_tables(dim: int, capacity: int, preconditioning: str = "full", dtype=jnp.float32) -> dict:
+def blank_pilot_tables(dim: int, capacity: int, preconditioning: str = "full", dtype=jnp.float32,
+                       move: Optional[MoveSettings] = None) -> dict:
     """The ``tables`` input of a pilot run itself (``use = False``: the run tunes itself, as
     ``tuning="weighted"``); same structure and shapes as :func:`pilot_tables` returns."""
     full = preconditioning == "full" and dim > 1
     return {"use": jnp.zeros((), bool), "beta": jnp.zeros(capacity, dtype), "step_size": jnp.zeros(capacity, dtype),
             "mu": jnp.zeros((capacity, dim), dtype),
-            "L": jnp.zeros((capacity, dim, dim) if full else (capacity, dim), dtype)}
+            "L": jnp.zeros((capacity, dim, dim) if full else (capacity, dim), dtype),
+            "proposal": jax.tree.map(lambda s: jnp.zeros((capacity,) + s.shape, s.dtype),
+                                     {} if move is None else proposal_fit_template(dim, move, dtype))}
 
 
 def pilot_tables(output) -> dict:
@@ -84,7 +88,8 @@ def pilot_tables(output) -> dict:
     used = jnp.minimum(last, proposed)
     used = jnp.concatenate([used[1:], used[-1:]])
     step = jnp.where(jnp.isfinite(used), used, params["step_size"])
-    return {"use": jnp.ones((), bool), "beta": params["beta"], "step_size": step, "mu": params["mu"], "L": params["L"]}
+    return {"use": jnp.ones((), bool), "beta": params["beta"], "step_size": step, "mu": params["mu"], "L": params["L"],
+            "proposal": params["proposal"]}
 
 
 def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_initial: Callable,
@@ -128,7 +133,8 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
         pilot_fk = tempered_feynman_kac(logprior_fn, loglik_fn, sample_initial, dim,
                                         pilot_particles or num_particles, move, target_ess, criterion, schedule,
                                         "weighted", max_stages=max_stages)._replace(
-            record=lambda p: {"beta": p["beta"], "step_size": p["step_size"], "mu": p["mu"], "L": p["L"]})
+            record=lambda p: {"beta": p["beta"], "step_size": p["step_size"], "mu": p["mu"], "L": p["L"],
+                              "proposal": p["proposal"]})
 
     def from_tables(params):
         """True where this run follows a pilot's tables (main runs of tuning="pilot")."""
@@ -148,15 +154,16 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
                 jnp.where(use, jnp.minimum(index + 1, lad.shape[0] - 1), own_index))
 
     def kernel_of(params):
-        """(mu, L, step size) of the move at the current stage."""
-        own = (params["mu"], params["L"], params["step_size"])
+        """(mu, L, step size, proposal fit) of the move at the current stage."""
+        own = (params["mu"], params["L"], params["step_size"], params["proposal"])
         if tuning != "pilot":
             return own
         row = params["ladder_index"] - 1  # the pilot row whose temperature is the current one
         pil = params["pilot"]
-        tab = (pil["mu"][row], pil["L"][row], pil["step_size"][row].astype(params["step_size"].dtype))
+        tab = (pil["mu"][row], pil["L"][row], pil["step_size"][row].astype(params["step_size"].dtype),
+               jax.tree.map(lambda a: a[row], pil["proposal"]))
         use = from_tables(params)
-        return tuple(jnp.where(use, t, o) for t, o in zip(tab, own))
+        return jax.tree.map(lambda t, o: jnp.where(use, t, o), tab, own)
 
     def init(key):
         k_pilot, k_init = jax.random.split(key)
@@ -179,15 +186,15 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
                      "diverging": jnp.zeros(x.shape[0], bool), "divergent_share": zeros}
         params.update(beta=beta1, ladder_index=idx)
         mu, L = particle_preconditioner(x, lw, move.preconditioning)
-        params.update(step_size=jnp.asarray(h0, x.dtype), mu=mu, L=L)
+        params.update(step_size=jnp.asarray(h0, x.dtype), mu=mu, L=L, proposal=proposal_fit(x, lw, (mu, L), move))
         if tuning == "pilot":
             lw = jnp.where(params["pilot_failed"], -jnp.inf, lw)  # a failed nested pilot fails the run loudly
         return particles, lw, params
 
     def move_fn(key, particles, log_weights, params):
         logdensity = _tempered_logdensity(logprior_fn, loglik_fn, params["beta"])
-        mu, L, h = kernel_of(params)
-        pre = None if tuning == "resampled" else (mu, L)
+        mu, L, h, prop = kernel_of(params)
+        pre = None if tuning == "resampled" else (mu, L, prop)
         res = move_population(key, particles["position"], log_weights, logdensity, h, move, pre,
                               adapt_target=adapt_target, adapt=~from_tables(params))
         x, acc, div = res.position, res.acceptance, res.divergent
@@ -206,7 +213,8 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
         # the preconditioner for the next move from the particles reweighted to the new temperature
         lw_new = log_weights + _increment(particles["loglik"], beta - params["beta"])
         mu, L = particle_preconditioner(particles["position"], lw_new, move.preconditioning)
-        new.update(step_size=move_info["step_size"], mu=mu, L=L)
+        new.update(step_size=move_info["step_size"], mu=mu, L=L,
+                   proposal=proposal_fit(particles["position"], lw_new, (mu, L), move))
         return new
 
     def log_potential(particles, prev, params, new_params):
@@ -215,7 +223,8 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
     if tuning == "pilot":
         # what a pilot run hands on (pilot_tables); the step recorded is the one a main run moves with
         def record(p):
-            return {"beta": p["beta"], "step_size": kernel_of(p)[2], "mu": p["mu"], "L": p["L"]}
+            return {"beta": p["beta"], "step_size": kernel_of(p)[2], "mu": p["mu"], "L": p["L"],
+                    "proposal": p["proposal"]}
     else:
         def record(p):
             return {"beta": p["beta"], "step_size": p["step_size"]}
@@ -235,14 +244,19 @@ class TemperedSMC:
         smc = SMC(TemperedSMC(model, move="hmc"), num_particles=2000, num_chains=4)
         smc.run(jax.random.key(0), X, y=y)
 
-    move: ``"hmc"`` (default) ``| "mala" | "nuts" | "rwm"`` (BlackJAX kernels). num_mcmc_steps:
+    move: ``"hmc"`` (default) ``| "mala" | "nuts" | "rwm" | "imh"`` (BlackJAX kernels; ``"imh"``: independent
+    MH from a t fitted to the weighted particles, one density evaluation and no gradient per transition —
+    for near-Gaussian posteriors (or ``proposal_components > 1`` for separated modes), with
+    ``num_mcmc_steps >= log(0.01) / log(1 - acceptance)`` (~10-20); see :mod:`smcppl.kernels.independent`).
+    num_mcmc_steps:
     transitions per stage (default 5; HMC takes ``num_integration_steps = 10`` leapfrog steps each).
     Random-walk moves mix slowly on correlated or narrow posteriors and then give very noisy ``log Z``.
     target_ess: target (conditional) ESS ratio of each tempering increment. criterion: ``"cess"`` or
     ``"ess"``. schedule: a fixed ladder instead of the adaptive rule. likelihood_sites: names of the
     sites whose log-density is tempered (default: observed sites, plus ``numpyro.factor`` sites if
     ``factors_as_likelihood``). preconditioning / step_size / target_acceptance /
-    num_integration_steps / waste_free: see :class:`~smcppl.kernels.moves.MoveSettings`.
+    num_integration_steps / waste_free / proposal_components / proposal_dof: see
+    :class:`~smcppl.kernels.moves.MoveSettings`.
     tuning: ``"pilot"`` (default: one independent pilot run of ``pilot_particles`` — default ``N``,
     so that it re-uses the chains' compiled program — fixes the ladder and every stage's kernel of every
     chain, so ``Z_hat`` stays unbiased, for the cost of one more chain: +25% with 4 chains, 2x with one;
@@ -258,12 +272,14 @@ class TemperedSMC:
                  step_size: Optional[float] = None, target_acceptance: Optional[float] = None,
                  num_integration_steps: int = 10, waste_free: bool = False, max_stages: int = 500,
                  resampling: Optional[Resampling] = None, tuning: str = "pilot",
-                 pilot_particles: Optional[int] = None, adapt_step_size: bool = True):
+                 pilot_particles: Optional[int] = None, adapt_step_size: bool = True,
+                 proposal_components: int = 1, proposal_dof: Optional[float] = MoveSettings().proposal_dof):
         if not callable(model):
             raise TypeError(f"model must be a NumPyro model (a callable), got {type(model).__name__}.")
         self.model = model
         self.move = validate_move(MoveSettings(move, num_mcmc_steps, preconditioning, target_acceptance, step_size,
-                                               num_integration_steps, waste_free, adapt_step_size))
+                                               num_integration_steps, waste_free, adapt_step_size,
+                                               proposal_components=proposal_components, proposal_dof=proposal_dof))
         self.target_ess = _validate_target_ess(target_ess)
         if criterion not in ("ess", "cess"):
             raise ValueError(f"criterion must be 'ess' or 'cess', got {criterion!r}.")
@@ -316,7 +332,7 @@ class TemperedSMC:
         pilot = None
         if self.tuning == "pilot":
             pilot = Pilot(blank_pilot_tables(dens.dim, max_stages + 1, self.move.preconditioning,
-                                             jnp.result_type(float)), pilot_tables, pilot_n)
+                                             jnp.result_type(float), self.move), pilot_tables, pilot_n)
 
         def sample_stats(particles):
             return {"lp": particles["logprior"] + particles["loglik"],

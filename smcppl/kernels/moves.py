@@ -1,7 +1,8 @@
 """MCMC moves for particle populations, built from BlackJAX kernels and tuned from the particles.
 
-A move applies ``num_steps`` transitions of a BlackJAX kernel (random-walk Metropolis, MALA, HMC or
-NUTS) to every particle (``vmap``), each transition leaving ``pi(x) ∝ exp(logdensity(x))`` invariant.
+A move applies ``num_steps`` transitions of a BlackJAX kernel (random-walk Metropolis, MALA, HMC,
+NUTS, or independent Metropolis–Hastings: :mod:`smcppl.kernels.independent`) to every particle
+(``vmap``), each transition leaving ``pi(x) ∝ exp(logdensity(x))`` invariant.
 Preconditioning comes from the particles themselves (what BlackJAX does not provide): with the
 weighted particle mean ``mu`` and covariance ``Sigma = L L^T`` (``"full"``) or its diagonal
 (``"diag"``), the kernel runs in whitened coordinates ``z = L^{-1} (x - mu)`` on
@@ -22,13 +23,16 @@ import jax
 import jax.numpy as jnp
 
 from smcppl.core.weights import normalize
+from smcppl.kernels.independent import DEFAULT_DOF, imh_kernel, proposal_fit, validate_imh
 
 __all__ = ["MOVES", "MoveSettings", "validate_move", "particle_preconditioner", "move_population",
            "adapt_step_size", "default_step_size", "MoveResult"]
 
-MOVES = ("rwm", "mala", "hmc", "nuts", "ula")
+MOVES = ("rwm", "mala", "hmc", "nuts", "ula", "imh")
+MOVE_ALIASES = {"independent": "imh"}
 GRADIENT_MOVES = ("mala", "hmc", "nuts", "ula")
-TARGET_ACCEPTANCE = {"rwm": 0.3, "mala": 0.57, "hmc": 0.65, "nuts": 0.8, "ula": 1.0}
+TARGET_ACCEPTANCE = {"rwm": 0.3, "mala": 0.57, "hmc": 0.65, "nuts": 0.8, "ula": 1.0,
+                     "imh": None}  # imh: scale fixed, not adapted (kernels/independent.py)
 # Adapted step sizes stay below the leapfrog stability limit of a target whose covariance the metric
 # matches (step < 2 in whitened units; HMC's step is jittered up to 1.5x, so 2 / 1.5): on near-Gaussian
 # targets acceptance stays high almost up to that limit, and adaptation toward the target acceptance
@@ -68,11 +72,16 @@ def ula_step(rng_key, state: ULAState, logdensity_fn, step_size):
 class MoveSettings(NamedTuple):
     """Settings of a particle move.
 
-    kind: ``"rwm" | "mala" | "hmc" | "nuts" | "ula"``. num_steps: kernel applications per stage (chain
-    length ``P`` for waste-free). preconditioning: ``"full" | "diag" | "none"``. target_acceptance:
-    None = kernel default. step_size: initial whitened step size (None = dimension-based default).
-    num_integration_steps: leapfrog steps for HMC. waste_free: use waste-free SMC.
-    adapt_step_size: adapt between stages toward target_acceptance.
+    kind: ``"rwm" | "mala" | "hmc" | "nuts" | "ula" | "imh"`` (alias ``"independent"``: independent MH
+    with a t proposal fitted to the weighted particles, one density evaluation and no gradient per
+    transition, for posteriors a t fit describes, given ~10-20 steps: :mod:`smcppl.kernels.independent`).
+    num_steps: kernel applications per stage (chain length ``P`` for waste-free). preconditioning:
+    ``"full" | "diag" | "none"``. target_acceptance: None = kernel default. step_size: initial whitened
+    step size (None = dimension-based default). num_integration_steps: leapfrog steps for HMC.
+    waste_free: use waste-free SMC.
+    adapt_step_size: adapt between stages toward target_acceptance (not imh: its step_size is a fixed
+    scale on the proposal). proposal_components / proposal_dof (imh only): mixture components fitted to
+    the particles (1 = their mean and covariance) and the t's degrees of freedom (None = Gaussian).
     """
 
     kind: str = "rwm"
@@ -84,12 +93,15 @@ class MoveSettings(NamedTuple):
     waste_free: bool = False
     adapt_step_size: bool = True
     max_num_doublings: int = 6
+    proposal_components: int = 1
+    proposal_dof: Optional[float] = DEFAULT_DOF
 
 
 def validate_move(m: MoveSettings) -> MoveSettings:
     """Check the settings (move names are case-insensitive) and return them, names lower-cased."""
     if isinstance(m.kind, str):
         m = m._replace(kind=m.kind.lower())
+        m = m._replace(kind=MOVE_ALIASES.get(m.kind, m.kind))
     if m.kind not in MOVES:
         raise ValueError(f"Unknown move {m.kind!r}; choose one of {MOVES}.")
     if int(m.num_steps) != m.num_steps or m.num_steps < 1:
@@ -104,14 +116,14 @@ def validate_move(m: MoveSettings) -> MoveSettings:
         raise ValueError(f"num_integration_steps must be >= 1, got {m.num_integration_steps}.")
     if m.waste_free and m.num_steps < 2:
         raise ValueError("waste_free=True needs num_mcmc_steps >= 2 (the chain length P).")
-    return m
+    return validate_imh(m)
 
 
 def default_step_size(kind, dim):
     """Whitened step sizes of the usual optimal-scaling orders in the dimension ``d``."""
     d = max(int(dim), 1)
     return {"rwm": 2.38 / d**0.5, "mala": 1.0 / d ** (1 / 3), "hmc": 1.0 / d**0.25, "nuts": 0.5,
-            "ula": 0.1 / d ** (1 / 3)}[kind]
+            "ula": 0.1 / d ** (1 / 3), "imh": 1.0}[kind]
 
 
 def target_acceptance(m: MoveSettings):
@@ -167,6 +179,8 @@ def _exploded(old_logdensity, new_logdensity, new_position):
 
 def _kernel(m: MoveSettings):
     """One BlackJAX transition on a single particle: ``(key, state, logdensity, step) -> state, acc, div``."""
+    if m.kind == "imh":
+        return imh_kernel(m)
     if m.kind == "rwm":
         kernel = blackjax.mcmc.random_walk.build_additive_step()
         init = blackjax.mcmc.random_walk.init
@@ -232,6 +246,9 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
     particles being moved — which makes the kernel depend on the particles it moves and biases
     ``log Z`` upwards (see ``tests/test_tempered.py``): samplers should pass one fitted to the weighted
     particles *before* resampling, so that the kernel is a function of the previous generation only.
+    For ``move="imh"`` a third entry carries the proposal's fit
+    (:func:`~smcppl.kernels.independent.proposal_fit` of the same weighted particles; fitted like
+    ``(mu, L)`` if absent).
 
     ``adapt_target``: if given, the step size is adapted after every transition from the population's
     mean acceptance (:func:`adapt_step_size`), so that a stage whose curvature the incoming step size
@@ -245,7 +262,7 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
     n, d = positions.shape
     if preconditioner is None:
         preconditioner = particle_preconditioner(positions, log_weights, m.preconditioning)
-    mu, L = preconditioner
+    mu, L = preconditioner[0], preconditioner[1]
     init, step = _kernel(m)
     if m.kind in ("hmc", "nuts"):
         # BlackJAX's own metric: inverse mass matrix = particle covariance. Equivalent (affine invariance)
@@ -253,6 +270,11 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
         # gradient evaluation.
         imm = L @ L.T if L.ndim == 2 else L**2
         mu, L = jnp.zeros_like(mu), jnp.ones_like(mu)
+    elif m.kind == "imh":
+        # the proposal's fit (preconditioner[2], from independent.proposal_fit) goes where HMC's metric goes;
+        # the step size is the proposal's fixed scale (never adapted)
+        imm = preconditioner[2] if len(preconditioner) > 2 else proposal_fit(positions, log_weights, preconditioner, m)
+        adapt_target = None
     else:
         imm = None
     logdens_z = _nan_safe(lambda z: logdensity_fn(_to_x(mu, L, z)))
