@@ -84,8 +84,8 @@ class MoveSettings(NamedTuple):
     the particles (1 = their mean and covariance) and the t's degrees of freedom (None = Gaussian).
     """
 
-    kind: str = "rwm"
-    num_steps: int = 10
+    kind: str = "hmc"  # the defaults are TemperedSMC's (one vocabulary, ARCHITECTURE.md)
+    num_steps: int = 5
     preconditioning: str = "full"
     target_acceptance: Optional[float] = None
     step_size: Optional[float] = None
