@@ -14,9 +14,11 @@ The workaround is single-threaded Eigen on CPU, which must be in the environment
 """
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import threading
+import time
 from typing import Any, Callable, Optional
 
 import jax
@@ -72,6 +74,20 @@ def _timeout_message(what: str, timeout: float) -> str:
             f"goes on in the background; restart the kernel/process to free it. {advice}")
 
 
+EXIT_GRACE_SECONDS = 30.0  # at interpreter exit, how long to wait for runs left behind by a timeout
+_left_running: set = set()  # worker threads of timed-out calls that have not finished yet
+
+
+@atexit.register
+def _wait_for_left_running():
+    """At exit, give computations left running by a timeout up to ``EXIT_GRACE_SECONDS`` in all to finish:
+    a daemon thread still inside XLA when the interpreter shuts down aborts the process ("FATAL:
+    exception not rethrown") instead of letting it exit cleanly. A truly hung run is not waited for longer."""
+    deadline = time.monotonic() + EXIT_GRACE_SECONDS
+    for thread in list(_left_running):
+        thread.join(max(deadline - time.monotonic(), 0.0))
+
+
 def call_with_timeout(fn: Callable, *args, timeout: Optional[float] = None, what: str = "SMC run") -> Any:
     """``jax.block_until_ready(fn(*args))``, waiting at most ``timeout`` seconds.
 
@@ -93,9 +109,12 @@ def call_with_timeout(fn: Callable, *args, timeout: Optional[float] = None, what
             box["error"] = err
         finally:
             done.set()
+            _left_running.discard(threading.current_thread())
 
-    threading.Thread(target=work, name=f"smcppl-watchdog[{what}]", daemon=True).start()
+    worker = threading.Thread(target=work, name=f"smcppl-watchdog[{what}]", daemon=True)
+    worker.start()
     if not done.wait(timeout):
+        _left_running.add(worker)
         raise SMCTimeoutError(_timeout_message(what, timeout))
     if "error" in box:
         err = box.pop("error")
