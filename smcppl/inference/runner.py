@@ -220,7 +220,6 @@ class SMC:
         key = None if cache_key is None else cache_key + (kind,)
         if key is not None and key in self._compiled:
             return self._compiled[key], True
-        enable_compilation_cache()
         run_one = self._run_one_fn(plan, resampling)
         if kind == "vmap":
             fn = jax.jit(jax.vmap(run_one, in_axes=(0, None, None)))
