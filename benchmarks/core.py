@@ -42,7 +42,7 @@ from smcppl.core import Resampling, SMCState, build_step  # noqa: E402
 from smcppl.core.policy import count_unique  # noqa: E402
 from smcppl.core.resampling import RESAMPLERS  # noqa: E402
 from smcppl.core.weights import ess_ratio, log_mean_exp, log_normalize, normalized_entropy, sanitize  # noqa: E402
-from smcppl.inference.bootstrap import bootstrap_feynman_kac  # noqa: E402
+from smcppl.inference.state_space.bootstrap import bootstrap_feynman_kac  # noqa: E402
 from smcppl.models.state_space import LinearGaussian, StateSpaceModel, linear_gaussian, simulate  # noqa: E402
 
 

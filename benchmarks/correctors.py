@@ -35,8 +35,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from smcppl.inference.correctors import annealed, fk_steering, guided, product_of_experts  # noqa: E402
-from smcppl.inference.runner import make_run_one  # noqa: E402
+from smcppl.inference.correctors.corrector import annealed, fk_steering, guided, product_of_experts  # noqa: E402
+from smcppl.runner import make_run_one  # noqa: E402
 from smcppl.models import diffusion_targets as dt  # noqa: E402
 from smcppl.models.sde import VPSDE  # noqa: E402
 

@@ -78,7 +78,7 @@ def worker(args):
 
     from smcppl import SMC, TemperedSMC
     from smcppl.core.watchdog import SMCTimeoutError, call_with_timeout, cpu_eigen_mitigation_active
-    from smcppl.inference.runner import make_run_one
+    from smcppl.runner import make_run_one
 
     if args.cache_dir:
         jax.config.update("jax_compilation_cache_dir", args.cache_dir)

@@ -37,7 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from smcppl.core import Entropic, Resampling  # noqa: E402
-from smcppl.inference.sequence import LookAhead, ParticleFilter, particle_filter, select_index  # noqa: E402
+from smcppl.inference.sequence.filter import LookAhead, ParticleFilter, particle_filter, select_index  # noqa: E402
 from smcppl.models.sequence_tasks import TASKS, make_task  # noqa: E402
 
 METHODS = {

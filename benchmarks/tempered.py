@@ -422,7 +422,7 @@ class BlackJAXMethod:
         from blackjax.smc import resampling
         from blackjax.smc.tuning.from_particles import particles_covariance_matrix
 
-        from smcppl.inference.tempered import TemperedSMC
+        from smcppl.inference.tempered.model import TemperedSMC
 
         dens = TemperedSMC(model).density(**data)  # the same log densities and prior draws as smcppl
         ddata = dens.data
@@ -906,7 +906,7 @@ def child(a):
     elif m == "blackjax":
         import blackjax  # noqa: F401
 
-        import smcppl.inference.tempered  # noqa: F401  (the shared log densities and prior draws)
+        import smcppl.inference.tempered.model  # noqa: F401  (the shared log densities and prior draws)
     elif m == "nuts":
         import numpyro.infer  # noqa: F401
     elif m in ("pymc", "particles"):

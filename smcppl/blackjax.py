@@ -9,13 +9,13 @@
     state, info = smc.step(key, state)   # state.particles, .weights, .tempering_param; info.log_likelihood_increment
 
 ``adaptive_tempered_smc`` and ``tempered_smc`` (fixed schedule: ``step(key, state, tempering_param)``) are
-smcppl's (:mod:`smcppl.inference.blackjax_api`); every other name (``hmc``, ``smc``,
+smcppl's (:mod:`smcppl.inference.tempered.blackjax_api`); every other name (``hmc``, ``smc``,
 ``inner_kernel_tuning``, ...) is BlackJAX's own. smcppl's states also carry ``log_weights`` and the running
 ``log_evidence``; ``resampling=smcppl.Resampling(...)`` (keyword) gives ESS-triggered or entropic resampling.
 """
 import blackjax as _blackjax
 
-from smcppl.inference.blackjax_api import (
+from smcppl.inference.tempered.blackjax_api import (
     TemperedSMCInfo,
     TemperedSMCState,
     adaptive_tempered_smc,

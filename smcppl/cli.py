@@ -230,7 +230,7 @@ def main(argv=None):
         return 2
     except Exception as e:  # noqa: BLE001 - model errors etc. get a clean one-line message
         from smcppl.core.engine import SMCError
-        from smcppl.inference.numpyro_model import ModelError
+        from smcppl.inference.tempered.numpyro_model import ModelError
         if isinstance(e, (ModelError, SMCError, ValueError, TypeError)):
             print(f"smcppl: error: {e}", file=sys.stderr)
             return 2

@@ -20,9 +20,9 @@ def cases():
     from smcppl.models import zoo
     from smcppl.models.sequence_tasks import lagged_verifier
     from smcppl.models.state_space import linear_gaussian, simulate
-    from smcppl.inference.bootstrap import bootstrap_filter
-    from smcppl.inference.host import run_host
-    from smcppl.inference.correctors import annealed
+    from smcppl.inference.state_space.bootstrap import bootstrap_filter
+    from smcppl.inference.sequence.host import run_host
+    from smcppl.inference.correctors.corrector import annealed
     from smcppl.models import diffusion_targets as dt
     from smcppl.models.sde import VPSDE
     import blackjax

@@ -25,7 +25,7 @@ from scipy.special import logsumexp
 import smcppl
 from smcppl import Resampling
 from smcppl import blackjax as bjx
-from smcppl.inference.blackjax_api import _shared_or_per_particle
+from smcppl.inference.tempered.blackjax_api import _shared_or_per_particle
 
 NUM_PARTICLES = 100
 NUM_RUNS = 4  # independent runs of one compiled program per test

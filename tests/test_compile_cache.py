@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from smcppl import SMC, TemperedSMC
-from smcppl.inference.runner import compilation_cache_dir
+from smcppl.runner import compilation_cache_dir
 from smcppl.models import zoo
 
 DATA = zoo.conjugate_gaussian_data(dim=3, num_obs=5, seed=2)
@@ -123,7 +123,7 @@ def test_fresh_process_reuses_the_persistent_cache(tmp_path):
 def test_no_reuse_when_an_algorithm_bakes_array_inputs_into_the_code():
     """An algorithm that closes over an array input (the sequence filter's prompt) must not have its
     compiled code reused for new values of that input: the signature check refuses it."""
-    from smcppl.inference.runner import _data_holds_every_array
+    from smcppl.runner import _data_holds_every_array
 
     y = np.zeros((5, 3))
     assert _data_holds_every_array((), {"y": y, "dim": 3}, [y])  # TemperedSMC: arrays are jit arguments

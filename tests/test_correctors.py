@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 from smcppl import SMC, Resampling, SMCHealthWarning
-from smcppl.inference.correctors import FeynmanKacCorrector, annealed, fk_steering, guided, product_of_experts
-from smcppl.inference.runner import make_run_one
+from smcppl.inference.correctors.corrector import FeynmanKacCorrector, annealed, fk_steering, guided, product_of_experts
+from smcppl.runner import make_run_one
 from smcppl.models import diffusion_targets as dt
 from smcppl.models.sde import VESDE, VPSDE, from_denoiser, from_epsilon, x0_prediction
 

@@ -21,7 +21,7 @@ from smcppl import SMC, Plan, Resampling, TemperedSMC  # noqa: E402
 from smcppl.diagnostics import export, plots  # noqa: E402
 from smcppl.diagnostics import load_netcdf, output_to_datatree, print_summary, save_netcdf, to_arviz  # noqa: E402
 from smcppl.diagnostics import to_datatree  # noqa: E402
-from smcppl.inference.bootstrap import bootstrap_feynman_kac  # noqa: E402
+from smcppl.inference.state_space.bootstrap import bootstrap_feynman_kac  # noqa: E402
 from smcppl.models import zoo  # noqa: E402
 from smcppl.models.state_space import LinearGaussian, linear_gaussian, simulate  # noqa: E402
 

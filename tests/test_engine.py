@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from smcppl.core import Entropic, FeynmanKac, Resampling, SMCError, raise_if_failed, run_adaptive, run_fixed
-from smcppl.inference.bootstrap import bootstrap_filter
+from smcppl.inference.state_space.bootstrap import bootstrap_filter
 from smcppl.models.state_space import LinearGaussian, kalman_filter, linear_gaussian, simulate
 
 PARAMS = LinearGaussian(A=np.array([[0.9]]), Q=np.array([[0.5]]), C=np.array([[1.0]]), R=np.array([[1.0]]),

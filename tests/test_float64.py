@@ -21,13 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 from smcppl import SMC
 from smcppl.models import zoo
-from smcppl.inference.tempered import TemperedSMC
-from smcppl.inference.annealed_langevin import AnnealedLangevin
-from smcppl.inference.bootstrap import bootstrap_filter
+from smcppl.inference.tempered.model import TemperedSMC
+from smcppl.inference.tempered.annealed_langevin import AnnealedLangevin
+from smcppl.inference.state_space.bootstrap import bootstrap_filter
 from smcppl.models.state_space import LinearGaussian, kalman_filter, linear_gaussian, simulate
-from smcppl.inference.sequence import ParticleFilter, particle_filter
+from smcppl.inference.sequence.filter import ParticleFilter, particle_filter
 from smcppl.models.sequence_tasks import lagged_verifier
-from smcppl.inference.correctors import annealed, fk_steering
+from smcppl.inference.correctors.corrector import annealed, fk_steering
 from smcppl.models import diffusion_targets as dt
 from smcppl.models.sde import VPSDE
 

@@ -13,7 +13,7 @@ from numpyro.infer.util import potential_energy
 from scipy import integrate, special, stats
 
 from smcppl import SMC, ModelError, TemperedSMC
-from smcppl.inference.numpyro_model import numpyro_density
+from smcppl.inference.tempered.numpyro_model import numpyro_density
 
 
 # ------------------------------------------------------------------------------------------- models

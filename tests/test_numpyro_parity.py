@@ -98,7 +98,7 @@ def test_save_reload_and_pickle_refused(run, tmp_path):
 def test_chain_method_names():
     with pytest.raises(ValueError, match="chain_method"):
         SMC(TemperedSMC(line), 100, 2, chain_method="pmap")
-    from smcppl.inference.runner import resolve_chain_method
+    from smcppl.runner import resolve_chain_method
 
     assert resolve_chain_method("parallel", 2) == ("sharded" if jax.device_count() > 1 else "sequential")
     assert resolve_chain_method(None, 4) == ("sequential" if jax.default_backend() == "cpu" else "vectorized")

@@ -1,4 +1,4 @@
-"""Particle filters over sequence policies (smcppl.inference.sequence) against exact answers.
+"""Particle filters over sequence policies (smcppl.inference.sequence.filter) against exact answers.
 
 Compile time dominates on CPU, so every compiled filter is built once (module-level caches) and
 vmapped over seeds; PRM tables are passed as traced arguments so that one compiled filter serves
@@ -14,8 +14,8 @@ import pytest
 from smcppl import SMC, Entropic, Resampling, SMCError
 from smcppl.core import raise_if_failed
 from smcppl.core.weights import normalize
-from smcppl.inference.host import run_host
-from smcppl.inference.sequence import (LookAhead, ParticleFilter, SequenceState, particle_filter, select_final,
+from smcppl.inference.sequence.host import run_host
+from smcppl.inference.sequence.filter import (LookAhead, ParticleFilter, SequenceState, particle_filter, select_final,
                                        select_index)
 from smcppl.models.sequence_tasks import lagged_verifier, strategy_trap
 

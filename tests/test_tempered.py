@@ -260,7 +260,7 @@ def test_waste_free_smc_evidence():
 
 
 def test_chains_vmapped_equal_chains_one_at_a_time():
-    from smcppl.inference.runner import make_run_one
+    from smcppl.runner import make_run_one
 
     smc = SMC(TemperedSMC(zoo.beta_binomial, move="rwm", num_mcmc_steps=2), num_particles=300, num_chains=3)
     smc.run(jax.random.key(13), n=20, k=7)

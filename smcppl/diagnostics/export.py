@@ -194,7 +194,7 @@ def _log_normalize_np(lw):
 # ------------------------------------------------------------------------------------------ smc_stats
 def smc_stats_dataset(output, attrs=None, draw_stats=None) -> xr.Dataset:
     """The ``smc_stats`` group of an :class:`~smcppl.core.engine.SMCOutput` (with or without a chain axis);
-    ``draw_stats`` (the runner's, see :func:`smcppl.inference.runner.final_draws`) adds ``n_unique_draws``."""
+    ``draw_stats`` (the runner's, see :func:`smcppl.runner.final_draws`) adds ``n_unique_draws``."""
     if np.ndim(_np(output.log_evidence)) == 0:
         output = _add_chain_axis(output)
         draw_stats = None if draw_stats is None else _add_chain_axis(draw_stats)

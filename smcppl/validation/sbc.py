@@ -20,7 +20,7 @@ import numpy as np
 
 from smcppl.core.policy import validate_resampling
 from smcppl.core.weights import normalize
-from smcppl.inference.numpyro_model import split_data
+from smcppl.inference.tempered.numpyro_model import split_data
 from smcppl.core.chain import make_run_one
 
 __all__ = ["SBCResult", "simulation_based_calibration"]

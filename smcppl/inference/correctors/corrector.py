@@ -354,12 +354,12 @@ class FeynmanKacCorrector:
 
     # ------------------------------------------------------------------ the plan
     def build(self, num_particles, *args, **kwargs) -> Plan:
-        """Check inputs and return the :class:`~smcppl.inference.runner.Plan` for ``SMC``.
+        """Check inputs and return the :class:`~smcppl.runner.Plan` for ``SMC``.
 
         ``SMC(fkc, N).run(key)`` calls the scores as ``s(x, t)``; ``SMC(fkc, N).run(key, params)`` passes
         ``params`` (any pytree of arrays, e.g. network weights or mixture parameters) as a jit argument
         and calls ``s(x, t, params)`` and ``reward(x, params)``, so that compiled code is reused for new
-        parameters of the same shapes (see :func:`smcppl.inference.runner.make_run_one`)."""
+        parameters of the same shapes (see :func:`smcppl.runner.make_run_one`)."""
         if kwargs or len(args) > 1:
             raise TypeError(f"{self._sampler_name()}.build takes at most one argument (the score parameters); got "
                             f"{len(args)} positional and {sorted(kwargs)} keyword argument(s).")

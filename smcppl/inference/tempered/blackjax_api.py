@@ -40,7 +40,7 @@ from smcppl.core.entropic import with_entropic_correction
 from smcppl.core.policy import Resampling, validate_resampling
 from smcppl.core.schedules import next_temperature
 from smcppl.core.weights import log_mean_exp, normalize, sanitize
-from smcppl.inference.tempered import _tempered_logdensity, _validate_target_ess
+from smcppl.inference.tempered.model import _tempered_logdensity, _validate_target_ess
 
 __all__ = [
     "TemperedSMCInfo",

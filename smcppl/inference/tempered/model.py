@@ -27,7 +27,7 @@ from smcppl.core.plan import Pilot, Plan
 from smcppl.core.policy import Resampling, validate_resampling
 from smcppl.core.schedules import next_temperature, validate_schedule
 from smcppl.core.weights import normalize, sanitize
-from smcppl.inference.numpyro_model import numpyro_density
+from smcppl.inference.tempered.numpyro_model import numpyro_density
 from smcppl.kernels.independent import proposal_fit, proposal_fit_template
 from smcppl.kernels.moves import (MoveSettings, default_step_size, move_population,
                                   particle_preconditioner, target_acceptance, validate_move)

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from smcppl.core.policy import Resampling
-from smcppl.inference.tempered import TemperedSMC
+from smcppl.inference.tempered.model import TemperedSMC
 
 __all__ = ["AnnealedLangevin"]
 

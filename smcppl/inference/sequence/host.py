@@ -1,7 +1,7 @@
 """Host runner: the sequence particle filter for policies that are not JAX.
 
 The policy and the potential may be any Python objects (an LLM behind an API, a PyTorch model, NumPy
-code) with the protocol of :mod:`smcppl.inference.sequence` except that the first argument of
+code) with the protocol of :mod:`smcppl.inference.sequence.filter` except that the first argument of
 ``init``/``step`` is a ``numpy.random.Generator`` instead of a JAX key and arrays may be anything
 ``numpy.asarray`` accepts:
 
@@ -12,7 +12,7 @@ code) with the protocol of :mod:`smcppl.inference.sequence` except that the firs
 :func:`run_host` loops over steps in Python (the one deliberate exception to "no Python loop on the hot
 path") and calls the *same* jitted functions as the JAX filter for everything that is not the policy:
 the core's resampling step (:func:`smcppl.core.policy.resample`, entropic included), the unit scores,
-the reweighting and the look-ahead modulation (:mod:`smcppl.inference.sequence`), and the diagnostics.
+the reweighting and the look-ahead modulation (:mod:`smcppl.inference.sequence.filter`), and the diagnostics.
 The result carries a core :class:`~smcppl.core.engine.SMCOutput`, so ``ParticleFilter.select`` and the
 ArviZ exporter (:func:`smcppl.diagnostics.export.output_to_datatree`) work on it unchanged.
 """
@@ -28,7 +28,7 @@ import numpy as np
 from smcppl.core.engine import SMCError, SMCOutput, SMCState, StepInfo, validate_num_particles
 from smcppl.core.policy import count_unique, resample
 from smcppl.core.weights import all_dead, ess_ratio, log_mean_exp, normalized_entropy
-from smcppl.inference.sequence import (FilterParticles, ParticleFilter, SequenceState, _as_state,
+from smcppl.inference.sequence.filter import (FilterParticles, ParticleFilter, SequenceState, _as_state,
                                        lookahead_adjustment, lookahead_log_floor, reweight, unit_scores)
 
 __all__ = ["run_host", "HostResult"]
