@@ -79,7 +79,7 @@ def _toy_fk(die_at, nan=False):
     def init(key):
         return jax.random.normal(key, (16,)), jnp.zeros(16), jnp.zeros((), jnp.int32)
 
-    def move(key, x, lw, t):
+    def move(key, x, lw, t, ancestry):
         return x + 0.1 * jax.random.normal(key, x.shape), None
 
     def update(x, lw, t, info):

@@ -1,5 +1,6 @@
 """Core of smcppl: weights, resampling (incl. entropic), resampling policy, schedules and the FK engine."""
 from smcppl.core.engine import (
+    Ancestry,
     FeynmanKac,
     SMCError,
     SMCOutput,

@@ -4,10 +4,16 @@ A :class:`FeynmanKac` model supplies, for populations of N particles (any pytree
 particle axis):
 
 * ``init(key) -> (particles, log_weights, params)``: ``M0`` draws and the first log-potential ``G0``;
-* ``move(key, particles, log_weights, params) -> (particles, move_info)``: the Markov move ``M_t``;
+* ``move(key, particles, log_weights, params, ancestry) -> (particles, move_info[, log_g])``: the
+  Markov move ``M_t`` of the resampled particles. ``ancestry`` (:class:`Ancestry`) says what this step's
+  resampling did (ancestor ``indices``, ``resampled``), and ``log_weights`` are the weights it carried
+  (0, or the entropic residual). A move that computes the potential on the way (a sequence filter
+  scores the new unit, a corrector integrates its weight along the SDE path) returns it as a third
+  element ``log_g`` ``[N]``; then ``log_potential`` is not called (it may be None);
 * ``update(particles, log_weights, params, move_info) -> params``: the next stage's parameter
   (e.g. the next temperature, picked adaptively from the particles, or simply ``t + 1``);
-* ``log_potential(particles, prev_particles, params, new_params) -> log G_t`` of shape ``[N]``;
+* ``log_potential(particles, prev_particles, params, new_params) -> log G_t`` of shape ``[N]``, for
+  moves that do not return it;
 * ``progress(params)`` in [0, 1] (used by entropic temperature rules) and, for adaptive runs,
   ``done(params)``.
 
@@ -32,6 +38,7 @@ from smcppl.core.policy import Resampling, count_unique, resample, validate_resa
 from smcppl.core.weights import all_dead, ess_ratio, log_mean_exp, normalized_entropy, sanitize
 
 __all__ = [
+    "Ancestry",
     "FeynmanKac",
     "SMCState",
     "StepInfo",
@@ -53,16 +60,35 @@ class SMCError(RuntimeError):
 
 
 class FeynmanKac(NamedTuple):
+    """The Feynman–Kac model of one sampler (module docstring; ARCHITECTURE.md, "One engine")."""
+
     init: Callable
     move: Callable
     update: Callable
-    log_potential: Callable
+    log_potential: Optional[Callable]
     progress: Callable = lambda params: jnp.zeros(())
     done: Callable = lambda params: jnp.array(False)
     record: Callable = lambda params: params  # what of params goes into the per-stage trace
 
 
 LINEAGE_LAG = 2  # resampling events back that define a particle's lineage (its cluster for the MCSE)
+
+
+class Ancestry(NamedTuple):
+    """What a step's resampling did, handed to ``move``: ``indices[i]`` is the ancestor of particle ``i``
+    (``arange(N)`` when nothing was resampled) and ``resampled`` whether a resampling event happened."""
+
+    indices: jax.Array
+    resampled: jax.Array
+
+
+def _log_potential(fk: FeynmanKac, moved_out, prev_particles, params, new_params):
+    """``log G_t``: the ``log_g`` that ``move`` returned, else ``fk.log_potential`` of the moved particles."""
+    if len(moved_out) == 3:
+        return moved_out[2]
+    if fk.log_potential is None:
+        raise TypeError("FeynmanKac.log_potential is None but move returned (particles, move_info) without log_g.")
+    return fk.log_potential(moved_out[0], prev_particles, params, new_params)
 
 
 class SMCState(NamedTuple):
@@ -185,9 +211,10 @@ def build_step(fk: FeynmanKac, resampling: Resampling = Resampling(), record_anc
         n = state.log_weights.shape[0]
         res = resample(k_res, state.log_weights, fk.progress(state.params), resampling)
         particles = jax.tree_util.tree_map(lambda x: jnp.take(x, res.indices, axis=0), state.particles)
-        moved, move_info = fk.move(k_move, particles, res.log_weights, state.params)
+        out = fk.move(k_move, particles, res.log_weights, state.params, Ancestry(res.indices, res.resampled))
+        moved, move_info = out[0], out[1]
         new_params = fk.update(moved, res.log_weights, state.params, move_info)
-        log_g = sanitize(fk.log_potential(moved, particles, state.params, new_params))
+        log_g = sanitize(_log_potential(fk, out, particles, state.params, new_params))
         lw = res.log_weights + log_g
         log_evidence = state.log_evidence + res.log_evidence_increment
         new_state = SMCState(moved, lw, log_evidence, new_params, state.stage + 1,
@@ -203,7 +230,11 @@ def build_step(fk: FeynmanKac, resampling: Resampling = Resampling(), record_anc
 
 def _move_info_template(fk, rng_key, state):
     """Shape of move_info without running anything (for stage-0 padding)."""
-    shapes = jax.eval_shape(lambda k, s: fk.move(k, s.particles, s.log_weights, s.params)[1], rng_key, state)
+    def move_info(k, s):
+        n = s.log_weights.shape[0]
+        return fk.move(k, s.particles, s.log_weights, s.params, Ancestry(jnp.arange(n), jnp.array(False)))[1]
+
+    shapes = jax.eval_shape(move_info, rng_key, state)
     return jax.tree_util.tree_map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype)
                                   if jnp.issubdtype(s.dtype, jnp.floating) else jnp.zeros(s.shape, s.dtype), shapes)
 

@@ -451,7 +451,7 @@ def corrector_feynman_kac(c: FeynmanKacCorrector, num_particles: int, params=Non
             lw = lw + sum(b * (jax.vmap(f, in_axes=(0, None))(x, times[0]) - log_ref) for b, f in zip(betas, log_dens))
         return p, lw, jnp.zeros((), jnp.int32)
 
-    def move(key, p, log_weights, stage):
+    def move(key, p, log_weights, stage, ancestry):
         times = jnp.asarray(times_np, p["x"].dtype)
 
         def substep(carry, inp):

@@ -403,7 +403,7 @@ def sequence_feynman_kac(policy, potential, prompt, num_particles: int, max_step
                   "invalid_scores": inv + inv2, "resample_next": resample_decision(held, res_policy)}
         return parts, held, params
 
-    def move(key, parts: FilterParticles, carried, params):
+    def move(key, parts: FilterParticles, carried, params, ancestry):
         t_new = params["t"] + 1
         k1, k2 = jax.random.split(key)
         seq = parts.seq

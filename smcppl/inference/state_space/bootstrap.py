@@ -26,7 +26,7 @@ def bootstrap_feynman_kac(ssm: StateSpaceModel, observations, num_particles: int
         x0 = ssm.sample_initial(key, num_particles)
         return x0, ssm.log_observation(x0, ys[0], 0), jnp.zeros((), jnp.int32)
 
-    def move(key, x, log_weights, t):
+    def move(key, x, log_weights, t, ancestry):
         return ssm.sample_transition(key, x, t + 1), None
 
     def update(x, log_weights, t, move_info):

@@ -124,7 +124,7 @@ def _feynman_kac(logprior_fn, loglikelihood_fn, mcmc_step_fn, mcmc_init_fn, mcmc
     """
     loglik = _map(loglikelihood_fn, batch_size)
 
-    def move(key, particles, log_weights, params):
+    def move(key, particles, log_weights, params, ancestry):
         n = log_weights.shape[0]
         shared, per = _shared_or_per_particle(mcmc_parameters, n)
         logdensity = _tempered_logdensity(logprior_fn, loglikelihood_fn, params["lambda"])

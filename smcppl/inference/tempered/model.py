@@ -191,7 +191,7 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
             lw = jnp.where(params["pilot_failed"], -jnp.inf, lw)  # a failed nested pilot fails the run loudly
         return particles, lw, params
 
-    def move_fn(key, particles, log_weights, params):
+    def move_fn(key, particles, log_weights, params, ancestry):
         logdensity = _tempered_logdensity(logprior_fn, loglik_fn, params["beta"])
         mu, L, h, prop = kernel_of(params)
         pre = None if tuning == "resampled" else (mu, L, prop)
