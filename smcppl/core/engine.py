@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from smcppl.core.checks import positive_int
 from smcppl.core.policy import Resampling, count_unique, resample, validate_resampling
 from smcppl.core.weights import all_dead, ess_ratio, log_mean_exp, normalized_entropy, sanitize
 
@@ -137,23 +138,6 @@ class SMCOutput(NamedTuple):
     n_stages: jax.Array  # number of valid trace rows
     log_evidence: jax.Array  # final log Z estimate
     dead_stage: jax.Array  # first stage where every particle died, -1 if none
-
-
-def positive_int(value, what):
-    """``int(value)`` if it is a positive integer, else a clear TypeError/ValueError naming ``what``."""
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be a positive integer, got {value!r}.")
-    if not isinstance(value, (int, np.integer)):
-        try:
-            ok = float(value) == int(value)
-        except Exception:  # noqa: BLE001
-            ok = False
-        if not ok:
-            raise TypeError(f"{what} must be a positive integer, got {value!r}.")
-    value = int(value)
-    if value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value}.")
-    return value
 
 
 def validate_num_particles(num_particles):

@@ -1,0 +1,59 @@
+"""Input checks shared by every sampler: one way to validate a setting, one wording of the error.
+
+Each check returns the value in its canonical Python type or raises a ``TypeError``/``ValueError`` that
+names the setting (``what``), the value received and what is expected, before anything is compiled.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["positive_int", "finite_float", "positive_float", "open_unit_interval"]
+
+
+def positive_int(value, what: str) -> int:
+    """``int(value)`` if it is a positive integer (an integral float such as ``5.0`` is accepted; a bool
+    is not), else a TypeError/ValueError naming ``what``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be a positive integer, got {value!r}.")
+    if not isinstance(value, (int, np.integer)):
+        try:
+            ok = float(value) == int(value)
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise TypeError(f"{what} must be a positive integer, got {value!r}.")
+    value = int(value)
+    if value <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {value}.")
+    return value
+
+
+def finite_float(value, what: str) -> float:
+    """``float(value)`` if it is a finite real number, else a TypeError/ValueError naming ``what``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be a real number, got {value!r}.")
+    try:
+        f = float(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what} must be a real number, got {value!r}.") from e
+    if not math.isfinite(f):
+        raise ValueError(f"{what} must be finite, got {value!r}.")
+    return f
+
+
+def positive_float(value, what: str) -> float:
+    """A finite real number ``> 0``."""
+    f = finite_float(value, what)
+    if not f > 0:
+        raise ValueError(f"{what} must be positive, got {value!r}.")
+    return f
+
+
+def open_unit_interval(value, what: str) -> float:
+    """A real number in ``(0, 1)`` (a fraction such as a target ESS or acceptance rate)."""
+    f = finite_float(value, what)
+    if not 0.0 < f < 1.0:
+        raise ValueError(f"{what} must be in (0, 1), got {value!r}.")
+    return f
