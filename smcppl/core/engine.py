@@ -32,7 +32,6 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from smcppl.core.checks import positive_int
 from smcppl.core.policy import Resampling, count_unique, resample, validate_resampling
