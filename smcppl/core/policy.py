@@ -20,7 +20,8 @@ from smcppl.core.entropic import Entropic, temperature, tempered_log_probs, vali
 from smcppl.core.resampling import get_resampler
 from smcppl.core.weights import ess_ratio, log_normalize, sanitize
 
-__all__ = ["Resampling", "ResampleResult", "resample", "resample_decision", "validate_resampling", "count_unique"]
+__all__ = ["Resampling", "ResampleResult", "resample", "resample_decision", "validate_resampling", "as_resampling",
+           "count_unique"]
 
 WHEN = ("always", "ess", "never")
 
@@ -68,6 +69,29 @@ def validate_resampling(policy: Resampling) -> Resampling:
     if policy.entropic is not None:
         validate_entropic(policy.entropic)
     return policy
+
+
+def as_resampling(resampling=None, entropic=None, *, default: Resampling = Resampling()) -> Resampling:
+    """The one way a sampler turns its ``resampling``/``entropic`` arguments into a :class:`Resampling`.
+
+    ``resampling``: None (the sampler's ``default`` policy), a scheme name (``default`` with that scheme:
+    a name changes *how*, never *when*), or a :class:`Resampling` (used as given). ``entropic``: None or
+    False (unchanged), True (``Entropic()``), a rule name (``Entropic(rule=name)``) or an :class:`Entropic`;
+    it replaces the policy's ``entropic`` field. The result is validated."""
+    if resampling is None:
+        resampling = default
+    elif isinstance(resampling, str):
+        resampling = default._replace(scheme=resampling)
+    resampling = validate_resampling(resampling)
+    if entropic is None or entropic is False:
+        return resampling
+    if entropic is True:
+        entropic = Entropic()
+    elif isinstance(entropic, str):
+        entropic = Entropic(rule=entropic)
+    if not isinstance(entropic, Entropic):
+        raise TypeError(f"entropic must be None, True, a rule name or a smcppl.Entropic, got {entropic!r}.")
+    return resampling._replace(entropic=validate_entropic(entropic))
 
 
 def count_unique(indices, num_particles):

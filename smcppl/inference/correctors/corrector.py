@@ -83,7 +83,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from smcppl.core.engine import FeynmanKac, positive_int, validate_num_particles
-from smcppl.core.policy import Resampling, validate_resampling
+from smcppl.core.policy import Resampling, as_resampling
 from smcppl.core.plan import Plan
 from smcppl.models.sde import SDE, validate_sde, x0_prediction
 
@@ -212,7 +212,7 @@ class FeynmanKacCorrector:
                 resampling = Resampling("systematic", "never")
             else:
                 resampling = Resampling("systematic", "always")
-        self.resampling = validate_resampling(resampling)
+        self.resampling = as_resampling(resampling)
         if log_densities is not None:
             log_densities = (log_densities,) if callable(log_densities) else tuple(log_densities)
             if len(log_densities) != len(scores) or not all(callable(f) for f in log_densities):

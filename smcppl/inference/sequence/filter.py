@@ -53,8 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from smcppl.core.engine import FeynmanKac, SMCOutput, run_fixed, validate_num_particles
-from smcppl.core.entropic import Entropic, validate_entropic
-from smcppl.core.policy import Resampling, count_unique, resample_decision, validate_resampling
+from smcppl.core.policy import Resampling, as_resampling, count_unique, resample_decision
 from smcppl.core.weights import log_normalize, sanitize
 from smcppl.core.plan import Plan
 from smcppl.core.sequence_state import Potential, SequencePolicy, SequenceState
@@ -194,23 +193,13 @@ def select_index(key, log_weights, method: str = "argmax", answers=None):
 
 # --------------------------------------------------------------------------------------------------
 # option handling
+SEQUENCE_RESAMPLING = Resampling(scheme="multinomial", when="always")  # a particle filter's default: every step
+
+
 def resolve_resampling(resampling, entropic) -> Resampling:
-    """A :class:`Resampling` from a scheme name (resample every step) or a Resampling, with the entropic
-    setting (None/False: off, True: ``Entropic()``, a rule name, or an :class:`Entropic`) applied."""
-    if resampling is None:
-        resampling = "multinomial"
-    if isinstance(resampling, str):
-        resampling = Resampling(scheme=resampling, when="always")
-    resampling = validate_resampling(resampling)
-    if entropic is not None and entropic is not False:
-        if entropic is True:
-            entropic = Entropic()
-        elif isinstance(entropic, str):
-            entropic = Entropic(rule=entropic)
-        if not isinstance(entropic, Entropic):
-            raise TypeError(f"entropic must be None, True, a rule name or a smcppl.Entropic, got {entropic!r}.")
-        resampling = resampling._replace(entropic=validate_entropic(entropic))
-    return resampling
+    """The filter's policy: :func:`smcppl.core.policy.as_resampling` with the default ``SEQUENCE_RESAMPLING``
+    (a scheme name resamples at every step)."""
+    return as_resampling(resampling, entropic, default=SEQUENCE_RESAMPLING)
 
 
 def resolve_lookahead(lookahead) -> Optional[LookAhead]:
@@ -349,7 +338,7 @@ def sequence_feynman_kac(policy, potential, prompt, num_particles: int, max_step
     """
     n = num_particles
     la = lookahead
-    res_policy = validate_resampling(resampling if resampling is not None else Resampling(when="always"))
+    res_policy = as_resampling(resampling, default=SEQUENCE_RESAMPLING)
     ft = _float_dtype()
 
     def absorb(old, new, was_done):

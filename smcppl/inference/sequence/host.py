@@ -18,8 +18,7 @@ ArviZ exporter (:func:`smcppl.diagnostics.export.output_to_datatree`) work on it
 """
 from __future__ import annotations
 
-from functools import partial
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp

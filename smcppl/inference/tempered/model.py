@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from smcppl.core.engine import FeynmanKac, run_adaptive
 from smcppl.core.entropic import with_entropic_correction
 from smcppl.core.plan import Pilot, Plan
-from smcppl.core.policy import Resampling, validate_resampling
+from smcppl.core.policy import Resampling, as_resampling
 from smcppl.core.schedules import next_temperature, validate_schedule
 from smcppl.core.weights import normalize, sanitize
 from smcppl.inference.tempered.numpyro_model import numpyro_density
@@ -296,7 +296,7 @@ class TemperedSMC:
             raise ValueError(f"max_stages must be >= 1, got {max_stages}.")
         self.max_stages = int(max_stages)
         self.resampling = with_entropic_correction(
-            validate_resampling(resampling) if resampling is not None else Resampling("systematic", "ess", 0.5),
+            as_resampling(resampling, default=Resampling("systematic", "ess", 0.5)),
             type(self).__name__)
         if waste_free and (self.resampling.when != "always" or
                            (self.resampling.entropic is not None and self.resampling.entropic.correct)):
