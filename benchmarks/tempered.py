@@ -536,7 +536,7 @@ class PyMCMethod:
         names = sorted(post.data_vars)
         cols = [np.asarray(post[v].values[0]).reshape(self.n, -1) for v in names]
         pos = np.concatenate(cols, axis=1)
-        lml = np.asarray(idata.sample_stats["log_marginal_likelihood"].values).ravel()
+        lml = np.asarray(idata.sample_stats["log_evidence"].values).ravel()
         lml = np.array([np.asarray(v, float).ravel()[-1] if np.ndim(v) else float(v) for v in lml]) \
             if lml.dtype == object else lml
         lml = lml[np.isfinite(lml)]

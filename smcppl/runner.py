@@ -26,6 +26,7 @@ from smcppl.core.entropic import with_entropic_correction
 from smcppl.core.engine import (SMCError, SMCOutput, raise_if_failed, validate_num_particles)
 from smcppl.core.chain import count_distinct, final_draws, make_run_one
 from smcppl.core.plan import Pilot, Plan
+from smcppl.core.result import SMCResult
 from smcppl.core.policy import Resampling, validate_resampling
 from smcppl.core.watchdog import call_with_timeout, validate_timeout
 
@@ -196,10 +197,8 @@ class SMC:
         self.record_ancestors = bool(record_ancestors)
         self.progress_bar = bool(progress_bar)
         self.plan: Optional[Plan] = None
-        self.output: Optional[SMCOutput] = None
-        self._samples = None
+        self.result: Optional[SMCResult] = None  # the public result of the last run (smcppl.core.result)
         self.timing: dict = {}
-        self.health = None  # HealthReport of the last run (smcppl.diagnostics.health)
         self.predictions = None  # posterior predictive draws (posterior_predictive)
         self._compiled: dict = {}  # (input signature, settings, program kind) -> compiled program (see run)
 
@@ -342,48 +341,87 @@ class SMC:
         t2 = time.perf_counter()
         compile_s += t1 - t0
         reused.append(hit)
-        self.timing = {"compile_seconds": compile_s, "run_seconds": t2 - t1 + t_pilot, "pilot_seconds": t_pilot,
-                       "reused_compiled": int(all(reused))}
-        self.chain_method_used = method
-        self.plan, self.output, self._samples, self.final_particles = plan, out, draws, raw
-        self.draw_stats = draw_stats
-        self.resampling_used = resampling
-        self.predictions = None
+        timing = {"compile_seconds": compile_s, "run_seconds": t2 - t1 + t_pilot, "pilot_seconds": t_pilot,
+                  "reused_compiled": int(all(reused))}
         raise_if_failed(out, plan.name)
-        self.health = self._check_health()
+        post = plan.postprocess if plan.data is None else (lambda p, _d=plan.data: plan.postprocess(p, _d))
+        result = SMCResult(plan.name, out, draws, raw, draw_stats, plan.metadata,
+                           self._run_attrs(plan, resampling, method, timing), resampling, None, post)
+        self.timing, self.chain_method_used, self.plan = timing, method, plan
+        self.result = result._replace(health=self._check_health(result))
+        self.predictions = None
         return self
 
-    def _check_health(self):
+    def _run_attrs(self, plan: Plan, resampling: Resampling, method: str, timing: dict) -> dict:
+        """The run's settings and timings, as the export's attributes (str/int/float values)."""
+        attrs = {"sampler": plan.name, **dict(plan.attrs or {}), "num_particles": self.num_particles,
+                 "num_chains": self.num_chains, "record_ancestors": self.record_ancestors, "chain_method": method}
+        latent = (plan.metadata or {}).get("latent_sites")
+        if latent:
+            attrs["latent_sites"] = ",".join(latent)  # print_summary(exclude_deterministic=True) keeps these
+        scheme = resampling.scheme if isinstance(resampling.scheme, str) else getattr(resampling.scheme, "__name__",
+                                                                                      "custom")
+        attrs.update({"resampling_scheme": scheme, "resampling_when": resampling.when,
+                      "resampling_threshold": float(resampling.threshold),
+                      "resampling_entropic": "None" if resampling.entropic is None else repr(resampling.entropic),
+                      "max_stages": int(plan.max_stages), "adaptive": int(plan.num_steps is None)})
+        attrs.update({k: float(v) for k, v in timing.items()})
+        return attrs
+
+    @staticmethod
+    def _check_health(result: SMCResult):
         """Health checks of this run (:mod:`smcppl.diagnostics.health`), one warning per failed check."""
-        from smcppl.diagnostics.export import _smc_attrs, smc_stats_dataset
+        from smcppl.diagnostics.export import smc_stats_dataset
         from smcppl.diagnostics.health import check_health, warn_health
 
-        stats = smc_stats_dataset(self.output, _smc_attrs(self), self.draw_stats)
-        report = check_health(stats, jax.device_get(self._samples))
-        warn_health(report, self.plan.name, stacklevel=5)
+        stats = smc_stats_dataset(result.output, result.attrs, result.draw_stats)
+        report = check_health(stats, jax.device_get(result.samples))
+        warn_health(report, result.name, stacklevel=5)
         return report
 
     # ------------------------------------------------------------------ results
     def _check(self):
-        if self.output is None:
+        if self.result is None:
             raise RuntimeError("Call .run(rng_key, ...) before asking for results.")
+
+    # views of the public result (smc.result, an SMCResult), as NumPyro's MCMC names them
+    @property
+    def output(self) -> Optional[SMCOutput]:
+        """The engine's output of the last run (``smc.result.output``), or None before a run."""
+        return None if self.result is None else self.result.output
+
+    @property
+    def final_particles(self):
+        self._check()
+        return self.result.final_particles
+
+    @property
+    def draw_stats(self):
+        self._check()
+        return self.result.draw_stats
+
+    @property
+    def health(self):
+        """The :class:`~smcppl.diagnostics.health.HealthReport` of the last run (None before a run)."""
+        return None if self.result is None else self.result.health
+
+    @property
+    def resampling_used(self) -> Resampling:
+        self._check()
+        return self.result.resampling
 
     def get_samples(self, group_by_chain: bool = False):
         """Equally weighted draws (final resampling + permutation) as a dict name -> array with leading
         ``(num_chains * num_particles,)`` axis, or ``(num_chains, num_particles)`` if ``group_by_chain``."""
         self._check()
         if group_by_chain:
-            return dict(self._samples)
-        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self._samples.items()}
+            return dict(self.result.samples)
+        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.result.samples.items()}
 
     def get_weighted_particles(self):
         """Final particles (unresampled, postprocessed) and their normalised log-weights, per chain."""
         self._check()
-        post = self.plan.postprocess if self.plan.data is None else (lambda p: self.plan.postprocess(p, self.plan.data))
-        parts = jax.vmap(post)(self.output.state.particles)
-        from smcppl.core.weights import log_normalize
-
-        return parts, jax.vmap(lambda lw: log_normalize(lw)[0])(self.output.state.log_weights)
+        return self.result.get_weighted_particles()
 
     @property
     def log_evidence(self):
@@ -429,7 +467,7 @@ class SMC:
         from smcppl.diagnostics.export import _apply_per_chain
 
         fields = {}
-        stats_fn = self.plan.metadata.get("sample_stats") if isinstance(self.plan.metadata, dict) else None
+        stats_fn = (self.plan.metadata or {}).get("sample_stats")
         if callable(stats_fn):
             fields.update(_apply_per_chain(stats_fn, self.final_particles, "sample_stats"))
         fields["lineage"] = self.draw_stats["lineage"]
@@ -454,7 +492,7 @@ class SMC:
         sites = return_sites
         if sites is None:
             sites = list((self.plan.metadata.get("observed_data") or {}).keys()) or None
-        samples = {k: jnp.asarray(v) for k, v in self._samples.items()}
+        samples = {k: jnp.asarray(v) for k, v in self.result.samples.items()}
         pred = Predictive(model, posterior_samples=samples, batch_ndims=2, return_sites=sites)
         out = {k: np.asarray(v) for k, v in pred(rng_key, *args, **kwargs).items()}
         self.predictions = out

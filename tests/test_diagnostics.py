@@ -118,15 +118,15 @@ def test_smc_stats(tempered, tree):
     ds = tree["smc_stats"].to_dataset()
     n = np.asarray(tempered.n_stages)
     assert ds.sizes["stage"] == n.max() and ds.sizes["chain"] == C and ds.sizes["particle"] == N
-    for v in ("beta", "ess", "entropy", "tau", "resampled", "log_marginal_likelihood_increment", "acceptance_rate",
+    for v in ("beta", "ess", "entropy", "tau", "resampled", "log_evidence_increment", "acceptance_rate",
               "step_size", "n_unique_ancestors"):
         assert ds[v].dims == ("chain", "stage"), v
     assert ds["ancestors"].dims == ("chain", "stage", "particle")
-    assert ds["log_marginal_likelihood"].dims == ("chain",) and ds["n_stages"].dims == ("chain",)
+    assert ds["log_evidence"].dims == ("chain",) and ds["n_stages"].dims == ("chain",)
     np.testing.assert_array_equal(ds["n_stages"].values, n)
     lz = np.asarray(tempered.log_evidence, float)
-    np.testing.assert_allclose(ds["log_marginal_likelihood"].values, lz, rtol=1e-6)
-    np.testing.assert_allclose(np.nansum(ds["log_marginal_likelihood_increment"].values, axis=1), lz, rtol=1e-5)
+    np.testing.assert_allclose(ds["log_evidence"].values, lz, rtol=1e-6)
+    np.testing.assert_allclose(np.nansum(ds["log_evidence_increment"].values, axis=1), lz, rtol=1e-5)
     beta = ds["beta"].values
     for c in range(C):
         assert beta[c, n[c] - 1] == 1.0 and np.all(np.diff(beta[c, : n[c]]) > 0)
@@ -193,7 +193,7 @@ def test_bootstrap_export_and_raw_output(boot):
     ds = tree["smc_stats"].to_dataset()
     assert "beta" not in ds and ds["param"].dims == ("chain", "stage")  # the time index t
     assert ds.sizes["stage"] == len(LG_Y)
-    np.testing.assert_allclose(ds["log_marginal_likelihood_increment"].values.sum(1), np.asarray(boot.log_evidence),
+    np.testing.assert_allclose(ds["log_evidence_increment"].values.sum(1), np.asarray(boot.log_evidence),
                                rtol=1e-5)
     assert tree.attrs["flag"] == 1 and tree.attrs["nothing"] == "None" and tree.attrs["nested_a"] == 1
     # raw engine output of one chain (no chain axis): weighted particles with their log-weights
@@ -201,7 +201,7 @@ def test_bootstrap_export_and_raw_output(boot):
     raw = output_to_datatree(one)
     assert raw["posterior"]["x"].dims == ("chain", "draw", "x_dim_0") and raw["posterior"].sizes["chain"] == 1
     np.testing.assert_allclose(np.exp(raw["sample_stats"]["log_weight"].values).sum(), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(raw["smc_stats"]["log_marginal_likelihood"].values, np.asarray(boot.log_evidence)[:1])
+    np.testing.assert_allclose(raw["smc_stats"]["log_evidence"].values, np.asarray(boot.log_evidence)[:1])
 
 
 def test_print_summary(tempered, capsys):

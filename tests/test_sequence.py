@@ -406,7 +406,7 @@ def test_smc_runner_lookahead_counts_and_arviz():
     idata = smc.to_arviz()
     st = idata.smc_stats
     for name in ("ess", "entropy", "tau", "resampled", "n_unique_ancestors", "policy_calls", "potential_calls",
-                 "unique_origins", "log_marginal_likelihood"):
+                 "unique_origins", "log_evidence"):
         assert name in st, name
     assert st["unique_origins"].shape == (2, T) and int(st["unique_origins"][0, 0]) == n
     assert idata.posterior["tokens"].shape == (2, n, T)

@@ -6,7 +6,8 @@ no sampler depends on the front end (ARCHITECTURE.md, "Parts and who may import 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from smcppl.core.engine import FeynmanKac
 from smcppl.core.policy import Resampling
@@ -55,8 +56,8 @@ class Plan(NamedTuple):
     postprocess: Callable
     resampling: Resampling = Resampling()
     summary_fn: Optional[Callable] = None
-    metadata: dict = {}
-    attrs: dict = {}
+    metadata: Mapping = MappingProxyType({})  # read-only default (no shared mutable dict)
+    attrs: Mapping = MappingProxyType({})
     name: str = "SMC"
     progress_name: str = "progress"
     data: Any = None

@@ -10,12 +10,13 @@ Layout (ARCHITECTURE.md, vocabulary)::
     log_likelihood  (chain, draw, ...)   pointwise log-likelihood of each observed site (for loo)
     observed_data   (...)                the observations
     smc_stats       (chain, stage)       ess (ratio), entropy (normalised), tau, resampled,
-                                         log_marginal_likelihood_increment, running_log_marginal_likelihood,
+                                         log_evidence_increment, running_log_evidence,
                                          n_unique_ancestors, and the sampler's scalar per-stage parameters
                                          and move statistics (beta, step_size, acceptance_rate, ...)
                     (chain, stage, particle)  ancestors (if recorded)
                     (chain, particle)    final_log_weight (normalised, before the final resampling)
-                    (chain,)             log_marginal_likelihood, n_stages, n_unique_draws (distinct final draws)
+                    (chain,)             log_evidence (alias log_marginal_likelihood, PyMC's name), n_stages,
+                                         n_unique_draws (distinct final draws)
 
 chain = independent SMC run, draw = particle. Stages beyond a chain's ``n_stages`` (adaptive runs) are
 NaN (floats), -1 (ints) or False (bools). Settings and timings are attrs (str/int/float only, so that
@@ -24,9 +25,8 @@ ArviZ >= 1 and an ``arviz.InferenceData`` with ArviZ < 1.
 """
 from __future__ import annotations
 
-import functools
-
 import datetime
+import functools
 import warnings
 from typing import Any, Mapping, Optional
 
@@ -34,9 +34,14 @@ import jax
 import numpy as np
 import xarray as xr
 
+from smcppl.core.engine import SMCOutput
+from smcppl.core.result import SMCResult
+
 __all__ = [
     "to_datatree",
     "to_arviz",
+    "as_result",
+    "run_attrs",
     "output_to_datatree",
     "datatree_to_arviz",
     "as_datatree",
@@ -49,8 +54,8 @@ __all__ = [
 ]
 
 SMC_STATS_GROUP = "smc_stats"
-_CORE_STATS = ("ess", "entropy", "tau", "resampled", "n_unique_ancestors", "log_marginal_likelihood_increment",
-               "running_log_marginal_likelihood", "log_marginal_likelihood", "n_stages", "ancestors",
+_CORE_STATS = ("ess", "entropy", "tau", "resampled", "n_unique_ancestors", "log_evidence_increment",
+               "running_log_evidence", "log_evidence", "log_marginal_likelihood", "n_stages", "ancestors",
                "final_log_weight", "n_unique_draws")
 
 
@@ -225,8 +230,8 @@ def smc_stats_dataset(output, attrs=None, draw_stats=None) -> xr.Dataset:
         "tau": (("chain", "stage"), masked(tr.tau)),
         "resampled": (("chain", "stage"), masked(tr.resampled).astype(bool)),
         "n_unique_ancestors": (("chain", "stage"), masked(tr.n_unique_ancestors).astype(np.int64)),
-        "log_marginal_likelihood_increment": (("chain", "stage"), increment),
-        "running_log_marginal_likelihood": (("chain", "stage"), running),
+        "log_evidence_increment": (("chain", "stage"), increment),
+        "running_log_evidence": (("chain", "stage"), running),
     }
     for source, tree in (("params", tr.params), ("move_info", tr.move_info), ("summary", tr.summary)):
         if tree is None:
@@ -245,7 +250,8 @@ def smc_stats_dataset(output, attrs=None, draw_stats=None) -> xr.Dataset:
     final_lw = _np(output.state.log_weights)
     vars_["final_log_weight"] = (("chain", "particle"), _log_normalize_np(final_lw))
     coords["particle"] = np.arange(final_lw.shape[-1])
-    vars_["log_marginal_likelihood"] = (("chain",), _np(output.log_evidence).astype(float).reshape(-1))
+    vars_["log_evidence"] = (("chain",), _np(output.log_evidence).astype(float).reshape(-1))
+    vars_["log_marginal_likelihood"] = vars_["log_evidence"]  # alias: PyMC's name for it in SMC sample_stats
     vars_["n_stages"] = (("chain",), n_stages)
     if draw_stats is not None and "n_unique" in draw_stats:
         vars_["n_unique_draws"] = (("chain",), _np(draw_stats["n_unique"]).astype(np.int64).reshape(-1))
@@ -337,55 +343,47 @@ def output_to_datatree(output, samples: Optional[Mapping] = None, *, particles: 
     return tree
 
 
-def _smc_attrs(smc) -> dict:
-    plan = smc.plan
-    attrs = {"sampler": getattr(plan, "name", "SMC")}
-    attrs.update(dict(getattr(plan, "attrs", {}) or {}))
-    attrs.update({"num_particles": smc.num_particles, "num_chains": smc.num_chains,
-                  "record_ancestors": getattr(smc, "record_ancestors", False)})
-    latent = (plan.metadata or {}).get("latent_sites") if isinstance(plan.metadata, dict) else None
-    if latent:
-        attrs["latent_sites"] = ",".join(latent)  # print_summary(exclude_deterministic=True) keeps these
-    if getattr(smc, "chain_method_used", None):
-        attrs["chain_method"] = smc.chain_method_used
-    res = getattr(smc, "resampling_used", None)
-    if res is not None:
-        scheme = res.scheme if isinstance(res.scheme, str) else getattr(res.scheme, "__name__", "custom")
-        attrs.update({"resampling_scheme": scheme, "resampling_when": res.when,
-                      "resampling_threshold": float(res.threshold),
-                      "resampling_entropic": "None" if res.entropic is None else repr(res.entropic)})
-    attrs.update({"max_stages": int(plan.max_stages), "adaptive": int(plan.num_steps is None)})
-    for k, v in dict(getattr(smc, "timing", {}) or {}).items():
-        attrs[k] = float(v)
-    health = getattr(smc, "health", None)
+def run_attrs(result) -> dict:
+    """The export's attributes of a run: its settings and timings (``SMCResult.attrs``) and its health."""
+    attrs = dict(result.attrs)
+    health = result.health
     if health is not None:
         attrs.update({"health_ok": int(health.ok),
                       "health_flags": "; ".join(f"[{f.check}] {f.message}" for f in health.flags) or "none"})
     return attrs
 
 
-def to_datatree(smc, *, weighted: bool = False, log_likelihood: bool = True) -> xr.DataTree:
-    """Export a run :class:`~smcppl.SMC` (or a raw ``SMCOutput``) to an ``xarray.DataTree``.
+def as_result(run):
+    """The :class:`~smcppl.core.result.SMCResult` of a run: the object itself, or ``run.result`` (an
+    :class:`~smcppl.SMC` after ``.run``); raises if the run has not happened."""
+    if isinstance(run, SMCResult):
+        return run
+    result = getattr(run, "result", None)
+    if not isinstance(result, SMCResult):
+        raise RuntimeError("Call .run(rng_key, ...) before exporting the results.")
+    return result
+
+
+def to_datatree(run, *, weighted: bool = False, log_likelihood: bool = True) -> xr.DataTree:
+    """Export a run (an :class:`~smcppl.SMC` after ``.run``, its :class:`~smcppl.core.result.SMCResult`,
+    or a raw ``SMCOutput``) to an ``xarray.DataTree``.
 
     weighted: export the final weighted particles (before the final resampling) with
-    ``sample_stats.log_weight`` instead of the equally weighted draws. Needs no ArviZ.
+    ``sample_stats.log_weight`` instead of the equally weighted draws. Needs no ArviZ. Posterior predictive
+    draws (``SMC.posterior_predictive``) are exported when ``run`` carries them (``run.predictions``).
     """
-    from smcppl.core.engine import SMCOutput
-
-    if isinstance(smc, SMCOutput):
-        return output_to_datatree(smc, log_likelihood=log_likelihood)
-    if getattr(smc, "output", None) is None:
-        raise RuntimeError("Call .run(rng_key, ...) before exporting the results.")
-    plan = smc.plan
+    if isinstance(run, SMCOutput):
+        return output_to_datatree(run, log_likelihood=log_likelihood)
+    result = as_result(run)
     if weighted:
-        samples, lw = smc.get_weighted_particles()
-        particles = smc.output.state.particles
+        samples, lw = result.get_weighted_particles()
+        particles = result.output.state.particles
     else:
-        samples, lw, particles = smc.get_samples(group_by_chain=True), None, smc.final_particles
-    return output_to_datatree(smc.output, samples, particles=particles, log_weights=lw,
-                              metadata=plan.metadata, attrs=_smc_attrs(smc), log_likelihood=log_likelihood,
-                              draw_stats=None if weighted else getattr(smc, "draw_stats", None),
-                              posterior_predictive=None if weighted else getattr(smc, "predictions", None))
+        samples, lw, particles = dict(result.samples), None, result.final_particles
+    return output_to_datatree(result.output, samples, particles=particles, log_weights=lw,
+                              metadata=result.metadata, attrs=run_attrs(result), log_likelihood=log_likelihood,
+                              draw_stats=None if weighted else result.draw_stats,
+                              posterior_predictive=None if weighted else getattr(run, "predictions", None))
 
 
 def datatree_to_arviz(tree: xr.DataTree):

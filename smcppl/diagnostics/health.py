@@ -133,7 +133,7 @@ def check_health(stats, posterior: Optional[Mapping] = None, max_rhat_elements: 
     attrs = dict(stats.attrs)
     n = int(attrs.get("num_particles", stats.sizes.get("particle", 0)) or 0)
     n_stages = np.asarray(stats["n_stages"].values, int)
-    lz = np.asarray(stats["log_marginal_likelihood"].values, float)
+    lz = np.asarray(stats["log_evidence"].values, float)
     chains = lz.shape[0]
     stage = np.arange(stats.sizes["stage"])
     moved = (stage[None, :] >= 1) & (stage[None, :] < n_stages[:, None])  # stage 0 is the initialisation

@@ -242,8 +242,8 @@ def plot_log_evidence(obj, reference=None, ax=None):
     chain (right, one marker per chain) with their mean (solid) and an optional ``reference`` (dashed,
     e.g. the exact log Z of a test model). The spread is the sample sd across chains (``ddof=1``)."""
     ds = get_smc_stats(obj)
-    lz = np.asarray(ds["log_marginal_likelihood"].values, float)
-    run = np.asarray(ds["running_log_marginal_likelihood"].values, float)
+    lz = np.asarray(ds["log_evidence"].values, float)
+    run = np.asarray(ds["running_log_evidence"].values, float)
     n, stage = _per_chain(ds)
     num_chains = lz.shape[0]
     fig, axes = _subplots(ax, 1, 2, figsize=(9.6, 4.0), gridspec_kw={"width_ratios": [2, 1]})

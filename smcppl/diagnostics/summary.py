@@ -8,7 +8,9 @@ import warnings
 import numpy as np
 import xarray as xr
 
-from smcppl.diagnostics.export import SMC_STATS_GROUP, arviz_major_version, datatree_to_arviz, smc_stats_dataset
+from smcppl.core.result import SMCResult
+from smcppl.diagnostics.export import (SMC_STATS_GROUP, arviz_major_version, as_result, datatree_to_arviz, run_attrs,
+                                       smc_stats_dataset)
 
 __all__ = ["print_summary", "smc_summary", "get_smc_stats", "posterior_summary", "lineage_columns", "health_report"]
 
@@ -20,11 +22,10 @@ def get_smc_stats(obj) -> xr.Dataset:
 
     if isinstance(obj, SMCOutput):
         return smc_stats_dataset(obj)
-    if getattr(obj, "plan", None) is not None and getattr(obj, "output", None) is not None:  # SMC runner
-        from smcppl.diagnostics.export import _smc_attrs
-
-        return smc_stats_dataset(obj.output, attrs=_smc_attrs(obj))
-    if hasattr(obj, "output") and getattr(obj, "output", None) is None:
+    if isinstance(obj, SMCResult) or isinstance(getattr(obj, "result", None), SMCResult):  # a run
+        result = as_result(obj)
+        return smc_stats_dataset(result.output, attrs=run_attrs(result), draw_stats=result.draw_stats)
+    if hasattr(obj, "result") and getattr(obj, "result", None) is None:
         raise RuntimeError("Call .run(rng_key, ...) before asking for diagnostics.")
     if isinstance(obj, xr.DataTree):
         if SMC_STATS_GROUP not in obj.children:
@@ -50,7 +51,7 @@ def smc_summary(obj) -> dict:
     """SMC numbers of a run (see :func:`get_smc_stats` for accepted inputs): per-chain and summary
     log Z, stage counts, resampling events, final ESS ratio, mean acceptance rate (if moves record it)."""
     ds = get_smc_stats(obj)
-    lz = np.asarray(ds["log_marginal_likelihood"].values, float)
+    lz = np.asarray(ds["log_evidence"].values, float)
     n_stages = np.asarray(ds["n_stages"].values, int)
     num_chains = lz.shape[0]
     resampled = np.asarray(ds["resampled"].values, bool)
@@ -58,9 +59,9 @@ def smc_summary(obj) -> dict:
     out = {
         "num_chains": int(num_chains),
         "num_particles": int(ds.sizes.get("particle", 0)) or None,
-        "log_marginal_likelihood": lz,
-        "log_marginal_likelihood_mean": float(np.mean(lz)),
-        "log_marginal_likelihood_sd": float(np.std(lz, ddof=1)) if num_chains > 1 else float("nan"),
+        "log_evidence": lz,
+        "log_evidence_mean": float(np.mean(lz)),
+        "log_evidence_sd": float(np.std(lz, ddof=1)) if num_chains > 1 else float("nan"),
         "n_stages": n_stages,
         "resampling_events": resampled.sum(axis=1),
         "final_ess": _last_valid(ess, n_stages),
@@ -139,7 +140,8 @@ def print_summary(smc, prob: float = 0.9, var_names=None, file=None, exclude_det
     stages, resampling events, final ESS, mean acceptance rate); return the summary table
     (a ``pandas.DataFrame``; the SMC numbers of :func:`smc_summary` are in its ``attrs["smc"]``).
 
-    ``smc``: a run :class:`~smcppl.SMC` or its export (DataTree / InferenceData). ``prob``: mass of the
+    ``smc``: a run (:class:`~smcppl.SMC` or its :class:`~smcppl.core.result.SMCResult`) or its export
+    (DataTree / InferenceData). ``prob``: mass of the
     credible interval, ArviZ's highest-density interval (columns ``hdi_5%``/``hdi_95%`` for 0.9 with
     ArviZ < 1, ``hdi90_lb``/``hdi90_ub`` with ArviZ >= 1). ``exclude_deterministic``: as NumPyro,
     summarise only the latent sample sites (when the run records them) unless ``var_names`` is given.
@@ -150,7 +152,7 @@ def print_summary(smc, prob: float = 0.9, var_names=None, file=None, exclude_det
     if isinstance(smc, xr.DataTree) or hasattr(smc, "_groups"):
         exported = datatree_to_arviz(smc) if isinstance(smc, xr.DataTree) else smc
     else:
-        if getattr(smc, "output", None) is None:
+        if not isinstance(smc, SMCResult) and getattr(smc, "result", None) is None:
             raise RuntimeError("Call .run(rng_key, ...) before asking for a summary.")
         exported = datatree_to_arviz(to_datatree(smc, log_likelihood=False))
     if var_names is None and exclude_deterministic:
@@ -160,7 +162,8 @@ def print_summary(smc, prob: float = 0.9, var_names=None, file=None, exclude_det
         var_names = keep or None
     table = lineage_columns(exported, posterior_summary(exported, var_names=var_names, prob=prob), var_names)
     info = smc_summary(exported)
-    health = getattr(smc, "health", None) or health_report(exported)
+    health = (as_result(smc).health if not isinstance(smc, xr.DataTree) and not hasattr(smc, "_groups") else None) \
+        or health_report(exported)
     try:
         table.attrs["smc"] = info
     except AttributeError:  # pragma: no cover - non-pandas result
@@ -170,14 +173,14 @@ def print_summary(smc, prob: float = 0.9, var_names=None, file=None, exclude_det
     c, n = info["num_chains"], info["num_particles"]
     lines = [table.to_string() if hasattr(table, "to_string") else str(table), "",
              f"{sampler}: {c} chain(s) x {n} particles"]
-    lz = info["log_marginal_likelihood"]
+    lz = info["log_evidence"]
     if c > 1:
-        lines.append(f"log Z (log marginal likelihood): {info['log_marginal_likelihood_mean']:.3f} "
-                     f"± {info['log_marginal_likelihood_sd']:.3f} (mean ± sd across {c} chains; "
-                     f"se of the mean {info['log_marginal_likelihood_sd'] / np.sqrt(c):.3f})")
+        lines.append(f"log Z (log evidence): {info['log_evidence_mean']:.3f} "
+                     f"± {info['log_evidence_sd']:.3f} (mean ± sd across {c} chains; "
+                     f"se of the mean {info['log_evidence_sd'] / np.sqrt(c):.3f})")
         lines.append(f"  per chain: {_fmt(lz, '{:.3f}')}")
     else:
-        lines.append(f"log Z (log marginal likelihood): {lz[0]:.3f} (one chain: no spread; use num_chains > 1)")
+        lines.append(f"log Z (log evidence): {lz[0]:.3f} (one chain: no spread; use num_chains > 1)")
     st = info["n_stages"]
     lines.append(f"stages: {st.min()}" + (f"-{st.max()}" if st.max() != st.min() else "") +
                  f" (incl. initialisation)   resampling events per chain: {_fmt(info['resampling_events'], '{:d}')}")
