@@ -4,6 +4,8 @@ draw the final equally weighted sample with its lineages. Pure and jit/vmap-able
 datasets (ARCHITECTURE.md, "The run and its checks")."""
 from __future__ import annotations
 
+from typing import Any, Callable, Optional
+
 import jax
 import jax.numpy as jnp
 
@@ -16,7 +18,7 @@ from smcppl.core.weights import normalize
 __all__ = ["count_distinct", "final_draws", "make_run_one"]
 
 
-def count_distinct(particles):
+def count_distinct(particles: Any) -> jax.Array:
     """Number of distinct particles in a population (any pytree with a leading particle axis): each
     particle is projected on a fixed random direction and the distinct projections are counted
     (exact copies, as resampling makes them, project to the same value)."""
@@ -27,7 +29,8 @@ def count_distinct(particles):
     return 1 + jnp.sum(proj[1:] != proj[:-1]).astype(jnp.int32)
 
 
-def final_draws(rng_key, particles, log_weights, postprocess, lineage=None, resample_final=True):
+def final_draws(rng_key: jax.Array, particles: Any, log_weights: jax.Array, postprocess: Callable,
+                lineage: Optional[jax.Array] = None, resample_final: bool = True) -> tuple:
     """Equally weighted draws: systematic resampling of the final weights, then a random order in which
     the draws of one lineage (same ancestor ``LINEAGE_LAG`` resampling events back, see
     :func:`smcppl.core.engine.update_lineage`) stay contiguous — so that ArviZ's autocorrelation-based
@@ -48,7 +51,8 @@ def final_draws(rng_key, particles, log_weights, postprocess, lineage=None, resa
     return postprocess(particles), particles, draw_stats
 
 
-def make_run_one(plan: Plan, resampling: Resampling, record_ancestors=False, progress=None):
+def make_run_one(plan: Plan, resampling: Resampling, record_ancestors: bool = False,
+                 progress: Optional[Callable] = None) -> Callable:
     """``run_one(key, data[, tuning]) -> (SMCOutput, draws, raw particles of the draws, draw_stats)`` for
     one chain (see :func:`final_draws`); pure and jit/vmap-able over keys and (for SBC-style studies) over
     datasets. ``tuning``: the input a :class:`Pilot` fixes (plans with a pilot; None: the plan's own

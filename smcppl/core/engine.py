@@ -104,7 +104,7 @@ def _initial_lineage(n):
     return jnp.tile(jnp.arange(n, dtype=jnp.int32)[None], (LINEAGE_LAG, 1))
 
 
-def update_lineage(lineage, indices, resampled):
+def update_lineage(lineage: jax.Array, indices: jax.Array, resampled: jax.Array) -> jax.Array:
     """Lineages after a resampling event with ancestor ``indices``: row 0 becomes ``indices`` and row
     ``k`` the ancestor that row ``k - 1`` had (``old[k-1][indices]``); unchanged if nothing was resampled.
 
@@ -139,7 +139,7 @@ class SMCOutput(NamedTuple):
     dead_stage: jax.Array  # first stage where every particle died, -1 if none
 
 
-def validate_num_particles(num_particles):
+def validate_num_particles(num_particles: int) -> int:
     """A positive integer of at least 2: with one particle there is no weighting, no resampling and
     no Monte Carlo error to speak of, and ``log Z_hat`` would be a single importance weight."""
     n = positive_int(num_particles, "num_particles")
@@ -169,7 +169,8 @@ def _info(log_weights, log_evidence, tau, resampled, n_unique, params, move_info
     )
 
 
-def init(rng_key, fk: FeynmanKac, empty_move_info=None, record_ancestors=False, summary_fn=None):
+def init(rng_key: jax.Array, fk: FeynmanKac, empty_move_info: Any = None, record_ancestors: bool = False,
+         summary_fn: Optional[Callable] = None) -> tuple[SMCState, StepInfo]:
     """Run ``M0``/``G0`` and return ``(SMCState, StepInfo)`` for stage 0."""
     particles, log_weights, params = fk.init(rng_key)
     lw = sanitize(jnp.asarray(log_weights))
@@ -181,7 +182,8 @@ def init(rng_key, fk: FeynmanKac, empty_move_info=None, record_ancestors=False, 
     return state, info
 
 
-def build_step(fk: FeynmanKac, resampling: Resampling = Resampling(), record_ancestors=False, summary_fn=None):
+def build_step(fk: FeynmanKac, resampling: Resampling = Resampling(), record_ancestors: bool = False,
+               summary_fn: Optional[Callable] = None) -> Callable:
     """Return ``step(rng_key, state) -> (state, info)``: resample, move, update, reweight.
 
     ``summary_fn(particles, log_weights)``, if given, is recorded in ``info.summary`` (e.g. filtering
@@ -232,8 +234,9 @@ def _report(progress_callback, state, fk):
         jax.debug.callback(progress_callback, state.stage, fk.progress(state.params))
 
 
-def run_fixed(rng_key, fk: FeynmanKac, num_steps: int, resampling: Resampling = Resampling(),
-              record_ancestors=False, summary_fn=None, progress_callback: Optional[Callable] = None) -> SMCOutput:
+def run_fixed(rng_key: jax.Array, fk: FeynmanKac, num_steps: int, resampling: Resampling = Resampling(),
+              record_ancestors: bool = False, summary_fn: Optional[Callable] = None,
+              progress_callback: Optional[Callable] = None) -> SMCOutput:
     """Run ``num_steps`` engine steps after initialisation with ``lax.scan``.
 
     The trace has ``num_steps + 1`` rows (row 0 = initialisation). ``progress_callback(stage, progress)``
@@ -268,8 +271,9 @@ def _pad_like(x, capacity):
     return jnp.full((capacity,) + x.shape, fill, x.dtype)
 
 
-def run_adaptive(rng_key, fk: FeynmanKac, max_stages: int, resampling: Resampling = Resampling(),
-                 record_ancestors=False, progress_callback: Optional[Callable] = None, summary_fn=None) -> SMCOutput:
+def run_adaptive(rng_key: jax.Array, fk: FeynmanKac, max_stages: int, resampling: Resampling = Resampling(),
+                 record_ancestors: bool = False, progress_callback: Optional[Callable] = None,
+                 summary_fn: Optional[Callable] = None) -> SMCOutput:
     """Run until ``fk.done(params)`` (or ``max_stages`` steps) with ``lax.while_loop``.
 
     The trace has a fixed capacity of ``max_stages + 1`` rows, padded with NaN (floats), -1 (ints)
@@ -303,7 +307,7 @@ def run_adaptive(rng_key, fk: FeynmanKac, max_stages: int, resampling: Resamplin
     return SMCOutput(state, trace, n_stages, _running_log_evidence(state.log_evidence, state.log_weights), dead_stage)
 
 
-def raise_if_failed(output: SMCOutput, what="SMC run"):
+def raise_if_failed(output: SMCOutput, what: str = "SMC run") -> SMCOutput:
     """Raise :class:`SMCError` if any chain had every particle at ``-inf`` (works on vmapped output)."""
     import numpy as np
 

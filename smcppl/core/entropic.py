@@ -21,10 +21,11 @@ properly weighted: ``E[(1/N) sum_j exp(r_{a_j}) f(x_{a_j})] = sum_i exp(l_i) f(x
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from smcppl.core.weights import ess_ratio, log_normalize, normalized_entropy, sanitize
 
@@ -70,7 +71,7 @@ def validate_entropic(e: Entropic) -> Entropic:
     return e
 
 
-def target_temperature(log_weights, target=0.5, kind="ess", num_iter=60):
+def target_temperature(log_weights: jax.Array, target: float = 0.5, kind: str = "ess", num_iter: int = 60) -> jax.Array:
     """Smallest ``tau >= 1`` with ``ESS(softmax(l/tau))/N >= target`` (or ``H_n >= target``).
 
     Bisection on ``s = 1/tau`` in ``(0, 1]``: the diversity measure decreases as ``s`` grows.
@@ -95,7 +96,7 @@ def target_temperature(log_weights, target=0.5, kind="ess", num_iter=60):
     return 1.0 / s
 
 
-def rule_temperature(log_weights, progress, entropic: Entropic):
+def rule_temperature(log_weights: jax.Array, progress: ArrayLike, entropic: Entropic) -> jax.Array:
     """Temperature ``tau >= 1`` of ``entropic.rule`` alone (no gates)."""
     lw = sanitize(log_weights)
     n = lw.shape[-1]
@@ -116,7 +117,7 @@ def rule_temperature(log_weights, progress, entropic: Entropic):
     return jnp.maximum(1.0, tau)
 
 
-def temperature(log_weights, progress, entropic: Entropic):
+def temperature(log_weights: jax.Array, progress: ArrayLike, entropic: Entropic) -> jax.Array:
     """Temperature of the rule with the gates applied: ``tau = 1`` unless ``ESS/N < ess_threshold``
     and ``progress < early_phase``."""
     tau = rule_temperature(log_weights, progress, entropic)
@@ -125,13 +126,13 @@ def temperature(log_weights, progress, entropic: Entropic):
     return jnp.where(gate, tau, 1.0)
 
 
-def tempered_log_probs(log_weights, tau):
+def tempered_log_probs(log_weights: jax.Array, tau: ArrayLike) -> jax.Array:
     """Log resampling probabilities ``log softmax(l / tau)`` (dead particles stay at ``-inf``)."""
     lw = sanitize(log_weights)
     return log_normalize(jnp.where(jnp.isfinite(lw), lw / tau, -jnp.inf))
 
 
-def with_entropic_correction(policy, sampler: str):
+def with_entropic_correction(policy: Any, sampler: str) -> Any:
     """The resampling policy ``policy`` with an unset ``Entropic.correct`` resolved to ``True``, for a
     sampler whose ``log Z_hat`` must stay unbiased; an explicit ``correct=False`` is kept with a warning
     (the faithful ePF rule then biases ``Z_hat``: about -5% in ``E[Z_hat]/Z`` on a two-rung ladder)."""

@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from smcppl.core.entropic import Entropic, temperature, tempered_log_probs, validate_entropic
 from smcppl.core.resampling import get_resampler
@@ -71,7 +72,7 @@ def validate_resampling(policy: Resampling) -> Resampling:
     return policy
 
 
-def as_resampling(resampling=None, entropic=None, *, default: Resampling = Resampling()) -> Resampling:
+def as_resampling(resampling: Union[None, str, Resampling] = None, entropic: Union[None, bool, str, Entropic] = None, *, default: Resampling = Resampling()) -> Resampling:
     """The one way a sampler turns its ``resampling``/``entropic`` arguments into a :class:`Resampling`.
 
     ``resampling``: None (the sampler's ``default`` policy), a scheme name (``default`` with that scheme:
@@ -94,13 +95,13 @@ def as_resampling(resampling=None, entropic=None, *, default: Resampling = Resam
     return resampling._replace(entropic=validate_entropic(entropic))
 
 
-def count_unique(indices, num_particles):
+def count_unique(indices: jax.Array, num_particles: int) -> jax.Array:
     """Number of distinct ancestors in ``indices`` (O(N) scatter, jit-friendly), as int32 whatever
     ``jax_enable_x64`` says (it is carried through ``lax.scan`` loops next to int32 counters)."""
     return jnp.zeros(num_particles, jnp.int32).at[indices].set(1).sum(dtype=jnp.int32)
 
 
-def resample_decision(log_weights, policy: Resampling):
+def resample_decision(log_weights: jax.Array, policy: Resampling) -> jax.Array:
     """Whether :func:`resample` resamples these log-weights: ``when="always"``: yes, ``"never"``: no,
     ``"ess"``: ``ESS/N < threshold``; never when every weight is zero (a dead population). A pure
     function of the (sanitised) log-weights, so a model that knows the weights the engine will see can
@@ -112,7 +113,7 @@ def resample_decision(log_weights, policy: Resampling):
     return do & jnp.isfinite(log_normalize(lw)[1])
 
 
-def resample(rng_key, log_weights, progress, policy: Resampling) -> ResampleResult:
+def resample(rng_key: jax.Array, log_weights: jax.Array, progress: ArrayLike, policy: Resampling) -> ResampleResult:
     """One resampling decision (:func:`resample_decision`) and event (see module docstring for the
     weight bookkeeping)."""
     lw = sanitize(log_weights)

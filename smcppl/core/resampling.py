@@ -7,8 +7,11 @@ weights ``w`` (tested in ``tests/test_resampling.py``). They can be passed to Bl
 """
 from __future__ import annotations
 
+from typing import Any, Callable, Union
+
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 __all__ = [
     "multinomial",
@@ -29,7 +32,7 @@ def _sorted_uniforms_inverse_cdf(weights, u):
     return jnp.clip(idx, 0, weights.shape[0] - 1)
 
 
-def multinomial(rng_key, weights, num_samples):
+def multinomial(rng_key: jax.Array, weights: ArrayLike, num_samples: int) -> jax.Array:
     """Multinomial resampling: ``num_samples`` i.i.d. draws from ``Categorical(w)``."""
     u = jax.random.uniform(rng_key, (num_samples,))
     cdf = jnp.cumsum(weights)
@@ -38,19 +41,19 @@ def multinomial(rng_key, weights, num_samples):
     return jnp.clip(idx, 0, weights.shape[0] - 1)
 
 
-def stratified(rng_key, weights, num_samples):
+def stratified(rng_key: jax.Array, weights: ArrayLike, num_samples: int) -> jax.Array:
     """Stratified resampling: one uniform in each stratum ``[(m + U_m) / M]``."""
     u = (jnp.arange(num_samples) + jax.random.uniform(rng_key, (num_samples,))) / num_samples
     return _sorted_uniforms_inverse_cdf(weights, u)
 
 
-def systematic(rng_key, weights, num_samples):
+def systematic(rng_key: jax.Array, weights: ArrayLike, num_samples: int) -> jax.Array:
     """Systematic resampling: a single uniform shared by all strata, ``(m + U) / M``."""
     u = (jnp.arange(num_samples) + jax.random.uniform(rng_key, ())) / num_samples
     return _sorted_uniforms_inverse_cdf(weights, u)
 
 
-def residual(rng_key, weights, num_samples):
+def residual(rng_key: jax.Array, weights: ArrayLike, num_samples: int) -> jax.Array:
     """Residual resampling: ``floor(M w_i)`` deterministic copies, the rest multinomial on the residuals.
 
     Fixed shapes: the deterministic part is written with a cumulative-count scatter, and the
@@ -80,7 +83,7 @@ RESAMPLERS = {
 }
 
 
-def get_resampler(scheme):
+def get_resampler(scheme: Union[str, Callable]) -> Callable:
     """Return a resampling function from its name (or pass a callable through)."""
     if callable(scheme):
         return scheme
@@ -93,7 +96,7 @@ def get_resampler(scheme):
         ) from None
 
 
-def permute(rng_key, tree):
+def permute(rng_key: jax.Array, tree: Any) -> Any:
     """Randomly permute the leading (particle) axis of every leaf of ``tree``."""
     leaves = jax.tree_util.tree_leaves(tree)
     n = leaves[0].shape[0]

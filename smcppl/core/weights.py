@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 __all__ = [
     "sanitize",
@@ -24,19 +25,19 @@ __all__ = [
 ]
 
 
-def sanitize(log_weights):
+def sanitize(log_weights: ArrayLike) -> jax.Array:
     """Map NaN to ``-inf`` (and ``+inf`` to the largest finite float)."""
     lw = jnp.asarray(log_weights)
     lw = jnp.where(jnp.isnan(lw), -jnp.inf, lw)
     return jnp.where(lw == jnp.inf, jnp.finfo(lw.dtype).max, lw)
 
 
-def all_dead(log_weights):
+def all_dead(log_weights: ArrayLike) -> jax.Array:
     """True when no particle has a finite log-weight."""
     return ~jnp.any(jnp.isfinite(sanitize(log_weights)))
 
 
-def log_normalize(log_weights):
+def log_normalize(log_weights: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """Return ``(log W, logsumexp(l))`` with ``log W_i = l_i - logsumexp(l)``.
 
     If every ``l_i = -inf``, returns uniform ``log W_i = -log N`` and ``logsumexp = -inf``.
@@ -53,23 +54,23 @@ def log_normalize(log_weights):
     return log_w, jnp.where(dead, -jnp.inf, log_total)[..., 0]
 
 
-def normalize(log_weights):
+def normalize(log_weights: ArrayLike) -> jax.Array:
     """Normalised weights ``W_i = exp(l_i) / sum_j exp(l_j)`` (uniform if all ``-inf``)."""
     return jnp.exp(log_normalize(log_weights)[0])
 
 
-def ess(log_weights):
+def ess(log_weights: ArrayLike) -> jax.Array:
     """Effective sample size ``1 / sum_i W_i^2``, in ``[1, N]``."""
     w = normalize(log_weights)
     return 1.0 / jnp.sum(w**2, axis=-1)
 
 
-def ess_ratio(log_weights):
+def ess_ratio(log_weights: ArrayLike) -> jax.Array:
     """``ESS / N`` in ``(0, 1]``."""
     return ess(log_weights) / log_weights.shape[-1]
 
 
-def conditional_ess_ratio(log_weights, log_increments):
+def conditional_ess_ratio(log_weights: ArrayLike, log_increments: ArrayLike) -> jax.Array:
     """Conditional ESS ratio (Zhou, Johansen & Aston 2016) of incremental weights.
 
     ``CESS / N = (sum_i W_i g_i)^2 / sum_i W_i g_i^2`` where ``W`` are the current normalised
@@ -84,14 +85,14 @@ def conditional_ess_ratio(log_weights, log_increments):
     return jnp.where(jnp.isfinite(a), jnp.clip(r, 0.0, 1.0), 0.0)
 
 
-def entropy(log_weights):
+def entropy(log_weights: ArrayLike) -> jax.Array:
     """Shannon entropy ``-sum_i W_i log W_i`` (0 log 0 = 0)."""
     log_w = log_normalize(log_weights)[0]
     w = jnp.exp(log_w)
     return -jnp.sum(jnp.where(w > 0, w * log_w, 0.0), axis=-1)
 
 
-def normalized_entropy(log_weights):
+def normalized_entropy(log_weights: ArrayLike) -> jax.Array:
     """Normalised entropy ``H_n = H / log N`` in ``[0, 1]`` (1 for uniform weights)."""
     n = log_weights.shape[-1]
     if n == 1:
@@ -99,7 +100,7 @@ def normalized_entropy(log_weights):
     return entropy(log_weights) / jnp.log(n)
 
 
-def log_mean_exp(log_weights):
+def log_mean_exp(log_weights: ArrayLike) -> jax.Array:
     """``log( (1/N) sum_i exp(l_i) )``; ``-inf`` if every entry is ``-inf``."""
     n = log_weights.shape[-1]
     return log_normalize(log_weights)[1] - jnp.log(n)

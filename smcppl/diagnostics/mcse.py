@@ -21,7 +21,7 @@ import numpy as np
 __all__ = ["lineage_variance", "lineage_mcse"]
 
 
-def lineage_variance(values, lineage):
+def lineage_variance(values: np.ndarray, lineage: np.ndarray) -> np.ndarray:
     """Per-chain variance of the mean of ``values [chain, draw, ...]`` with draw clusters
     ``lineage [chain, draw]`` (integer ids); returns ``[chain, ...]`` (NaN where a chain has one cluster)."""
     values = np.asarray(values, float)
@@ -40,7 +40,7 @@ def lineage_variance(values, lineage):
     return out.reshape((c,) + rest)
 
 
-def lineage_mcse(values, lineage):
+def lineage_mcse(values: np.ndarray, lineage: np.ndarray) -> np.ndarray:
     """``(mean, mcse, ess)`` of the pooled posterior mean of ``values [chain, draw, ...]`` (see module
     docstring); each has the shape of one draw."""
     values = np.asarray(values, float)
