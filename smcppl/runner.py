@@ -15,15 +15,16 @@ devices (``jax.sharding``); all give identical results. A plan's pilot run re-us
 from __future__ import annotations
 
 import functools
+import os
 import time
-from typing import Optional
+from typing import Any, Mapping, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from smcppl.core.entropic import with_entropic_correction
-from smcppl.core.engine import (SMCError, SMCOutput, raise_if_failed, validate_num_particles)
+from smcppl.core.engine import SMCError, SMCOutput, StepInfo, raise_if_failed, validate_num_particles
 from smcppl.core.chain import count_distinct, final_draws, make_run_one
 from smcppl.core.plan import Pilot, Plan
 from smcppl.core.result import SMCResult
@@ -124,7 +125,7 @@ class ProgressBar:
         self.bar = _tqdm()(total=100 * len(runs), desc=f"{name}: compiling", unit="%", leave=True,
                            bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}{postfix}]")
 
-    def start(self, index: int):
+    def start(self, index: int) -> None:
         self.index = index
         self.bar.set_description(f"{self.name}: {self.runs[index]}")
         self.bar.n = 100 * index
@@ -138,7 +139,7 @@ class ProgressBar:
         self.bar.set_postfix_str(f"stage {int(stage)}, {self.label} {progress:.3f}", refresh=False)
         self.bar.refresh()
 
-    def close(self):
+    def close(self) -> None:
         self.bar.n = self.bar.total
         self.bar.refresh()
         self.bar.close()
@@ -230,7 +231,7 @@ class SMC:
             self._compiled[key] = program
         return program, False
 
-    def run(self, rng_key, *args, timeout: Optional[float] = None, **kwargs):
+    def run(self, rng_key: jax.Array, *args, timeout: Optional[float] = None, **kwargs) -> "SMC":
         """Build the algorithm's plan for these arguments (errors surface here, before compiling),
         then run ``num_chains`` independent SMC runs.
 
@@ -391,17 +392,17 @@ class SMC:
         return None if self.result is None else self.result.output
 
     @property
-    def final_particles(self):
+    def final_particles(self) -> Any:
         self._check()
         return self.result.final_particles
 
     @property
-    def draw_stats(self):
+    def draw_stats(self) -> Mapping:
         self._check()
         return self.result.draw_stats
 
     @property
-    def health(self):
+    def health(self) -> Any:
         """The :class:`~smcppl.diagnostics.health.HealthReport` of the last run (None before a run)."""
         return None if self.result is None else self.result.health
 
@@ -410,7 +411,7 @@ class SMC:
         self._check()
         return self.result.resampling
 
-    def get_samples(self, group_by_chain: bool = False):
+    def get_samples(self, group_by_chain: bool = False) -> dict:
         """Equally weighted draws (final resampling + permutation) as a dict name -> array with leading
         ``(num_chains * num_particles,)`` axis, or ``(num_chains, num_particles)`` if ``group_by_chain``."""
         self._check()
@@ -418,36 +419,36 @@ class SMC:
             return dict(self.result.samples)
         return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.result.samples.items()}
 
-    def get_weighted_particles(self):
+    def get_weighted_particles(self) -> tuple:
         """Final particles (unresampled, postprocessed) and their normalised log-weights, per chain."""
         self._check()
         return self.result.get_weighted_particles()
 
     @property
-    def log_evidence(self):
+    def log_evidence(self) -> jax.Array:
         """Log marginal likelihood estimate ``log Z_hat`` of each chain, shape ``(num_chains,)``."""
         self._check()
         return self.output.log_evidence
 
     @property
-    def n_stages(self):
+    def n_stages(self) -> jax.Array:
         self._check()
         return self.output.n_stages
 
     @property
-    def trace(self):
+    def trace(self) -> StepInfo:
         """Per-stage trace (:class:`~smcppl.core.engine.StepInfo`), shape ``(num_chains, stages, ...)``."""
         self._check()
         return self.output.trace
 
-    def to_arviz(self):
+    def to_arviz(self) -> Any:
         """Export draws and SMC diagnostics (see :func:`smcppl.diagnostics.to_arviz`)."""
         self._check()
         from smcppl.diagnostics.export import to_arviz
 
         return to_arviz(self)
 
-    def print_summary(self, prob: float = 0.9, exclude_deterministic: bool = True, **kwargs):
+    def print_summary(self, prob: float = 0.9, exclude_deterministic: bool = True, **kwargs) -> Any:
         """Print ArviZ's summary of the draws plus log Z, stages, resampling count, final ESS and the
         health checks, as NumPyro's ``MCMC.print_summary``: ``prob`` is the mass of the credible interval
         (ArviZ's HDI), ``exclude_deterministic`` leaves out deterministic sites (see
@@ -476,7 +477,7 @@ class SMC:
             return fields
         return {k: v.reshape((-1,) + v.shape[2:]) for k, v in fields.items()}
 
-    def posterior_predictive(self, rng_key, *args, return_sites=None, **kwargs) -> dict:
+    def posterior_predictive(self, rng_key: jax.Array, *args, return_sites=None, **kwargs) -> dict:
         """Posterior predictive draws ``y_rep ~ p(y | theta)`` for every posterior draw ``theta``, with
         NumPyro's ``Predictive`` on the algorithm's model: pass the model's arguments *without* the
         observations (e.g. ``smc.posterior_predictive(key, x)`` for ``model(x, y=None)``), or new inputs
@@ -498,7 +499,7 @@ class SMC:
         self.predictions = out
         return out
 
-    def save(self, path) -> str:
+    def save(self, path: Union[str, os.PathLike]) -> str:
         """Write the run (draws, ``smc_stats``, health, attrs; see :meth:`to_arviz`) to a netCDF file that
         :func:`smcppl.diagnostics.load_netcdf` reads back for ``print_summary`` and the plots."""
         self._check()

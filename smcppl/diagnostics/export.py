@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import datetime
 import functools
+import os
 import warnings
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 import jax
 import numpy as np
@@ -197,7 +198,8 @@ def _log_normalize_np(lw):
 
 
 # ------------------------------------------------------------------------------------------ smc_stats
-def smc_stats_dataset(output, attrs=None, draw_stats=None) -> xr.Dataset:
+def smc_stats_dataset(output: SMCOutput, attrs: Optional[Mapping] = None,
+                      draw_stats: Optional[Mapping] = None) -> xr.Dataset:
     """The ``smc_stats`` group of an :class:`~smcppl.core.engine.SMCOutput` (with or without a chain axis);
     ``draw_stats`` (the runner's, see :func:`smcppl.runner.final_draws`) adds ``n_unique_draws``."""
     if np.ndim(_np(output.log_evidence)) == 0:
@@ -259,7 +261,7 @@ def smc_stats_dataset(output, attrs=None, draw_stats=None) -> xr.Dataset:
 
 
 # ------------------------------------------------------------------------------------------ exporters
-def output_to_datatree(output, samples: Optional[Mapping] = None, *, particles: Any = None,
+def output_to_datatree(output: SMCOutput, samples: Optional[Mapping] = None, *, particles: Any = None,
                        log_weights=None, metadata: Optional[Mapping] = None, attrs: Optional[Mapping] = None,
                        log_likelihood: bool = True, draw_stats: Optional[Mapping] = None,
                        posterior_predictive: Optional[Mapping] = None) -> xr.DataTree:
@@ -343,7 +345,7 @@ def output_to_datatree(output, samples: Optional[Mapping] = None, *, particles: 
     return tree
 
 
-def run_attrs(result) -> dict:
+def run_attrs(result: SMCResult) -> dict:
     """The export's attributes of a run: its settings and timings (``SMCResult.attrs``) and its health."""
     attrs = dict(result.attrs)
     health = result.health
@@ -353,7 +355,7 @@ def run_attrs(result) -> dict:
     return attrs
 
 
-def as_result(run):
+def as_result(run: Any) -> SMCResult:
     """The :class:`~smcppl.core.result.SMCResult` of a run: the object itself, or ``run.result`` (an
     :class:`~smcppl.SMC` after ``.run``); raises if the run has not happened."""
     if isinstance(run, SMCResult):
@@ -364,7 +366,7 @@ def as_result(run):
     return result
 
 
-def to_datatree(run, *, weighted: bool = False, log_likelihood: bool = True) -> xr.DataTree:
+def to_datatree(run: Any, *, weighted: bool = False, log_likelihood: bool = True) -> xr.DataTree:
     """Export a run (an :class:`~smcppl.SMC` after ``.run``, its :class:`~smcppl.core.result.SMCResult`,
     or a raw ``SMCOutput``) to an ``xarray.DataTree``.
 
@@ -386,7 +388,7 @@ def to_datatree(run, *, weighted: bool = False, log_likelihood: bool = True) -> 
                               posterior_predictive=None if weighted else getattr(run, "predictions", None))
 
 
-def datatree_to_arviz(tree: xr.DataTree):
+def datatree_to_arviz(tree: xr.DataTree) -> Any:
     """The ArviZ object for ``tree``: the DataTree itself (ArviZ >= 1) or an ``InferenceData`` (< 1)."""
     if arviz_major_version() >= 1:
         return tree
@@ -398,7 +400,7 @@ def datatree_to_arviz(tree: xr.DataTree):
         return az.InferenceData.from_datatree(tree)
 
 
-def to_arviz(smc, *, weighted: bool = False, log_likelihood: bool = True):
+def to_arviz(smc: Any, *, weighted: bool = False, log_likelihood: bool = True) -> Any:
     """Export a run :class:`~smcppl.SMC` for ArviZ: an ``xarray.DataTree`` with ArviZ >= 1, an
     ``arviz.InferenceData`` holding the same groups with ArviZ < 1 (see :func:`to_datatree`)."""
     if isinstance(smc, xr.DataTree):
@@ -406,7 +408,7 @@ def to_arviz(smc, *, weighted: bool = False, log_likelihood: bool = True):
     return datatree_to_arviz(to_datatree(smc, weighted=weighted, log_likelihood=log_likelihood))
 
 
-def as_datatree(obj) -> xr.DataTree:
+def as_datatree(obj: Any) -> xr.DataTree:
     """A DataTree from an SMC run, raw ``SMCOutput``, DataTree or ``arviz.InferenceData``."""
     if isinstance(obj, xr.DataTree):
         return obj
@@ -415,7 +417,7 @@ def as_datatree(obj) -> xr.DataTree:
     return to_datatree(obj)
 
 
-def save_netcdf(obj, path) -> str:
+def save_netcdf(obj: Any, path: Union[str, os.PathLike]) -> str:
     """Write an SMC run (exported first) or an exported object to a netCDF file; returns the path."""
     from pathlib import Path
 
@@ -427,7 +429,7 @@ def save_netcdf(obj, path) -> str:
     return str(path)
 
 
-def load_netcdf(path):
+def load_netcdf(path: Union[str, os.PathLike]) -> Any:
     """Read a file written by :func:`save_netcdf` into memory, as the installed ArviZ's object
     (DataTree with ArviZ >= 1, InferenceData with ArviZ < 1)."""
     with xr.open_datatree(str(path)) as tree:

@@ -34,9 +34,13 @@ netCDF file):
 from __future__ import annotations
 
 import warnings
-from typing import Mapping, NamedTuple, Optional
+from typing import TYPE_CHECKING, Mapping, NamedTuple, Optional
 
 import numpy as np
+
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = ["SMCHealthWarning", "HealthFlag", "HealthReport", "check_health", "split_rhat", "warn_health",
            "MIN_UNIQUE_FRACTION", "MIN_FINAL_ESS", "MAX_DIVERGENT_FRACTION", "MIN_ACCEPTANCE",
@@ -104,7 +108,7 @@ def _rhat(x):
     return float(np.sqrt(((n - 1) / n * w + b / n) / w))
 
 
-def split_rhat(draws) -> float:
+def split_rhat(draws: np.ndarray) -> float:
     """Rank-normalised split R-hat (Vehtari et al. 2021) of ``draws [chain, draw]``: the maximum of the
     bulk and the folded (tail) versions, as ArviZ's ``rhat(method="rank")`` — re-implemented here on
     plain arrays so that it runs inside ``SMC.run`` in both ArviZ generations without building a
@@ -125,7 +129,7 @@ def _per_stage(stats, name):
     return np.asarray(stats[name].values, float) if name in stats else None
 
 
-def check_health(stats, posterior: Optional[Mapping] = None, max_rhat_elements: int = 200) -> HealthReport:
+def check_health(stats: xr.Dataset, posterior: Optional[Mapping] = None, max_rhat_elements: int = 200) -> HealthReport:
     """Run the checks of the module docstring on an ``smc_stats`` Dataset (with the run's attrs:
     ``num_particles``, ``continuous_state``, ``max_stages``) and, for R-hat, the posterior draws
     ``{name: [chain, draw, ...]}``. Returns a :class:`HealthReport`."""
@@ -233,7 +237,7 @@ def check_health(stats, posterior: Optional[Mapping] = None, max_rhat_elements: 
     return HealthReport(tuple(flags), divergent_fraction)
 
 
-def warn_health(report: HealthReport, what: str = "SMC run", stacklevel: int = 3):
+def warn_health(report: HealthReport, what: str = "SMC run", stacklevel: int = 3) -> None:
     """One :class:`SMCHealthWarning` per failed check."""
     for f in report.flags:
         warnings.warn(f"{what} [{f.check}]: {f.message}", SMCHealthWarning, stacklevel=stacklevel)

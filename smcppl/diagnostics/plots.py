@@ -20,12 +20,17 @@ plot (draw index on the x-axis): rank plots show whether the chains agree.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 
 from smcppl.diagnostics.export import arviz_major_version, datatree_to_arviz, to_datatree
 from smcppl.diagnostics.summary import get_smc_stats
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = [
     "DiagnosticUnavailable",
@@ -102,7 +107,7 @@ def _legend(ax, num_chains, **kw):
     ax.legend(handles, labels, **kw)
 
 
-def plot_tempering_schedule(obj, ax=None):
+def plot_tempering_schedule(obj: Any, ax: Optional[Axes] = None) -> Axes:
     """Tempering schedule, one staircase per chain, starting from beta = 0 (the prior).
 
     Stage ``t`` reweights the particles from ``beta_{t-1}`` to ``beta_t`` (``beta_{-1} = 0``: stage 0
@@ -126,7 +131,7 @@ def plot_tempering_schedule(obj, ax=None):
     return fig
 
 
-def plot_ess(obj, ax=None):
+def plot_ess(obj: Any, ax: Optional[Axes] = None) -> Axes:
     """ESS/N (top) and normalised entropy of the weights (bottom) per stage, one line per chain.
 
     Resampling events are marked, one marker per event: a resampling at the start of stage t is drawn
@@ -159,7 +164,7 @@ def plot_ess(obj, ax=None):
     return fig
 
 
-def plot_acceptance(obj, ax=None):
+def plot_acceptance(obj: Any, ax: Optional[Axes] = None) -> Axes:
     """Acceptance rate and step size of the MCMC moves per stage (one line per chain); a panel for each
     of the two that the sampler records."""
     ds = get_smc_stats(obj)
@@ -188,7 +193,7 @@ def plot_acceptance(obj, ax=None):
     return fig
 
 
-def lineages(ancestors, n_stages=None):
+def lineages(ancestors: np.ndarray, n_stages: Optional[int] = None) -> np.ndarray:
     """``paths[t, i]``: the index at stage t of the ancestor of final particle i (``ancestors[t, i]`` is
     the parent at stage t-1 of particle i at stage t)."""
     anc = np.asarray(ancestors)
@@ -200,7 +205,7 @@ def lineages(ancestors, n_stages=None):
     return paths
 
 
-def plot_genealogy(obj, chain: int = 0, max_lines: int = 100, ax=None):
+def plot_genealogy(obj: Any, chain: int = 0, max_lines: int = 100, ax: Optional[Axes] = None) -> Axes:
     """Particle genealogy of one chain: every parent -> child link (grey) and the ancestral lines of
     the particles at the final stage (coloured; at most ``max_lines``, evenly spaced).
 
@@ -237,7 +242,7 @@ def plot_genealogy(obj, chain: int = 0, max_lines: int = 100, ax=None):
     return fig
 
 
-def plot_log_evidence(obj, reference=None, ax=None):
+def plot_log_evidence(obj: Any, reference: Optional[float] = None, ax: Optional[Axes] = None) -> Axes:
     """log Z: the running estimate per stage (left, one line per chain) and the final estimate of each
     chain (right, one marker per chain) with their mean (solid) and an optional ``reference`` (dashed,
     e.g. the exact log Z of a test model). The spread is the sample sd across chains (``ddof=1``)."""
@@ -270,7 +275,7 @@ def plot_log_evidence(obj, reference=None, ax=None):
     return fig
 
 
-def plot_weights(obj, bins: int = 30, ax=None):
+def plot_weights(obj: Any, bins: int = 30, ax: Optional[Axes] = None) -> Axes:
     """Distribution of the final normalised importance weights ``N W_i`` (before the final resampling),
     as a histogram of ``log10(N W_i)`` per chain; 0 = equal weights (dashed line)."""
     ds = get_smc_stats(obj)
@@ -309,7 +314,8 @@ def _arviz_object(obj):
     return datatree_to_arviz(to_datatree(obj, log_likelihood=False))
 
 
-def plot_posterior(obj, var_names=None, kind: str = "rank", prob: float = 0.9, **kwargs):
+def plot_posterior(obj: Any, var_names: Optional[Sequence[str]] = None, kind: str = "rank", prob: float = 0.9,
+                   **kwargs) -> Any:
     """ArviZ's own posterior plot of the draws, in either ArviZ API; returns the matplotlib Figure.
 
     * ``kind="rank"`` (default): per variable and component (``w[0]``, ``w[1]``, ... one row each), the
@@ -366,7 +372,8 @@ PLOTS = {
 }
 
 
-def save_diagnostic_plots(obj, folder, prefix: str = "", dpi: int = 100, reference_log_evidence=None) -> list:
+def save_diagnostic_plots(obj: Any, folder: Union[str, os.PathLike], prefix: str = "", dpi: int = 100,
+                          reference_log_evidence: Optional[float] = None) -> list:
     """Write every plot that applies to the run as ``<folder>/<prefix><name>.png`` (plots whose data the
     run did not record, e.g. the genealogy without ancestors, are skipped); return the paths written.
     ``reference_log_evidence``: a known log Z, drawn as the reference line of the log Z plot."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import Any, Optional, Sequence, TextIO
 
 import numpy as np
 import xarray as xr
@@ -15,7 +16,7 @@ from smcppl.diagnostics.export import (SMC_STATS_GROUP, arviz_major_version, as_
 __all__ = ["print_summary", "smc_summary", "get_smc_stats", "posterior_summary", "lineage_columns", "health_report"]
 
 
-def get_smc_stats(obj) -> xr.Dataset:
+def get_smc_stats(obj: Any) -> xr.Dataset:
     """The ``smc_stats`` Dataset (with the run's attrs) of an SMC run, a raw ``SMCOutput``, an exported
     DataTree or an ``arviz.InferenceData``."""
     from smcppl.core.engine import SMCOutput
@@ -47,7 +48,7 @@ def _last_valid(values, n_stages):
     return np.array([values[c, max(int(n) - 1, 0)] for c, n in enumerate(n_stages)], float)
 
 
-def smc_summary(obj) -> dict:
+def smc_summary(obj: Any) -> dict:
     """SMC numbers of a run (see :func:`get_smc_stats` for accepted inputs): per-chain and summary
     log Z, stage counts, resampling events, final ESS ratio, mean acceptance rate (if moves record it)."""
     ds = get_smc_stats(obj)
@@ -76,7 +77,7 @@ def smc_summary(obj) -> dict:
     return out
 
 
-def posterior_summary(data, var_names=None, prob: float = 0.9):
+def posterior_summary(data: Any, var_names: Optional[Sequence[str]] = None, prob: float = 0.9) -> Any:
     """ArviZ's ``summary`` of the posterior with a ``prob`` credible interval, in either ArviZ API."""
     import arviz as az
 
@@ -94,7 +95,7 @@ def _group(exported, name):
     return getattr(exported, name, None) if name in getattr(exported, "_groups", ()) else None
 
 
-def lineage_columns(exported, table, var_names=None):
+def lineage_columns(exported: Any, table: Any, var_names: Optional[Sequence[str]] = None) -> Any:
     """``mcse_smc``/``ess_smc`` for the rows of ArviZ's summary ``table`` (same variables, same element
     order), from the draws' lineages (:mod:`smcppl.diagnostics.mcse`); the table unchanged if the export
     has no lineages (e.g. weighted particles)."""
@@ -120,7 +121,7 @@ def lineage_columns(exported, table, var_names=None):
     return table
 
 
-def health_report(exported):
+def health_report(exported: Any) -> Any:
     """The :class:`~smcppl.diagnostics.health.HealthReport` of an exported run (recomputed from its
     ``smc_stats`` and posterior, so that it also works on a reloaded file)."""
     from smcppl.diagnostics.health import check_health
@@ -135,7 +136,8 @@ def _fmt(values, fmt="{:.2f}"):
     return ", ".join(fmt.format(v) for v in np.ravel(values))
 
 
-def print_summary(smc, prob: float = 0.9, var_names=None, file=None, exclude_deterministic: bool = True):
+def print_summary(smc: Any, prob: float = 0.9, var_names: Optional[Sequence[str]] = None, file: Optional[TextIO] = None,
+                  exclude_deterministic: bool = True) -> Any:
     """Print ArviZ's posterior summary plus the SMC diagnostics (log Z mean and spread across chains,
     stages, resampling events, final ESS, mean acceptance rate); return the summary table
     (a ``pandas.DataFrame``; the SMC numbers of :func:`smc_summary` are in its ``attrs["smc"]``).
