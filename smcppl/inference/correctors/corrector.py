@@ -16,7 +16,7 @@ Usage::
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -66,8 +66,10 @@ class FeynmanKacCorrector:
 
     def __init__(self, scores: Union[Callable, Sequence[Callable]], betas: Union[float, Sequence[float]], sde: SDE,
                  num_sde_steps: Optional[int] = None, noise: Union[float, Callable] = 1.0,
-                 resampling: Union[Resampling, str, None] = None, *, event_shape=None, t_min: float = 0.0,
-                 times=None, corrected: bool = True, reward: Optional[Callable] = None, reward_scale: float = 1.0,
+                 resampling: Union[Resampling, str, None] = None, *,
+                 event_shape: Union[int, Sequence[int], None] = None, t_min: float = 0.0,
+                 times: Optional[Sequence[float]] = None, corrected: bool = True,
+                 reward: Optional[Callable] = None, reward_scale: float = 1.0,
                  potential: str = "diff", interval: int = 1, init_variance: Optional[float] = None,
                  log_densities: Union[Callable, Sequence[Callable], None] = None, name: str = "x",
                  num_steps: Optional[int] = None):
@@ -144,13 +146,13 @@ class FeynmanKacCorrector:
                         "reward": getattr(self.reward, "__name__", type(self.reward).__name__)})
         return out
 
-    def check_functions(self, num_probe: int = 4, params=None, has_params: bool = False) -> None:
+    def check_functions(self, num_probe: int = 4, params: Any = None, has_params: bool = False) -> None:
         """Probe the scores, log-densities, reward and noise function before compiling
         (:func:`.inputs.check_functions`)."""
         inputs.check_functions(self, num_probe, params, has_params)
 
     # ------------------------------------------------------------------ the plan
-    def build(self, num_particles: int, *args, **kwargs) -> Plan:
+    def build(self, num_particles: int, *args: Any, **kwargs: Any) -> Plan:
         """Check inputs and return the :class:`~smcppl.core.plan.Plan` for ``SMC``.
 
         ``SMC(fkc, N).run(key)`` calls the scores as ``s(x, t)``; ``SMC(fkc, N).run(key, params)`` passes

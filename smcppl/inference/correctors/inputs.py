@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +14,9 @@ import numpy as np
 
 from smcppl.core.checks import finite_float, positive_int
 from smcppl.inference.correctors.steering import POTENTIALS
+
+if TYPE_CHECKING:
+    from smcppl.inference.correctors.corrector import FeynmanKacCorrector
 
 __all__ = ["as_scores", "as_betas", "as_noise", "as_event_shape", "as_times", "as_log_densities", "as_potential",
            "as_callable_or_none", "as_name", "num_sde_steps_keyword", "check_functions"]
@@ -35,7 +38,7 @@ def as_scores(scores: Union[Callable, Sequence[Callable]]) -> Tuple[Callable, ..
     return scores
 
 
-def as_betas(betas, num_scores: int) -> Tuple[float, ...]:
+def as_betas(betas: Union[float, Sequence[float]], num_scores: int) -> Tuple[float, ...]:
     """One finite exponent per score function, with ``sum(betas) > 0``."""
     b = np.atleast_1d(np.asarray(betas, dtype=float))
     if b.ndim != 1 or b.shape[0] != num_scores:
@@ -58,7 +61,7 @@ def as_noise(noise: Union[float, Callable]) -> Union[float, Callable]:
     return eta
 
 
-def as_event_shape(event_shape) -> Tuple[int, ...]:
+def as_event_shape(event_shape: Union[int, Sequence[int], None]) -> Tuple[int, ...]:
     """The shape of one particle, a tuple of positive ints (an int ``d`` is ``(d,)``); required."""
     if event_shape is None:
         raise ValueError("event_shape is required: the shape of one particle, e.g. (2,) for 2-D points.")
@@ -70,7 +73,7 @@ def as_event_shape(event_shape) -> Tuple[int, ...]:
     return event_shape
 
 
-def as_times(times, t_min, num_sde_steps: int) -> Tuple[float, np.ndarray]:
+def as_times(times: Optional[Sequence[float]], t_min: float, num_sde_steps: int) -> Tuple[float, np.ndarray]:
     """``(t_min, grid)``: ``t_min`` in ``[0, 1)`` and the ``num_sde_steps + 1`` grid times, strictly
     decreasing within ``[0, 1]`` (default: uniform from 1 to ``t_min``)."""
     t_min = finite_float(t_min, "t_min")
@@ -86,7 +89,8 @@ def as_times(times, t_min, num_sde_steps: int) -> Tuple[float, np.ndarray]:
     return t_min, times
 
 
-def as_log_densities(log_densities, num_scores: int) -> Optional[Tuple[Callable, ...]]:
+def as_log_densities(log_densities: Union[Callable, Sequence[Callable], None],
+                     num_scores: int) -> Optional[Tuple[Callable, ...]]:
     """None, or one function ``(x, t) -> log q_t(x)`` per score function."""
     if log_densities is None:
         return None
@@ -134,7 +138,8 @@ def num_sde_steps_keyword(num_sde_steps: Optional[int], num_steps: Optional[int]
     return positive_int(num_sde_steps, "num_sde_steps (formerly num_steps)")
 
 
-def check_functions(c, num_probe: int = 4, params=None, has_params: bool = False) -> None:
+def check_functions(c: "FeynmanKacCorrector", num_probe: int = 4, params: Any = None,
+                    has_params: bool = False) -> None:
     """Evaluate every score of the corrector ``c`` (and its log-densities, reward and noise function) on
     a few draws of the initial Gaussian at the first, middle and last grid times; raise a ValueError
     naming the function, ``t`` and the problem (wrong output shape, NaN/inf) before any compilation."""

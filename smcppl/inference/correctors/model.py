@@ -8,6 +8,7 @@ element, so the model has no ``log_potential`` (ARCHITECTURE.md, "One engine").
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -16,10 +17,14 @@ from smcppl.core.engine import FeynmanKac
 from smcppl.inference.correctors.steering import POTENTIALS, block_potential, x0_reward
 from smcppl.inference.correctors.weights import combined_score, initial_log_weights, log_weight_rate
 
+if TYPE_CHECKING:
+    from smcppl.inference.correctors.corrector import FeynmanKacCorrector
+
 __all__ = ["corrector_feynman_kac"]
 
 
-def corrector_feynman_kac(c, num_particles: int, params=None, has_params: bool = False) -> FeynmanKac:
+def corrector_feynman_kac(c: "FeynmanKacCorrector", num_particles: int, params: Any = None,
+                          has_params: bool = False) -> FeynmanKac:
     """The :class:`~smcppl.core.engine.FeynmanKac` model of a
     :class:`~smcppl.inference.correctors.corrector.FeynmanKacCorrector` ``c``.
 
