@@ -1,4 +1,4 @@
-"""Feynman–Kac correctors (DESIGN §5, issue 6) against closed-form answers.
+"""Feynman–Kac correctors (smcppl/inference/correctors, ARCHITECTURE.md) against closed-form answers.
 
 Every statistical test runs 4 independent seeds (a vmap over keys, compiled once per sampler) and
 compares with exact values from :mod:`smcppl.models.diffusion_targets` (closed-form mixtures, grid
@@ -26,7 +26,9 @@ import numpy as np
 import pytest
 
 from smcppl import SMC, Resampling, SMCHealthWarning
-from smcppl.inference.correctors.corrector import FeynmanKacCorrector, annealed, fk_steering, guided, product_of_experts
+from smcppl.inference.correctors import FeynmanKacCorrector, annealed, fk_steering, guided, product_of_experts
+from smcppl.inference.correctors.model import corrector_feynman_kac
+from smcppl.inference.correctors.steering import POTENTIALS, block_potential
 from smcppl.runner import make_run_one
 from smcppl.models import diffusion_targets as dt
 from smcppl.models.sde import VESDE, VPSDE, from_denoiser, from_epsilon, x0_prediction
@@ -181,7 +183,7 @@ def test_product_of_mixtures_energy_distance(prod1d):
 
 # ------------------------------------------------------------------------------- exact initial weights
 def test_exact_initial_weights_with_ve_and_small_sigma_max():
-    """Issue 11, defect 4. 0.3 N(-6, 1) + 0.7 N(6, 1) at beta = 2 under VESDE(0.01, 5): q_1 is far from the
+    """0.3 N(-6, 1) + 0.7 N(6, 1) at beta = 2 under VESDE(0.01, 5): q_1 is far from the
     reference N(0, 25), so the initial weights must be the exact ratio (log_densities). Exact: mass
     0.49 / (0.09 + 0.49) = 0.845 on the right mode (quadrature), log Z = log int p^2 = -1.810 (closed form).
     The constant initial weight (the old code) gives 0.753 and -1.45. Calibration (16 seeds, 200 steps,
@@ -271,7 +273,7 @@ def test_fk_steering_sum_and_rt_potentials_at_three_blocks(potential):
 
 
 def test_degenerate_settings_warn_at_construction():
-    """Issue 11, defect 7: noise (sigma/g) below 1 with sum(betas) > 1, and sum/rt steering potentials with
+    """Noise (sigma/g) below 1 with sum(betas) > 1, and sum/rt steering potentials with
     resampling over more than MAX_TILTED_BLOCKS blocks, warn when the sampler is built (and only then)."""
     s = _gauss1d(0.0, 0.5).score_fn(SDE)
     reward = lambda x: -jnp.sum(x**2)  # noqa: E731
@@ -375,3 +377,43 @@ def test_bad_input_errors():
         SMC(annealed(s, 2.0, SDE, 10, event_shape=(1,)), 10).run(jax.random.key(0), 1, 2)
     with pytest.raises(ValueError, match="times"):
         annealed(s, 2.0, SDE, 3, event_shape=(1,), times=[1.0, 0.5, 0.6, 0.0])
+
+
+# ------------------------------------------------------------------------------- engine interface, vocabulary
+def test_move_returns_log_g_and_steering_potentials_telescope():
+    """The FK model has no log_potential: the move returns log G (ARCHITECTURE.md, "One engine"). Every
+    steering potential, with the final-step correction, sums along a path to exactly lam * r_final (the
+    final tilt), whatever the intermediate rewards: checked on a random 5-block reward path."""
+    s = dt.two_mode_1d().score_fn(SDE)
+    alg = fk_steering(s, lambda x: -jnp.sum(x**2), SDE, 6, interval=2, event_shape=(1,))
+    fk = corrector_feynman_kac(alg, 8)
+    assert fk.log_potential is None
+    p, lw, stage = fk.init(jax.random.key(0))
+    out = fk.move(jax.random.key(1), p, lw, stage, None)
+    assert len(out) == 3 and out[2].shape == (8,) and "log_g" not in out[0]
+    lam, rewards = 1.7, np.asarray(jax.random.normal(jax.random.key(2), (6, 3)))
+    for name, pot in POTENTIALS.items():
+        r_prev, r_run, acc = jnp.asarray(rewards[0]), jnp.full(3, pot.run_start), jnp.zeros(3)
+        for k in range(1, 6):
+            log_g, r_run = block_potential(name, lam, jnp.asarray(rewards[k]), r_prev, r_run, acc, k == 5)
+            acc, r_prev = acc + log_g, jnp.asarray(rewards[k])
+        np.testing.assert_allclose(acc, lam * rewards[5], rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_num_steps_is_a_deprecated_alias_of_num_sde_steps():
+    s = dt.two_mode_1d().score_fn(SDE)
+    for make in (lambda **k: annealed(s, 2.0, SDE, event_shape=(1,), **k),
+                 lambda **k: guided(s, s, 2.0, SDE, event_shape=(1,), **k),
+                 lambda **k: product_of_experts([s, s], SDE, event_shape=(1,), **k),
+                 lambda **k: fk_steering(s, lambda x: x.sum(), SDE, interval=1, event_shape=(1,), **k),
+                 lambda **k: FeynmanKacCorrector([s], [1.0], SDE, event_shape=(1,), **k)):
+        with pytest.warns(DeprecationWarning, match="use num_sde_steps"):
+            old = make(num_steps=7)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            new = make(num_sde_steps=7)
+        assert old.num_sde_steps == new.num_sde_steps == 7 and np.array_equal(old.times, new.times)
+        with pytest.raises(TypeError, match="pass num_sde_steps only"):
+            make(num_sde_steps=7, num_steps=7)
+        with pytest.raises(TypeError, match="missing num_sde_steps"):
+            make()
