@@ -234,7 +234,7 @@ def test_sharded_chains_equal_vectorized():
 def test_annealed_langevin_agrees_with_exact_and_tempered(conjugate_hmc):
     from smcppl import AnnealedLangevin
 
-    smc = SMC(AnnealedLangevin(zoo.conjugate_gaussian, num_steps=100, adjusted=True), num_particles=1000,
+    smc = SMC(AnnealedLangevin(zoo.conjugate_gaussian, num_temperatures=100, adjusted=True), num_particles=1000,
               num_chains=8).run(jax.random.key(8), **CONJ)
     _check_conjugate(smc)
     a, b = np.asarray(smc.log_evidence, float), np.asarray(conjugate_hmc.log_evidence, float)
@@ -242,7 +242,21 @@ def test_annealed_langevin_agrees_with_exact_and_tempered(conjugate_hmc):
     se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
     assert abs(a.mean() - b.mean()) < 4 * se + 0.05
     assert smc.plan.attrs["sampler"] == "AnnealedLangevin"
-    with pytest.raises(ValueError, match="num_steps"):
+
+
+def test_annealed_langevin_num_temperatures_and_its_deprecated_alias():
+    """``num_temperatures`` counts the rungs of the linear ladder; ``num_steps`` (its earlier name) still
+    works, warns and names the new keyword. Constructors only: nothing is compiled."""
+    from smcppl import AnnealedLangevin
+
+    assert np.array_equal(AnnealedLangevin(zoo.conjugate_gaussian, num_temperatures=4).schedule,
+                          [0.25, 0.5, 0.75, 1.0])
+    with pytest.warns(DeprecationWarning, match="num_temperatures"):
+        old = AnnealedLangevin(zoo.conjugate_gaussian, num_steps=4)
+    assert np.array_equal(old.schedule, [0.25, 0.5, 0.75, 1.0])
+    with pytest.raises(ValueError, match="num_temperatures"):
+        AnnealedLangevin(zoo.conjugate_gaussian, num_temperatures=0)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="num_steps"):
         AnnealedLangevin(zoo.conjugate_gaussian, num_steps=0)
 
 
