@@ -285,3 +285,18 @@ def test_chains_vmapped_equal_chains_one_at_a_time():
         out, draws, _, _ = single(keys[i], smc.plan.data)
         np.testing.assert_allclose(np.asarray(out.log_evidence), np.asarray(smc.log_evidence[i]), rtol=1e-5)
         np.testing.assert_allclose(np.asarray(draws["p"]), np.asarray(smc.get_samples(True)["p"][i]), rtol=1e-5)
+
+
+def test_move_settings_num_mcmc_steps_and_its_deprecated_alias():
+    """MoveSettings' field is num_mcmc_steps; ``num_steps`` (its earlier name) still works as a keyword and
+    an attribute, warning and naming the new one. No compilation."""
+    from smcppl.kernels.moves import MoveSettings, validate_move
+
+    assert validate_move(MoveSettings("rwm", 4)).num_mcmc_steps == 4
+    with pytest.warns(DeprecationWarning, match="num_mcmc_steps"):
+        old = MoveSettings("rwm", num_steps=4)
+    assert old == MoveSettings("rwm", num_mcmc_steps=4)
+    with pytest.warns(DeprecationWarning, match="num_mcmc_steps"):
+        assert old.num_steps == 4
+    with pytest.raises(ValueError, match="num_mcmc_steps"):
+        validate_move(MoveSettings(num_mcmc_steps=0))

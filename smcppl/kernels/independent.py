@@ -51,6 +51,7 @@ import blackjax
 import jax
 import jax.numpy as jnp
 
+from smcppl.core.checks import positive_float, positive_int
 from smcppl.core.weights import normalize
 
 __all__ = ["DEFAULT_DOF", "MixtureFit", "fit_mixture", "proposal_fit", "proposal_fit_template",
@@ -70,11 +71,9 @@ class MixtureFit(NamedTuple):
 
 def validate_imh(m):
     """Check the independent-proposal settings of a :class:`~smcppl.kernels.moves.MoveSettings`."""
-    k = m.proposal_components
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"proposal_components must be a positive integer, got {k!r}.")
-    if m.proposal_dof is not None and not float(m.proposal_dof) > 0:
-        raise ValueError(f"proposal_dof must be positive (or None for a Gaussian proposal), got {m.proposal_dof!r}.")
+    k = positive_int(m.proposal_components, "proposal_components")
+    if m.proposal_dof is not None:
+        positive_float(m.proposal_dof, "proposal_dof (None: a Gaussian proposal)")
     if m.kind != "imh":
         if k != 1:
             raise ValueError(f"proposal_components={k} is a setting of move='imh', not of move={m.kind!r}.")

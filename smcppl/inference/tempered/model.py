@@ -295,14 +295,14 @@ class TemperedSMC:
         simulation-based calibration, builds them once: :mod:`smcppl.validation.sbc`). ``plan.fk(data)``
         and ``plan.postprocess(particles, data)`` take the density's data pytree (``dens.data`` or another
         of its structure)."""
-        if self.move.waste_free and num_particles % self.move.num_steps:
+        if self.move.waste_free and num_particles % self.move.num_mcmc_steps:
             raise ValueError(f"waste_free=True needs num_particles ({num_particles}) to be a multiple of "
-                             f"num_mcmc_steps ({self.move.num_steps}).")
+                             f"num_mcmc_steps ({self.move.num_mcmc_steps}).")
         move, target_ess, criterion, schedule = self.move, self.target_ess, self.criterion, self.schedule
 
         pilot_res = self.resampling if self.resampling.entropic is None else self.resampling._replace(entropic=None)
         def whole_chains(n):  # waste-free: a multiple of the chain length
-            return max(self.move.num_steps, n - n % self.move.num_steps) if self.move.waste_free else n
+            return max(self.move.num_mcmc_steps, n - n % self.move.num_mcmc_steps) if self.move.waste_free else n
 
         # the runner's pilot (Plan.pilot): N particles by default, so that it re-uses the chains' program;
         # a pilot nested in the run (plan.fk(data) without tables, e.g. simulation-based calibration) is
@@ -337,7 +337,7 @@ class TemperedSMC:
             "latent_sites": dens.latent_sites,
             "likelihood_sites": dens.likelihood_sites,
         }
-        attrs = {"sampler": "TemperedSMC", "move": self.move.kind, "num_mcmc_steps": self.move.num_steps,
+        attrs = {"sampler": "TemperedSMC", "move": self.move.kind, "num_mcmc_steps": self.move.num_mcmc_steps,
                  "target_ess": self.target_ess, "criterion": self.criterion,
                  "preconditioning": self.move.preconditioning, "waste_free": int(self.move.waste_free),
                  "schedule": "adaptive" if self.schedule is None else "fixed", "dim": dens.dim,
