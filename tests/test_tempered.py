@@ -121,7 +121,7 @@ def test_deterministic_sites_and_plates():
 
 # ------------------------------------------------------------------------------------ clear errors
 def _raising_model(y=None):
-    x = numpyro.sample("x", dist.Normal(0, 1))
+    numpyro.sample("x", dist.Normal(0, 1))
     raise RuntimeError("boom")
 
 

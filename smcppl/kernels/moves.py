@@ -17,7 +17,7 @@ Waste-free SMC (Dau & Chopin 2022): ``M = N / P`` of the resampled particles eac
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import blackjax
 import jax
@@ -50,12 +50,14 @@ class ULAState(NamedTuple):
     logdensity_grad: jax.Array
 
 
-def ula_init(position, logdensity_fn):
+def ula_init(position: jax.Array, logdensity_fn: Callable) -> ULAState:
+    """ULA state at ``position``: the log density and its gradient there."""
     v, g = jax.value_and_grad(logdensity_fn)(position)
     return ULAState(position, v, g)
 
 
-def ula_step(rng_key, state: ULAState, logdensity_fn, step_size):
+def ula_step(rng_key: jax.Array, state: ULAState, logdensity_fn: Callable,
+             step_size: jax.Array) -> tuple[ULAState, jax.Array]:
     """Unadjusted Langevin ``x' = x + h grad log pi(x) + sqrt(2h) xi`` (not in BlackJAX; no
     Metropolis correction, so it leaves ``pi`` invariant only as ``h -> 0``).
 
@@ -141,18 +143,20 @@ def validate_move(m: MoveSettings) -> MoveSettings:
     return validate_imh(m)
 
 
-def default_step_size(kind, dim):
+def default_step_size(kind: str, dim: int) -> float:
     """Whitened step sizes of the usual optimal-scaling orders in the dimension ``d``."""
     d = max(int(dim), 1)
     return {"rwm": 2.38 / d**0.5, "mala": 1.0 / d ** (1 / 3), "hmc": 1.0 / d**0.25, "nuts": 0.5,
             "ula": 0.1 / d ** (1 / 3), "imh": 1.0}[kind]
 
 
-def target_acceptance(m: MoveSettings):
+def target_acceptance(m: MoveSettings) -> Optional[float]:
+    """The acceptance rate step sizes are adapted toward (None for ``imh``: not adapted)."""
     return TARGET_ACCEPTANCE[m.kind] if m.target_acceptance is None else m.target_acceptance
 
 
-def particle_preconditioner(positions, log_weights, mode="full"):
+def particle_preconditioner(positions: jax.Array, log_weights: jax.Array,
+                            mode: str = "full") -> tuple[jax.Array, jax.Array]:
     """Weighted mean ``mu`` and factor ``L`` (matrix for ``"full"``, vector for ``"diag"``/``"none"``)
     with ``L L^T`` the weighted particle covariance (plus a small relative jitter)."""
     n, d = positions.shape
@@ -260,8 +264,9 @@ class MoveResult(NamedTuple):
     step_size_tested: jax.Array  # the step size of the move's last transition
 
 
-def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m: MoveSettings,
-                    preconditioner=None, adapt_target=None, adapt=True) -> MoveResult:
+def move_population(rng_key: jax.Array, positions: jax.Array, log_weights: jax.Array, logdensity_fn: Callable,
+                    step_size, m: MoveSettings, preconditioner: Optional[tuple] = None,
+                    adapt_target: Optional[float] = None, adapt=True) -> MoveResult:
     """Move every particle (``positions [N, d]``) with ``m.num_mcmc_steps`` kernel transitions.
 
     ``preconditioner = (mu, L)`` (see :func:`particle_preconditioner`); if None it is fitted to the
@@ -349,7 +354,7 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
     return MoveResult(x, acc, div, h, h)
 
 
-def adapt_step_size(step_size, mean_acceptance, target):
+def adapt_step_size(step_size: jax.Array, mean_acceptance: jax.Array, target: float) -> jax.Array:
     """``log h' = log h + 2 (acc - target)``, clipped to a factor of [0.2, 3] per stage."""
     factor = jnp.exp(jnp.clip(2.0 * (mean_acceptance - target), jnp.log(0.2), jnp.log(3.0)))
     return jnp.where(jnp.isfinite(mean_acceptance), step_size * factor, step_size)

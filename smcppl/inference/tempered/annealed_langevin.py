@@ -18,7 +18,7 @@ giving posterior draws and ``log Z`` by a different path than the adaptive :clas
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from smcppl.core.checks import positive_int
 from smcppl.core.plan import Plan
 from smcppl.core.policy import Resampling
 from smcppl.inference.tempered.model import TemperedSMC
+from smcppl.inference.tempered.numpyro_model import NumPyroDensity
 
 __all__ = ["AnnealedLangevin"]
 
@@ -40,7 +41,7 @@ class AnnealedLangevin(TemperedSMC):
     preconditioning: particle covariance (``"full"``, ``"diag"``, ``"none"``).
     """
 
-    def __init__(self, model, *, num_temperatures: Optional[int] = None, schedule=None,
+    def __init__(self, model: Callable, *, num_temperatures: Optional[int] = None, schedule=None,
                  step_size: Optional[float] = None, adjusted: bool = True, num_langevin_steps: int = 1, preconditioning: str = "full",
                  resampling: Optional[Resampling] = None, num_steps: Optional[int] = None, **kwargs):
         what = "num_temperatures"
@@ -59,7 +60,7 @@ class AnnealedLangevin(TemperedSMC):
                          **kwargs)
         self.adjusted = bool(adjusted)
 
-    def build_from_density(self, num_particles: int, density) -> Plan:
+    def build_from_density(self, num_particles: int, density: NumPyroDensity) -> Plan:
         plan = super().build_from_density(num_particles, density)
         attrs = dict(plan.attrs, sampler="AnnealedLangevin", adjusted=int(self.adjusted))
         return plan._replace(attrs=attrs, name="AnnealedLangevin")

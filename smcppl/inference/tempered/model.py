@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from smcppl.core.checks import positive_int
-from smcppl.core.engine import FeynmanKac, run_adaptive
+from smcppl.core.engine import FeynmanKac, SMCOutput, run_adaptive
 from smcppl.core.entropic import with_entropic_correction
 from smcppl.core.plan import Pilot, Plan
 from smcppl.core.policy import Resampling, as_resampling
@@ -65,7 +65,7 @@ def blank_pilot_tables(dim: int, capacity: int, preconditioning: str = "full", d
                                      {} if move is None else proposal_fit_template(dim, move, dtype))}
 
 
-def pilot_tables(output) -> dict:
+def pilot_tables(output: SMCOutput) -> dict:
     """A pilot run's per-stage kernels, for main runs of ``tuning="pilot"``: from row ``t`` of its trace,
     the temperature ``beta_t`` and the preconditioner ``(mu_t, L_t)`` of the move at ``beta_t``, and the
     step size the pilot moved with there — the smaller of the step of its last transition at ``beta_t``
@@ -81,7 +81,7 @@ def pilot_tables(output) -> dict:
             "proposal": params["proposal"]}
 
 
-def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_initial: Callable,
+def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Optional[Callable], sample_initial: Callable,
                          dim: int, num_particles: int, move: MoveSettings = MoveSettings(), target_ess: float = 0.5,
                          criterion: str = "cess", schedule=None, tuning: str = "weighted",
                          pilot_particles: Optional[int] = None, pilot_resampling: Resampling = Resampling(),
@@ -248,7 +248,7 @@ class TemperedSMC:
     resampling: default ``Resampling("systematic", when="ess", threshold=0.5)``.
     """
 
-    def __init__(self, model, *, move: str = "hmc", num_mcmc_steps: int = 5, target_ess: float = 0.5,
+    def __init__(self, model: Callable, *, move: str = "hmc", num_mcmc_steps: int = 5, target_ess: float = 0.5,
                  criterion: str = "cess", schedule=None, likelihood_sites: Optional[Sequence[str]] = None,
                  factors_as_likelihood: bool = True, preconditioning: str = "full",
                  step_size: Optional[float] = None, target_acceptance: Optional[float] = None,
