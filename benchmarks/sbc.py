@@ -76,7 +76,7 @@ def main():
         a.datasets, a.particles = 200, 256
     samplers = {f"tempered-{m}": (lambda model, m=m: TemperedSMC(model, move=m, num_mcmc_steps=10 if m == "rwm" else 5))
                 for m in ("rwm", "mala", "hmc", "nuts")}
-    samplers["annealed-langevin"] = lambda model: AnnealedLangevin(model, num_steps=50)
+    samplers["annealed-langevin"] = lambda model: AnnealedLangevin(model, num_temperatures=50)
     samplers["broken-no-jacobian"] = lambda model: NoJacobianTemperedSMC(model, move="rwm", num_mcmc_steps=25)
     for sname, make in samplers.items():
         if a.samplers and sname not in a.samplers:

@@ -35,7 +35,7 @@ def cases():
     out["tempered"] = [float(np.asarray(smc.log_evidence).sum()),
                        float(sum(np.asarray(v, np.float64).sum() for v in smc.get_samples().values()))]
 
-    smc = SMC(AnnealedLangevin(zoo.conjugate_gaussian, num_steps=10), 64, 1).run(jax.random.key(2), **DATA)
+    smc = SMC(AnnealedLangevin(zoo.conjugate_gaussian, num_temperatures=10), 64, 1).run(jax.random.key(2), **DATA)
     out["annealed_langevin"] = [float(np.asarray(smc.log_evidence).sum()),
                                 float(sum(np.asarray(v, np.float64).sum() for v in smc.get_samples().values()))]
 

@@ -41,7 +41,7 @@ exact = zoo.conjugate_gaussian_exact(**conj)
 res["conj_exact"] = {"log_z": exact["log_evidence"], "mean": exact["mean"].tolist()}
 for name, alg in (("tempered", TemperedSMC(zoo.conjugate_gaussian, move="hmc", num_mcmc_steps=2,
                                            num_integration_steps=3)),
-                  ("langevin", AnnealedLangevin(zoo.conjugate_gaussian, num_steps=30))):
+                  ("langevin", AnnealedLangevin(zoo.conjugate_gaussian, num_temperatures=30))):
     smc = SMC(alg, num_particles=400, num_chains=4).run(jax.random.key(0), **conj)
     th = np.asarray(smc.get_samples(group_by_chain=True)["theta"])
     res[name] = {"log_z": np.asarray(smc.log_evidence).tolist(), "mean": th.mean(axis=(0, 1)).tolist(),

@@ -99,7 +99,7 @@ def test_healthy_run_passes(many_runs):
 def test_unstable_ula_is_detected_and_flagged():
     """ULA at whitened step 5 is unstable (|1 - h| > 1 on a Gaussian): states explode and log Z is far off.
     Before, the ULA kernel always reported 'no divergence' and acceptance 1, and the run looked healthy."""
-    alg = AnnealedLangevin(zoo.conjugate_gaussian, num_steps=10, adjusted=False, step_size=5.0)
+    alg = AnnealedLangevin(zoo.conjugate_gaussian, num_temperatures=10, adjusted=False, step_size=5.0)
     smc = SMC(alg, num_particles=100, num_chains=1)
     with pytest.warns(SMCHealthWarning, match="unstable_ula"):
         smc.run(jax.random.key(1), **CONJ2)

@@ -76,8 +76,8 @@ def test_kernel_leaves_target_invariant(dtype):
         g = jax.random.normal(jax.random.key(2), (600, 3), dt)
         pts = jnp.concatenate([0.3 * g[:200] - jnp.array([0.7, 0, 0], dt), g[200:] + jnp.array([0.7, 0, 0], dt)])
         two = fit_mixture(pts, jnp.zeros(600, dt), 2)._asdict()
-        moves = (validate_move(MoveSettings("imh", num_steps=3)),
-                 validate_move(MoveSettings("independent", num_steps=3, proposal_components=2, proposal_dof=None)))
+        moves = (validate_move(MoveSettings("imh", num_mcmc_steps=3)),
+                 validate_move(MoveSettings("independent", num_mcmc_steps=3, proposal_components=2, proposal_dof=None)))
         for key, mv, p in zip((3, 4), moves, (pre, pre + (two,)), strict=True):
             res = jax.jit(lambda k, x, mv=mv, p=p: move_population(k, x, jnp.zeros(n, dt), logp, 1.0, mv, p))(
                 jax.random.key(key), x0)

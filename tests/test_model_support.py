@@ -147,7 +147,7 @@ def test_posterior_and_evidence_against_exact(joint_run, exact):
 def test_density_matches_numpyro_and_prior_draws_round_trip(joint_run):
     """log prior + log lik (Jacobian included) is minus NumPyro's potential energy at prior draws, and a prior
     draw mapped to u and back gives the drawn values: both need each support at the drawn upstream values."""
-    d, n = joint_run.plan.metadata["density"], 8
+    d, n = joint_run.algorithm.density(**DATA), 8
 
     @jax.jit
     def check(key):

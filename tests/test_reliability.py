@@ -83,7 +83,7 @@ L = 400
 @pytest.mark.parametrize("alg", [
     TemperedSMC(scale_model, move="rwm", num_mcmc_steps=25),
     TemperedSMC(scale_model, move="hmc", num_mcmc_steps=5, num_integration_steps=5),
-    AnnealedLangevin(location_model, num_steps=30),
+    AnnealedLangevin(location_model, num_temperatures=30),
 ], ids=["tempered-rwm-scale", "tempered-hmc-scale", "annealed-langevin-location"])
 def test_sbc_passes(alg):
     y0 = np.zeros(1) if alg.model is scale_model else np.zeros(4)

@@ -121,7 +121,7 @@ def test_deterministic_sites_and_plates():
 
 # ------------------------------------------------------------------------------------ clear errors
 def _raising_model(y=None):
-    x = numpyro.sample("x", dist.Normal(0, 1))
+    numpyro.sample("x", dist.Normal(0, 1))
     raise RuntimeError("boom")
 
 
@@ -234,7 +234,7 @@ def test_sharded_chains_equal_vectorized():
 def test_annealed_langevin_agrees_with_exact_and_tempered(conjugate_hmc):
     from smcppl import AnnealedLangevin
 
-    smc = SMC(AnnealedLangevin(zoo.conjugate_gaussian, num_steps=100, adjusted=True), num_particles=1000,
+    smc = SMC(AnnealedLangevin(zoo.conjugate_gaussian, num_temperatures=100, adjusted=True), num_particles=1000,
               num_chains=8).run(jax.random.key(8), **CONJ)
     _check_conjugate(smc)
     a, b = np.asarray(smc.log_evidence, float), np.asarray(conjugate_hmc.log_evidence, float)
@@ -242,7 +242,21 @@ def test_annealed_langevin_agrees_with_exact_and_tempered(conjugate_hmc):
     se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
     assert abs(a.mean() - b.mean()) < 4 * se + 0.05
     assert smc.plan.attrs["sampler"] == "AnnealedLangevin"
-    with pytest.raises(ValueError, match="num_steps"):
+
+
+def test_annealed_langevin_num_temperatures_and_its_deprecated_alias():
+    """``num_temperatures`` counts the rungs of the linear ladder; ``num_steps`` (its earlier name) still
+    works, warns and names the new keyword. Constructors only: nothing is compiled."""
+    from smcppl import AnnealedLangevin
+
+    assert np.array_equal(AnnealedLangevin(zoo.conjugate_gaussian, num_temperatures=4).schedule,
+                          [0.25, 0.5, 0.75, 1.0])
+    with pytest.warns(DeprecationWarning, match="num_temperatures"):
+        old = AnnealedLangevin(zoo.conjugate_gaussian, num_steps=4)
+    assert np.array_equal(old.schedule, [0.25, 0.5, 0.75, 1.0])
+    with pytest.raises(ValueError, match="num_temperatures"):
+        AnnealedLangevin(zoo.conjugate_gaussian, num_temperatures=0)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="num_steps"):
         AnnealedLangevin(zoo.conjugate_gaussian, num_steps=0)
 
 
@@ -271,3 +285,18 @@ def test_chains_vmapped_equal_chains_one_at_a_time():
         out, draws, _, _ = single(keys[i], smc.plan.data)
         np.testing.assert_allclose(np.asarray(out.log_evidence), np.asarray(smc.log_evidence[i]), rtol=1e-5)
         np.testing.assert_allclose(np.asarray(draws["p"]), np.asarray(smc.get_samples(True)["p"][i]), rtol=1e-5)
+
+
+def test_move_settings_num_mcmc_steps_and_its_deprecated_alias():
+    """MoveSettings' field is num_mcmc_steps; ``num_steps`` (its earlier name) still works as a keyword and
+    an attribute, warning and naming the new one. No compilation."""
+    from smcppl.kernels.moves import MoveSettings, validate_move
+
+    assert validate_move(MoveSettings("rwm", 4)).num_mcmc_steps == 4
+    with pytest.warns(DeprecationWarning, match="num_mcmc_steps"):
+        old = MoveSettings("rwm", num_steps=4)
+    assert old == MoveSettings("rwm", num_mcmc_steps=4)
+    with pytest.warns(DeprecationWarning, match="num_mcmc_steps"):
+        assert old.num_steps == 4
+    with pytest.raises(ValueError, match="num_mcmc_steps"):
+        validate_move(MoveSettings(num_mcmc_steps=0))

@@ -45,13 +45,17 @@ estimate's error grows like ``d / sqrt(N)``); use HMC there, and watch ``accepta
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 import blackjax
 import jax
 import jax.numpy as jnp
 
+from smcppl.core.checks import positive_float, positive_int
 from smcppl.core.weights import normalize
+
+if TYPE_CHECKING:
+    from smcppl.kernels.moves import MoveSettings
 
 __all__ = ["DEFAULT_DOF", "MixtureFit", "fit_mixture", "proposal_fit", "proposal_fit_template",
            "proposal_logdensity", "sample_proposal", "imh_kernel", "validate_imh"]
@@ -68,13 +72,11 @@ class MixtureFit(NamedTuple):
     chols: jax.Array  # [K, d, d] lower-triangular C_k
 
 
-def validate_imh(m):
+def validate_imh(m: MoveSettings) -> MoveSettings:
     """Check the independent-proposal settings of a :class:`~smcppl.kernels.moves.MoveSettings`."""
-    k = m.proposal_components
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"proposal_components must be a positive integer, got {k!r}.")
-    if m.proposal_dof is not None and not float(m.proposal_dof) > 0:
-        raise ValueError(f"proposal_dof must be positive (or None for a Gaussian proposal), got {m.proposal_dof!r}.")
+    k = positive_int(m.proposal_components, "proposal_components")
+    if m.proposal_dof is not None:
+        positive_float(m.proposal_dof, "proposal_dof (None: a Gaussian proposal)")
     if m.kind != "imh":
         if k != 1:
             raise ValueError(f"proposal_components={k} is a setting of move='imh', not of move={m.kind!r}.")
@@ -111,7 +113,7 @@ def _radial(key, shape, dtype, dof):
     return g * jax.lax.rsqrt(chi2 / dof)
 
 
-def proposal_logdensity(z, fit: Optional[MixtureFit], scale, dof):
+def proposal_logdensity(z: jax.Array, fit: Optional[MixtureFit], scale, dof: Optional[float]) -> jax.Array:
     """``log q(z)`` for one whitened position ``z [d]`` (``fit=None``: the one-component ``t_nu(0, s^2 I)``)."""
     d = z.shape[-1]
     log_s = jnp.log(scale)
@@ -124,7 +126,8 @@ def proposal_logdensity(z, fit: Optional[MixtureFit], scale, dof):
     return jax.scipy.special.logsumexp(jax.vmap(comp)(fit.log_weights, fit.means, fit.chols))
 
 
-def sample_proposal(key, fit: Optional[MixtureFit], scale, dof, d, dtype):
+def sample_proposal(key: jax.Array, fit: Optional[MixtureFit], scale, dof: Optional[float], d: int,
+                    dtype) -> jax.Array:
     """One draw ``z ~ q`` (whitened coordinates)."""
     k_c, k_r = jax.random.split(key)
     u = scale * _radial(k_r, (d,), dtype, dof)
@@ -134,7 +137,7 @@ def sample_proposal(key, fit: Optional[MixtureFit], scale, dof, d, dtype):
     return fit.means[k] + fit.chols[k] @ u
 
 
-def imh_kernel(m):
+def imh_kernel(m: MoveSettings) -> tuple[Callable, Callable]:
     """``(init, step)`` in the interface of the other particle moves (``kernels.moves``):
     ``step(key, state, logdensity, scale, fit) -> (state, acceptance probability, divergent)``, with
     ``fit`` a :class:`MixtureFit` (``K > 1``) or ignored (one component)."""
@@ -157,7 +160,7 @@ def imh_kernel(m):
 
 
 # ---------------------------------------------------------------------------------- the mixture fit
-def fit_mixture(z, log_weights, num_components, steps=KMEANS_STEPS) -> MixtureFit:
+def fit_mixture(z: jax.Array, log_weights: jax.Array, num_components: int, steps: int = KMEANS_STEPS) -> MixtureFit:
     """A ``K``-component fit to weighted whitened particles ``z [N, d]``, deterministic given them.
 
     1. Seeding (greedy weighted farthest point, the mode of k-means++'s seeding law): ``c_1`` maximises
@@ -210,7 +213,7 @@ def fit_mixture(z, log_weights, num_components, steps=KMEANS_STEPS) -> MixtureFi
     return MixtureFit(log_w - jax.scipy.special.logsumexp(log_w), means, chols)
 
 
-def proposal_fit(positions, log_weights, preconditioner, m):
+def proposal_fit(positions: jax.Array, log_weights: jax.Array, preconditioner: tuple, m: MoveSettings) -> dict:
     """The per-stage proposal parameters beyond ``(mu, L)`` for move ``m``, from the weighted particles
     ``positions [N, d]``: a dict of :class:`MixtureFit`'s fields for ``move="imh"`` with ``K > 1``
     components, else ``{}`` (nothing to carry). Samplers carry it next to ``(mu, L)`` (a plain dict,
@@ -222,7 +225,7 @@ def proposal_fit(positions, log_weights, preconditioner, m):
     return fit_mixture(_to_z(mu, L, positions), log_weights, m.proposal_components)._asdict()
 
 
-def proposal_fit_template(dim, m, dtype):
+def proposal_fit_template(dim: int, m: MoveSettings, dtype) -> dict:
     """Shapes and dtypes (``jax.ShapeDtypeStruct``) of :func:`proposal_fit`'s output, for blank tables."""
     from smcppl.kernels.moves import particle_preconditioner
     x = jax.ShapeDtypeStruct((2, dim), dtype)

@@ -1,6 +1,6 @@
 """MCMC moves for particle populations, built from BlackJAX kernels and tuned from the particles.
 
-A move applies ``num_steps`` transitions of a BlackJAX kernel (random-walk Metropolis, MALA, HMC,
+A move applies ``num_mcmc_steps`` transitions of a BlackJAX kernel (random-walk Metropolis, MALA, HMC,
 NUTS, or independent Metropolis–Hastings: :mod:`smcppl.kernels.independent`) to every particle
 (``vmap``), each transition leaving ``pi(x) ∝ exp(logdensity(x))`` invariant.
 Preconditioning comes from the particles themselves (what BlackJAX does not provide): with the
@@ -16,12 +16,14 @@ Waste-free SMC (Dau & Chopin 2022): ``M = N / P`` of the resampled particles eac
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import warnings
+from typing import Callable, NamedTuple, Optional
 
 import blackjax
 import jax
 import jax.numpy as jnp
 
+from smcppl.core.checks import open_unit_interval, positive_float, positive_int
 from smcppl.core.weights import normalize
 from smcppl.kernels.independent import DEFAULT_DOF, imh_kernel, proposal_fit, validate_imh
 
@@ -48,12 +50,14 @@ class ULAState(NamedTuple):
     logdensity_grad: jax.Array
 
 
-def ula_init(position, logdensity_fn):
+def ula_init(position: jax.Array, logdensity_fn: Callable) -> ULAState:
+    """ULA state at ``position``: the log density and its gradient there."""
     v, g = jax.value_and_grad(logdensity_fn)(position)
     return ULAState(position, v, g)
 
 
-def ula_step(rng_key, state: ULAState, logdensity_fn, step_size):
+def ula_step(rng_key: jax.Array, state: ULAState, logdensity_fn: Callable,
+             step_size: jax.Array) -> tuple[ULAState, jax.Array]:
     """Unadjusted Langevin ``x' = x + h grad log pi(x) + sqrt(2h) xi`` (not in BlackJAX; no
     Metropolis correction, so it leaves ``pi`` invariant only as ``h -> 0``).
 
@@ -69,23 +73,9 @@ def ula_step(rng_key, state: ULAState, logdensity_fn, step_size):
     return new, jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha)
 
 
-class MoveSettings(NamedTuple):
-    """Settings of a particle move.
-
-    kind: ``"rwm" | "mala" | "hmc" | "nuts" | "ula" | "imh"`` (alias ``"independent"``: independent MH
-    with a t proposal fitted to the weighted particles, one density evaluation and no gradient per
-    transition, for posteriors a t fit describes, given ~10-20 steps: :mod:`smcppl.kernels.independent`).
-    num_steps: kernel applications per stage (chain length ``P`` for waste-free). preconditioning:
-    ``"full" | "diag" | "none"``. target_acceptance: None = kernel default. step_size: initial whitened
-    step size (None = dimension-based default). num_integration_steps: leapfrog steps for HMC.
-    waste_free: use waste-free SMC.
-    adapt_step_size: adapt between stages toward target_acceptance (not imh: its step_size is a fixed
-    scale on the proposal). proposal_components / proposal_dof (imh only): mixture components fitted to
-    the particles (1 = their mean and covariance) and the t's degrees of freedom (None = Gaussian).
-    """
-
+class _MoveFields(NamedTuple):
     kind: str = "hmc"  # the defaults are TemperedSMC's (one vocabulary, ARCHITECTURE.md)
-    num_steps: int = 5
+    num_mcmc_steps: int = 5
     preconditioning: str = "full"
     target_acceptance: Optional[float] = None
     step_size: Optional[float] = None
@@ -97,40 +87,76 @@ class MoveSettings(NamedTuple):
     proposal_dof: Optional[float] = DEFAULT_DOF
 
 
+class MoveSettings(_MoveFields):
+    """Settings of a particle move (a NamedTuple; check them with :func:`validate_move`).
+
+    kind: ``"rwm" | "mala" | "hmc" | "nuts" | "ula" | "imh"`` (alias ``"independent"``: independent MH
+    with a t proposal fitted to the weighted particles, one density evaluation and no gradient per
+    transition, for posteriors a t fit describes, given ~10-20 steps: :mod:`smcppl.kernels.independent`).
+    num_mcmc_steps: kernel transitions per stage (chain length ``P`` for waste-free; ``num_steps`` is its
+    deprecated name, as a keyword and as an attribute). preconditioning: ``"full" | "diag" | "none"``.
+    target_acceptance: None = kernel default. step_size: initial whitened step size (None =
+    dimension-based default). num_integration_steps: leapfrog steps for HMC. waste_free: use waste-free SMC.
+    adapt_step_size: adapt between stages toward target_acceptance (not imh: its step_size is a fixed
+    scale on the proposal). max_num_doublings: NUTS's tree depth limit. proposal_components /
+    proposal_dof (imh only): mixture components fitted to the particles (1 = their mean and covariance)
+    and the t's degrees of freedom (None = Gaussian).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *args, num_steps: Optional[int] = None, **kwargs):
+        if num_steps is not None:
+            warnings.warn("MoveSettings(num_steps=...) is deprecated: use num_mcmc_steps=... (MCMC transitions "
+                          "per stage).", DeprecationWarning, stacklevel=2)
+            if len(args) > 1 or "num_mcmc_steps" in kwargs:
+                raise TypeError("MoveSettings: give num_mcmc_steps only (num_steps is its deprecated name).")
+            kwargs["num_mcmc_steps"] = num_steps
+        return super().__new__(cls, *args, **kwargs)
+
+    @property
+    def num_steps(self) -> int:
+        """Deprecated name of :attr:`num_mcmc_steps`."""
+        warnings.warn("MoveSettings.num_steps is deprecated: use num_mcmc_steps.", DeprecationWarning, stacklevel=2)
+        return self.num_mcmc_steps
+
+
 def validate_move(m: MoveSettings) -> MoveSettings:
-    """Check the settings (move names are case-insensitive) and return them, names lower-cased."""
+    """Check the settings (move names are case-insensitive) and return them, names lower-cased and
+    integer settings as ``int``."""
     if isinstance(m.kind, str):
         m = m._replace(kind=m.kind.lower())
         m = m._replace(kind=MOVE_ALIASES.get(m.kind, m.kind))
     if m.kind not in MOVES:
         raise ValueError(f"Unknown move {m.kind!r}; choose one of {MOVES}.")
-    if int(m.num_steps) != m.num_steps or m.num_steps < 1:
-        raise ValueError(f"num_mcmc_steps must be a positive integer, got {m.num_steps!r}.")
+    m = m._replace(num_mcmc_steps=positive_int(m.num_mcmc_steps, "num_mcmc_steps"),
+                   num_integration_steps=positive_int(m.num_integration_steps, "num_integration_steps"),
+                   max_num_doublings=positive_int(m.max_num_doublings, "max_num_doublings"))
     if m.preconditioning not in ("full", "diag", "none"):
         raise ValueError(f"preconditioning must be 'full', 'diag' or 'none', got {m.preconditioning!r}.")
-    if m.target_acceptance is not None and not (0.0 < m.target_acceptance < 1.0):
-        raise ValueError(f"target_acceptance must be in (0, 1), got {m.target_acceptance}.")
-    if m.step_size is not None and not m.step_size > 0:
-        raise ValueError(f"step_size must be positive, got {m.step_size}.")
-    if m.num_integration_steps < 1:
-        raise ValueError(f"num_integration_steps must be >= 1, got {m.num_integration_steps}.")
-    if m.waste_free and m.num_steps < 2:
+    if m.target_acceptance is not None:
+        open_unit_interval(m.target_acceptance, "target_acceptance")
+    if m.step_size is not None:
+        positive_float(m.step_size, "step_size")
+    if m.waste_free and m.num_mcmc_steps < 2:
         raise ValueError("waste_free=True needs num_mcmc_steps >= 2 (the chain length P).")
     return validate_imh(m)
 
 
-def default_step_size(kind, dim):
+def default_step_size(kind: str, dim: int) -> float:
     """Whitened step sizes of the usual optimal-scaling orders in the dimension ``d``."""
     d = max(int(dim), 1)
     return {"rwm": 2.38 / d**0.5, "mala": 1.0 / d ** (1 / 3), "hmc": 1.0 / d**0.25, "nuts": 0.5,
             "ula": 0.1 / d ** (1 / 3), "imh": 1.0}[kind]
 
 
-def target_acceptance(m: MoveSettings):
+def target_acceptance(m: MoveSettings) -> Optional[float]:
+    """The acceptance rate step sizes are adapted toward (None for ``imh``: not adapted)."""
     return TARGET_ACCEPTANCE[m.kind] if m.target_acceptance is None else m.target_acceptance
 
 
-def particle_preconditioner(positions, log_weights, mode="full"):
+def particle_preconditioner(positions: jax.Array, log_weights: jax.Array,
+                            mode: str = "full") -> tuple[jax.Array, jax.Array]:
     """Weighted mean ``mu`` and factor ``L`` (matrix for ``"full"``, vector for ``"diag"``/``"none"``)
     with ``L L^T`` the weighted particle covariance (plus a small relative jitter)."""
     n, d = positions.shape
@@ -238,9 +264,10 @@ class MoveResult(NamedTuple):
     step_size_tested: jax.Array  # the step size of the move's last transition
 
 
-def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m: MoveSettings,
-                    preconditioner=None, adapt_target=None, adapt=True) -> MoveResult:
-    """Move every particle (``positions [N, d]``) with ``m.num_steps`` kernel transitions.
+def move_population(rng_key: jax.Array, positions: jax.Array, log_weights: jax.Array, logdensity_fn: Callable,
+                    step_size, m: MoveSettings, preconditioner: Optional[tuple] = None,
+                    adapt_target: Optional[float] = None, adapt=True) -> MoveResult:
+    """Move every particle (``positions [N, d]``) with ``m.num_mcmc_steps`` kernel transitions.
 
     ``preconditioner = (mu, L)`` (see :func:`particle_preconditioner`); if None it is fitted to the
     particles being moved — which makes the kernel depend on the particles it moves and biases
@@ -297,11 +324,11 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
         zeros = jnp.zeros(n, positions.dtype)
         h0 = jnp.asarray(step_size, positions.dtype)
         (states, h, h_tested, acc, div), _ = jax.lax.scan(transition, (states, h0, h0, zeros, zeros),
-                                                          jax.random.split(rng_key, m.num_steps))
-        return MoveResult(_batch_to_x(mu, L, states.position), acc / m.num_steps, div / m.num_steps, h, h_tested)
+                                                          jax.random.split(rng_key, m.num_mcmc_steps))
+        return MoveResult(_batch_to_x(mu, L, states.position), acc / m.num_mcmc_steps, div / m.num_mcmc_steps, h, h_tested)
 
     # waste-free: M = N // P starting points, chains of P states each
-    p = m.num_steps
+    p = m.num_mcmc_steps
     if n % p:
         raise ValueError(f"waste_free needs num_particles ({n}) to be a multiple of num_mcmc_steps ({p}).")
     n_start = n // p
@@ -327,7 +354,7 @@ def move_population(rng_key, positions, log_weights, logdensity_fn, step_size, m
     return MoveResult(x, acc, div, h, h)
 
 
-def adapt_step_size(step_size, mean_acceptance, target):
+def adapt_step_size(step_size: jax.Array, mean_acceptance: jax.Array, target: float) -> jax.Array:
     """``log h' = log h + 2 (acc - target)``, clipped to a factor of [0.2, 3] per stage."""
     factor = jnp.exp(jnp.clip(2.0 * (mean_acceptance - target), jnp.log(0.2), jnp.log(3.0)))
     return jnp.where(jnp.isfinite(mean_acceptance), step_size * factor, step_size)

@@ -9,21 +9,44 @@ integral transform of the truth under the weighted particle approximation::
 If the sampler is correct, ``u_l ~ Uniform(0, 1)`` (up to the O(1/sqrt(ESS)) Monte Carlo error of
 the estimate). Uniformity is tested with a chi-square test on ``num_bins`` equal bins. All datasets
 run in one compiled, vmapped call (the data are arguments of the compiled sampler).
+
+Supported algorithms (:class:`SBCAlgorithm`): those that expose their NumPyro model, its density on
+given inputs and the plan built on that density — :class:`~smcppl.inference.tempered.model.TemperedSMC`
+and its subclass :class:`~smcppl.inference.tempered.annealed_langevin.AnnealedLangevin`. SBC needs the
+density (a :class:`~smcppl.inference.tempered.numpyro_model.NumPyroDensity`) for the latent sites it
+calibrates, the map from particles to their constrained values, and the data layout that lets one
+compiled program run on every simulated dataset. Samplers of other families (sequence filters,
+correctors, state-space filters) do not sample a NumPyro model's prior-to-posterior path and are not
+supported.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from smcppl.core.chain import make_run_one
+from smcppl.core.plan import Plan
 from smcppl.core.policy import validate_resampling
 from smcppl.core.weights import normalize
-from smcppl.inference.tempered.numpyro_model import split_data
-from smcppl.core.chain import make_run_one
+from smcppl.inference.tempered.numpyro_model import NumPyroDensity, split_data
 
-__all__ = ["SBCResult", "simulation_based_calibration"]
+__all__ = ["SBCAlgorithm", "SBCResult", "simulation_based_calibration"]
+
+
+@runtime_checkable
+class SBCAlgorithm(Protocol):
+    """What :func:`simulation_based_calibration` needs of an algorithm (``TemperedSMC`` provides it)."""
+
+    model: Callable  # the NumPyro model, simulated from by its prior predictive
+
+    def density(self, *args, **kwargs) -> NumPyroDensity:
+        """The model's density on these inputs (latent sites, ``postprocess``, ``data`` layout)."""
+
+    def build_from_density(self, num_particles: int, density: NumPyroDensity) -> Plan:
+        """The plan on that density, whose ``fk(data)`` runs on any data of the density's layout."""
 
 
 class SBCResult(NamedTuple):
@@ -41,9 +64,12 @@ def _chi2_uniform_pvalue(u, num_bins):
     return float(stats.chisquare(counts).pvalue)
 
 
-def simulation_based_calibration(algorithm, rng_key, num_datasets: int, num_particles: int,
-                                 observed: Sequence[str], *model_args, num_bins: int = 10, **model_kwargs):
-    """SBC of ``algorithm`` (e.g. ``TemperedSMC(model)``) on its model.
+def simulation_based_calibration(algorithm: SBCAlgorithm, rng_key: jax.Array, num_datasets: int,
+                                 num_particles: int, observed: Sequence[str], *model_args, num_bins: int = 10,
+                                 **model_kwargs) -> SBCResult:
+    """SBC of ``algorithm`` (``TemperedSMC(model)`` or ``AnnealedLangevin(model)``: see
+    :class:`SBCAlgorithm`) on its model, with ``num_datasets`` simulated datasets and ``num_particles``
+    particles per run.
 
     ``observed``: names of the model keyword arguments holding the observations (they are simulated).
     ``model_kwargs``: the other inputs, with the observed ones set to example arrays of the right shape
@@ -51,6 +77,10 @@ def simulation_based_calibration(algorithm, rng_key, num_datasets: int, num_part
     """
     from numpyro.infer import Predictive
 
+    if not isinstance(algorithm, SBCAlgorithm):
+        raise TypeError(f"simulation_based_calibration needs an algorithm with .model, .density(...) and "
+                        f".build_from_density(...), such as TemperedSMC(model) or AnnealedLangevin(model); got "
+                        f"{type(algorithm).__name__}.")
     model = algorithm.model
     missing = [o for o in observed if o not in model_kwargs]
     if missing:
@@ -58,14 +88,18 @@ def simulation_based_calibration(algorithm, rng_key, num_datasets: int, num_part
     k_sim, k_run = jax.random.split(rng_key)
     sim_kwargs = {k: (None if k in observed else v) for k, v in model_kwargs.items()}
     sims = Predictive(model, num_samples=num_datasets)(k_sim, *model_args, **sim_kwargs)
-    plan = algorithm.build(num_particles, *model_args, **model_kwargs)
-    dens = plan.metadata["density"]
+    dens = algorithm.density(*model_args, **model_kwargs)
+    plan = algorithm.build_from_density(num_particles, dens)
     datasets = []
     for i in range(num_datasets):
         kw = dict(model_kwargs)
         for o in observed:
             kw[o] = np.asarray(sims[o][i])
         datasets.append(split_data(model_args, kw)[0])
+    if jax.tree_util.tree_structure(datasets[0]) != jax.tree_util.tree_structure(dens.data):
+        raise ValueError(f"The model {getattr(model, '__name__', model)!r} needs its array inputs as concrete "
+                         "values (e.g. int(counts.sum())), so one compiled sampler cannot run on every simulated "
+                         "dataset: make those computations jax.numpy operations on the traced inputs.")
     data = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *datasets)
     resampling = validate_resampling(plan.resampling)
     run_one = make_run_one(plan, resampling)

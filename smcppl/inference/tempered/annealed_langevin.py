@@ -17,39 +17,50 @@ giving posterior draws and ``log Z`` by a different path than the adaptive :clas
 """
 from __future__ import annotations
 
-from typing import Optional
+import warnings
+from typing import Callable, Optional
 
 import numpy as np
 
+from smcppl.core.checks import positive_int
+from smcppl.core.plan import Plan
 from smcppl.core.policy import Resampling
 from smcppl.inference.tempered.model import TemperedSMC
+from smcppl.inference.tempered.numpyro_model import NumPyroDensity
 
 __all__ = ["AnnealedLangevin"]
 
 
 class AnnealedLangevin(TemperedSMC):
-    """``SMC(AnnealedLangevin(model, num_steps=200), num_particles=...).run(key, *args, **kwargs)``.
+    """``SMC(AnnealedLangevin(model, num_temperatures=200), num_particles=...).run(key, *args, **kwargs)``.
 
-    num_steps: rungs of the linear ladder (or pass ``schedule``). step_size: whitened Langevin step
-    (default: dimension-based, adapted toward 0.57 acceptance when adjusted). adjusted: MALA (exact)
-    or ULA (biased, O(step size)). preconditioning: particle covariance (``"full"``, ``"diag"``,
-    ``"none"``).
+    num_temperatures: rungs ``K`` of the linear ladder ``beta_k = k / K``, ``k = 1..K`` (default 100; or pass
+    ``schedule``; ``num_steps`` is its deprecated name). step_size: whitened Langevin step (default:
+    dimension-based, adapted toward 0.57 acceptance when adjusted). adjusted: MALA (exact) or ULA (biased, O(step size)).
+    num_langevin_steps: Langevin transitions per rung (``num_mcmc_steps`` of :class:`TemperedSMC`).
+    preconditioning: particle covariance (``"full"``, ``"diag"``, ``"none"``).
     """
 
-    def __init__(self, model, *, num_steps: int = 100, schedule=None, step_size: Optional[float] = None,
-                 adjusted: bool = True, num_langevin_steps: int = 1, preconditioning: str = "full",
-                 resampling: Optional[Resampling] = None, **kwargs):
-        if int(num_steps) != num_steps or num_steps < 1:
-            raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
+    def __init__(self, model: Callable, *, num_temperatures: Optional[int] = None, schedule=None,
+                 step_size: Optional[float] = None, adjusted: bool = True, num_langevin_steps: int = 1, preconditioning: str = "full",
+                 resampling: Optional[Resampling] = None, num_steps: Optional[int] = None, **kwargs):
+        what = "num_temperatures"
+        if num_steps is not None:
+            warnings.warn("AnnealedLangevin(num_steps=...) is deprecated: it counts the rungs of the tempering "
+                          "ladder, use num_temperatures=... instead.", DeprecationWarning, stacklevel=2)
+            if num_temperatures is not None:
+                raise TypeError("AnnealedLangevin: give num_temperatures only (num_steps is its deprecated name).")
+            num_temperatures, what = num_steps, "num_steps (now num_temperatures)"
+        num_temperatures = positive_int(100 if num_temperatures is None else num_temperatures, what)
         if schedule is None:
-            schedule = np.linspace(0.0, 1.0, int(num_steps) + 1)[1:]
+            schedule = np.linspace(0.0, 1.0, num_temperatures + 1)[1:]
         super().__init__(model, move="mala" if adjusted else "ula", num_mcmc_steps=num_langevin_steps,
                          schedule=schedule, step_size=step_size, preconditioning=preconditioning,
                          resampling=resampling if resampling is not None else Resampling("systematic", "ess", 0.5),
                          **kwargs)
         self.adjusted = bool(adjusted)
 
-    def build(self, num_particles, *args, **kwargs):
-        plan = super().build(num_particles, *args, **kwargs)
+    def build_from_density(self, num_particles: int, density: NumPyroDensity) -> Plan:
+        plan = super().build_from_density(num_particles, density)
         attrs = dict(plan.attrs, sampler="AnnealedLangevin", adjusted=int(self.adjusted))
         return plan._replace(attrs=attrs, name="AnnealedLangevin")

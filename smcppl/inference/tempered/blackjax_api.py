@@ -29,18 +29,14 @@ import numpy as np
 from blackjax.base import SamplingAlgorithm
 from blackjax.smc.base import update_and_take_last
 
-from smcppl.core.engine import (
-    LINEAGE_LAG,
-    FeynmanKac,
-    SMCState,
-    build_step,
-    positive_int,
-)
+from smcppl.core.checks import positive_int
+from smcppl.core.engine import LINEAGE_LAG, FeynmanKac, SMCState, build_step
 from smcppl.core.entropic import with_entropic_correction
 from smcppl.core.policy import Resampling, validate_resampling
 from smcppl.core.schedules import next_temperature
 from smcppl.core.weights import log_mean_exp, normalize, sanitize
-from smcppl.inference.tempered.model import _tempered_logdensity, _validate_target_ess
+from smcppl.inference.tempered.tempering import (log_increment, tempered_logdensity, validate_criterion,
+                                                 validate_target_ess)
 
 __all__ = [
     "TemperedSMCInfo",
@@ -104,11 +100,6 @@ def _shared_or_per_particle(params, n):
     return shared, per
 
 
-def _log_increment(ll, delta):
-    """``delta * log L`` for a temperature change of either sign, with ``0 * (-inf) = 0``."""
-    return jnp.where(delta == 0, 0.0, delta * ll)
-
-
 def _map(fn, batch_size):
     """``vmap(fn)``, or ``lax.map`` over batches of ``batch_size`` particles (BlackJAX's ``batch_size``)."""
     return (lambda xs: jax.lax.map(fn, xs, batch_size=batch_size)) if batch_size else jax.vmap(fn)
@@ -127,7 +118,7 @@ def _feynman_kac(logprior_fn, loglikelihood_fn, mcmc_step_fn, mcmc_init_fn, mcmc
     def move(key, particles, log_weights, params, ancestry):
         n = log_weights.shape[0]
         shared, per = _shared_or_per_particle(mcmc_parameters, n)
-        logdensity = _tempered_logdensity(logprior_fn, loglikelihood_fn, params["lambda"])
+        logdensity = tempered_logdensity(logprior_fn, loglikelihood_fn, params["lambda"])
         update_fn, num_resampled = update_strategy(
             mcmc_init_fn, logdensity, functools.partial(mcmc_step_fn, **shared), n_particles=n,
             num_mcmc_steps=num_mcmc_steps, **({"batch_size": batch_size} if batch_size else {}))
@@ -142,7 +133,7 @@ def _feynman_kac(logprior_fn, loglikelihood_fn, mcmc_step_fn, mcmc_init_fn, mcmc
         return {"lambda": next_lambda(particles["loglik"], log_weights, params["lambda"])}
 
     def log_potential(particles, prev, params, new_params):
-        return _log_increment(particles["loglik"], new_params["lambda"] - params["lambda"])
+        return log_increment(particles["loglik"], new_params["lambda"] - params["lambda"])
 
     return FeynmanKac(None, move, update, log_potential, progress=lambda p: p["lambda"],
                       done=lambda p: p["lambda"] >= 1.0)
@@ -165,6 +156,11 @@ def _engine_step(rng_key, state, fk, policy):
                                  new.log_weights, info.log_evidence)
     return new_state, TemperedSMCInfo(info.ancestors, info.log_evidence - running, info.move_info, info.ess,
                                       info.tau, info.resampled)
+
+
+def _algorithm(step: Callable) -> SamplingAlgorithm:
+    """BlackJAX's ``SamplingAlgorithm(init, step)``: ``init(position, rng_key=None)`` is :func:`init`."""
+    return SamplingAlgorithm(lambda position, rng_key=None: init(position), step)
 
 
 def _checked(logprior_fn, loglikelihood_fn, mcmc_step_fn, mcmc_init_fn, mcmc_parameters, resampling_fn,
@@ -229,7 +225,7 @@ def tempered_smc(logprior_fn: Callable, loglikelihood_fn: Callable, mcmc_step_fn
                           batch_size)
         return _engine_step(rng_key, state, fk, policy)
 
-    return SamplingAlgorithm(lambda position, rng_key=None: init(position), step)
+    return _algorithm(step)
 
 
 def adaptive_tempered_smc(logprior_fn: Callable, loglikelihood_fn: Callable, mcmc_step_fn: Callable,
@@ -260,17 +256,15 @@ def adaptive_tempered_smc(logprior_fn: Callable, loglikelihood_fn: Callable, mcm
                                       resampling_fn, num_mcmc_steps, update_strategy, update_particles_fn,
                                       batch_size, resampling, "adaptive_tempered_smc")
     try:
-        float(target_ess)
-    except (TypeError, ValueError):
-        raise TypeError(f"adaptive_tempered_smc: target_ess must be a number in (0, 1), got {target_ess!r}. Arguments "
-                        "follow BlackJAX's order: ..., resampling_fn, target_ess, root_solver, num_mcmc_steps.") from None
-    target_ess = _validate_target_ess(target_ess)
+        target_ess = validate_target_ess(target_ess, "adaptive_tempered_smc: target_ess")
+    except TypeError as e:
+        raise TypeError(f"{e} Arguments follow BlackJAX's order: ..., resampling_fn, target_ess, root_solver, "
+                        "num_mcmc_steps.") from None
     if root_solver is not None and not callable(root_solver):
         raise TypeError(f"adaptive_tempered_smc: root_solver must be a function (it is ignored: smcppl bisects), "
                         f"got {root_solver!r}. Arguments follow BlackJAX's order: ..., resampling_fn, target_ess, "
                         "root_solver, num_mcmc_steps.")
-    if criterion not in ("ess", "cess"):
-        raise ValueError(f"adaptive_tempered_smc: criterion must be 'ess' or 'cess', got {criterion!r}.")
+    criterion = validate_criterion(criterion, "adaptive_tempered_smc: criterion")
     fk = _feynman_kac(logprior_fn, loglikelihood_fn, mcmc_step_fn, mcmc_init_fn, mcmc_parameters, num_mcmc_steps,
                       lambda ll, lw, lam: next_temperature(ll, lw, lam, target_ess, criterion), update_strategy,
                       batch_size)
@@ -278,7 +272,7 @@ def adaptive_tempered_smc(logprior_fn: Callable, loglikelihood_fn: Callable, mcm
     def step(rng_key, state):
         return _engine_step(rng_key, state, fk, policy)
 
-    return SamplingAlgorithm(lambda position, rng_key=None: init(position), step)
+    return _algorithm(step)
 
 
 def legacy_tempered_smc(logprior_fn: Callable, loglikelihood_fn: Callable, mcmc_step_fn: Callable,

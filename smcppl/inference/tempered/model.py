@@ -21,13 +21,16 @@ from typing import Callable, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from smcppl.core.engine import FeynmanKac, run_adaptive
+from smcppl.core.checks import positive_int
+from smcppl.core.engine import FeynmanKac, SMCOutput, run_adaptive
 from smcppl.core.entropic import with_entropic_correction
 from smcppl.core.plan import Pilot, Plan
 from smcppl.core.policy import Resampling, as_resampling
 from smcppl.core.schedules import next_temperature, validate_schedule
 from smcppl.core.weights import normalize, sanitize
-from smcppl.inference.tempered.numpyro_model import numpyro_density
+from smcppl.inference.tempered.numpyro_model import NumPyroDensity, numpyro_density
+from smcppl.inference.tempered.tempering import (log_increment, log_parts, tempered_logdensity,
+                                                 validate_criterion, validate_target_ess)
 from smcppl.kernels.independent import proposal_fit, proposal_fit_template
 from smcppl.kernels.moves import (MoveSettings, default_step_size, move_population,
                                   particle_preconditioner, target_acceptance, validate_move)
@@ -35,33 +38,19 @@ from smcppl.kernels.moves import (MoveSettings, default_step_size, move_populati
 __all__ = ["TemperedSMC", "tempered_feynman_kac"]
 
 
-def _parts(logprior_fn, loglik_fn):
-    """``x -> (log prior, log lik)``; a function returning both (one model evaluation) passes through."""
-    if loglik_fn is None:
-        return logprior_fn
-    return lambda x: (logprior_fn(x), loglik_fn(x))
-
-
-def _tempered_logdensity(logprior_fn, loglik_fn, beta):
-    parts = _parts(logprior_fn, loglik_fn)
-
-    def f(x):
-        lp, ll = parts(x)
-        return lp + jnp.where(beta > 0, beta * ll, 0.0)
-    return f
-
-
 def _evaluate(logprior_fn, loglik_fn, positions):
-    lp, ll = jax.vmap(_parts(logprior_fn, loglik_fn))(positions)
+    """``(log p, log L)`` of every particle, NaN read as ``-inf``."""
+    lp, ll = jax.vmap(log_parts(logprior_fn, loglik_fn))(positions)
     return sanitize(lp), sanitize(ll)
 
 
-def _increment(ll, delta):
-    """``delta * loglik`` with ``0 * (-inf) = 0``."""
-    return jnp.where(delta > 0, delta * ll, 0.0)
-
-
 TUNINGS = ("pilot", "weighted", "resampled")
+
+
+def _validate_tuning(tuning: str) -> str:
+    if tuning not in TUNINGS:
+        raise ValueError(f"tuning must be one of {TUNINGS}, got {tuning!r}.")
+    return tuning
 
 
 def blank_pilot_tables(dim: int, capacity: int, preconditioning: str = "full", dtype=jnp.float32,
@@ -76,7 +65,7 @@ def blank_pilot_tables(dim: int, capacity: int, preconditioning: str = "full", d
                                      {} if move is None else proposal_fit_template(dim, move, dtype))}
 
 
-def pilot_tables(output) -> dict:
+def pilot_tables(output: SMCOutput) -> dict:
     """A pilot run's per-stage kernels, for main runs of ``tuning="pilot"``: from row ``t`` of its trace,
     the temperature ``beta_t`` and the preconditioner ``(mu_t, L_t)`` of the move at ``beta_t``, and the
     step size the pilot moved with there — the smaller of the step of its last transition at ``beta_t``
@@ -92,7 +81,7 @@ def pilot_tables(output) -> dict:
             "proposal": params["proposal"]}
 
 
-def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_initial: Callable,
+def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Optional[Callable], sample_initial: Callable,
                          dim: int, num_particles: int, move: MoveSettings = MoveSettings(), target_ess: float = 0.5,
                          criterion: str = "cess", schedule=None, tuning: str = "weighted",
                          pilot_particles: Optional[int] = None, pilot_resampling: Resampling = Resampling(),
@@ -120,8 +109,7 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
     20-d conjugate model at N = 1000: ``benchmarks/logz_bias.py``); ``"pilot"`` removes that bias at
     the cost of the pilot run.
     """
-    if tuning not in TUNINGS:
-        raise ValueError(f"tuning must be one of {TUNINGS}, got {tuning!r}.")
+    _validate_tuning(tuning)
     move = validate_move(move)
     h0 = move.step_size if move.step_size is not None else default_step_size(move.kind, dim)
     # tuning runs (the pilot, "weighted", "resampled") adapt the step size during each stage's move;
@@ -181,7 +169,7 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
                 params["pilot"] = dict(tables)
                 params["pilot_failed"] = jnp.zeros((), bool)  # the runner checks its pilot run
         beta1, idx = choose(ll, zeros, params)
-        lw = jnp.where(jnp.isfinite(lp), _increment(ll, beta1), -jnp.inf)
+        lw = jnp.where(jnp.isfinite(lp), log_increment(ll, beta1), -jnp.inf)
         particles = {"position": x, "logprior": lp, "loglik": ll, "acceptance": jnp.full(x.shape[0], jnp.nan, x.dtype),
                      "diverging": jnp.zeros(x.shape[0], bool), "divergent_share": zeros}
         params.update(beta=beta1, ladder_index=idx)
@@ -192,7 +180,7 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
         return particles, lw, params
 
     def move_fn(key, particles, log_weights, params, ancestry):
-        logdensity = _tempered_logdensity(logprior_fn, loglik_fn, params["beta"])
+        logdensity = tempered_logdensity(logprior_fn, loglik_fn, params["beta"])
         mu, L, h, prop = kernel_of(params)
         pre = None if tuning == "resampled" else (mu, L, prop)
         res = move_population(key, particles["position"], log_weights, logdensity, h, move, pre,
@@ -211,14 +199,14 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
         new = dict(params, beta=beta, ladder_index=idx)
         # own tuning (ignored where the run follows a pilot's tables): the step adapted during the move, and
         # the preconditioner for the next move from the particles reweighted to the new temperature
-        lw_new = log_weights + _increment(particles["loglik"], beta - params["beta"])
+        lw_new = log_weights + log_increment(particles["loglik"], beta - params["beta"])
         mu, L = particle_preconditioner(particles["position"], lw_new, move.preconditioning)
         new.update(step_size=move_info["step_size"], mu=mu, L=L,
                    proposal=proposal_fit(particles["position"], lw_new, (mu, L), move))
         return new
 
     def log_potential(particles, prev, params, new_params):
-        return _increment(particles["loglik"], new_params["beta"] - params["beta"])
+        return log_increment(particles["loglik"], new_params["beta"] - params["beta"])
 
     if tuning == "pilot":
         # what a pilot run hands on (pilot_tables); the step recorded is the one a main run moves with
@@ -230,12 +218,6 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Callable, sample_init
             return {"beta": p["beta"], "step_size": p["step_size"]}
     return FeynmanKac(init, move_fn, update, log_potential, progress=lambda p: p["beta"],
                       done=lambda p: p["beta"] >= 1.0, record=record)
-
-
-def _validate_target_ess(target_ess):
-    if not (0.0 < float(target_ess) < 1.0):
-        raise ValueError(f"target_ess must be in (0, 1) (a fraction of the particles), got {target_ess}.")
-    return float(target_ess)
 
 
 class TemperedSMC:
@@ -266,7 +248,7 @@ class TemperedSMC:
     resampling: default ``Resampling("systematic", when="ess", threshold=0.5)``.
     """
 
-    def __init__(self, model, *, move: str = "hmc", num_mcmc_steps: int = 5, target_ess: float = 0.5,
+    def __init__(self, model: Callable, *, move: str = "hmc", num_mcmc_steps: int = 5, target_ess: float = 0.5,
                  criterion: str = "cess", schedule=None, likelihood_sites: Optional[Sequence[str]] = None,
                  factors_as_likelihood: bool = True, preconditioning: str = "full",
                  step_size: Optional[float] = None, target_acceptance: Optional[float] = None,
@@ -280,21 +262,16 @@ class TemperedSMC:
         self.move = validate_move(MoveSettings(move, num_mcmc_steps, preconditioning, target_acceptance, step_size,
                                                num_integration_steps, waste_free, adapt_step_size,
                                                proposal_components=proposal_components, proposal_dof=proposal_dof))
-        self.target_ess = _validate_target_ess(target_ess)
-        if criterion not in ("ess", "cess"):
-            raise ValueError(f"criterion must be 'ess' or 'cess', got {criterion!r}.")
-        self.criterion = criterion
+        self.target_ess = validate_target_ess(target_ess)
+        self.criterion = validate_criterion(criterion)
         self.schedule = None if schedule is None else validate_schedule(schedule)
         self.likelihood_sites = likelihood_sites
         self.factors_as_likelihood = factors_as_likelihood
-        if tuning not in TUNINGS:
-            raise ValueError(f"tuning must be one of {TUNINGS}, got {tuning!r}.")
-        if pilot_particles is not None and int(pilot_particles) < 2:
+        self.tuning = _validate_tuning(tuning)
+        if pilot_particles is not None and positive_int(pilot_particles, "pilot_particles") < 2:
             raise ValueError(f"pilot_particles must be >= 2, got {pilot_particles}.")
-        self.tuning, self.pilot_particles = tuning, pilot_particles
-        if int(max_stages) < 1:
-            raise ValueError(f"max_stages must be >= 1, got {max_stages}.")
-        self.max_stages = int(max_stages)
+        self.pilot_particles = pilot_particles
+        self.max_stages = positive_int(max_stages, "max_stages")
         self.resampling = with_entropic_correction(
             as_resampling(resampling, default=Resampling("systematic", "ess", 0.5)),
             type(self).__name__)
@@ -302,19 +279,30 @@ class TemperedSMC:
                            (self.resampling.entropic is not None and self.resampling.entropic.correct)):
             self.resampling = self.resampling._replace(when="always", entropic=None)
 
-    def density(self, *args, **kwargs):
+    def density(self, *args, **kwargs) -> NumPyroDensity:
+        """The model's tempering split on these inputs: ``log p(u)`` and ``log L(u)`` (tempered sites:
+        ``likelihood_sites``) on the flat unconstrained position ``u``, prior draws and the map back to
+        the model's values (:func:`~smcppl.inference.tempered.numpyro_model.numpyro_density`)."""
         return numpyro_density(self.model, args, kwargs, self.likelihood_sites, self.factors_as_likelihood)
 
-    def build(self, num_particles, *args, **kwargs) -> Plan:
-        dens = self.density(*args, **kwargs)
-        if self.move.waste_free and num_particles % self.move.num_steps:
+    def build(self, num_particles: int, *args, **kwargs) -> Plan:
+        """The :class:`~smcppl.core.plan.Plan` for ``num_particles`` particles on the model's inputs
+        ``args``/``kwargs``: ``build_from_density(num_particles, density(*args, **kwargs))``."""
+        return self.build_from_density(num_particles, self.density(*args, **kwargs))
+
+    def build_from_density(self, num_particles: int, dens: NumPyroDensity) -> Plan:
+        """The plan on a given :meth:`density` (what needs the density and the plan together, such as
+        simulation-based calibration, builds them once: :mod:`smcppl.validation.sbc`). ``plan.fk(data)``
+        and ``plan.postprocess(particles, data)`` take the density's data pytree (``dens.data`` or another
+        of its structure)."""
+        if self.move.waste_free and num_particles % self.move.num_mcmc_steps:
             raise ValueError(f"waste_free=True needs num_particles ({num_particles}) to be a multiple of "
-                             f"num_mcmc_steps ({self.move.num_steps}).")
+                             f"num_mcmc_steps ({self.move.num_mcmc_steps}).")
         move, target_ess, criterion, schedule = self.move, self.target_ess, self.criterion, self.schedule
 
         pilot_res = self.resampling if self.resampling.entropic is None else self.resampling._replace(entropic=None)
         def whole_chains(n):  # waste-free: a multiple of the chain length
-            return max(self.move.num_steps, n - n % self.move.num_steps) if self.move.waste_free else n
+            return max(self.move.num_mcmc_steps, n - n % self.move.num_mcmc_steps) if self.move.waste_free else n
 
         # the runner's pilot (Plan.pilot): N particles by default, so that it re-uses the chains' program;
         # a pilot nested in the run (plan.fk(data) without tables, e.g. simulation-based calibration) is
@@ -348,9 +336,8 @@ class TemperedSMC:
             "coords": dens.coords,
             "latent_sites": dens.latent_sites,
             "likelihood_sites": dens.likelihood_sites,
-            "density": dens,
         }
-        attrs = {"sampler": "TemperedSMC", "move": self.move.kind, "num_mcmc_steps": self.move.num_steps,
+        attrs = {"sampler": "TemperedSMC", "move": self.move.kind, "num_mcmc_steps": self.move.num_mcmc_steps,
                  "target_ess": self.target_ess, "criterion": self.criterion,
                  "preconditioning": self.move.preconditioning, "waste_free": int(self.move.waste_free),
                  "schedule": "adaptive" if self.schedule is None else "fixed", "dim": dens.dim,

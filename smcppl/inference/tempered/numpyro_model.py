@@ -54,13 +54,13 @@ class NumPyroDensity(NamedTuple):
     dims: dict  # site name -> list of dim names (plates named)
     coords: dict
     data: Any  # the array leaves of (args, kwargs): the dynamic part of the model's inputs
-    unravel: Callable = None
-    log_jacobian: Callable = None  # (u [d], data=construction data) -> log |det dT/du| (already inside logprior)
-    merge: Callable = None  # data -> (args, kwargs)
-    log_parts: Callable = None  # (u [d], data) -> (log prior, log lik) from one model evaluation
+    unravel: Optional[Callable] = None  # u [d] -> dict latent site -> unconstrained value
+    log_jacobian: Optional[Callable] = None  # (u [d], data=construction data) -> log |det dT/du| (inside logprior)
+    merge: Optional[Callable] = None  # data -> (args, kwargs)
+    log_parts: Optional[Callable] = None  # (u [d], data) -> (log prior, log lik) from one model evaluation
 
 
-def split_data(args, kwargs, static: bool = False):
+def split_data(args: Sequence, kwargs: dict, static: bool = False) -> tuple[list, Callable]:
     """Split model inputs into array leaves (traced by jit) and a function rebuilding the inputs.
     Python scalars and 0-d arrays stay static (compile-time constants); ``static=True`` keeps every input
     static (for models that turn an input into a Python value, e.g. ``int(counts.sum())``)."""
@@ -80,7 +80,8 @@ TRACING_ERRORS = (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerCo
                   jax.errors.TracerBoolConversionError, jax.errors.TracerArrayConversionError)
 
 
-def _is_log_det_site(name):
+def _is_log_det_site(name: str) -> bool:
+    """A factor site ``_<s>_log_det`` holding the log-Jacobian of site ``s``'s unconstraining transform."""
     return name.startswith("_") and name.endswith("_log_det")
 
 
@@ -97,6 +98,7 @@ def _site_dims(site, value_shape):
 
 
 def _log_prob(site):
+    """A sample site's (elementwise) log density, times its ``scale`` (from ``handlers.scale``) if any."""
     v = site["fn"].log_prob(site["value"])
     return v if site.get("scale") is None else v * site["scale"]
 
@@ -127,24 +129,28 @@ def _non_finite_inputs(model, args, kwargs):
     return [label for label, value in labelled if any(bad(x) for x in jax.tree_util.tree_leaves(value))]
 
 
-def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dict] = None,
-                    likelihood_sites: Optional[Sequence[str]] = None, factors_as_likelihood: bool = True,
-                    require_continuous: bool = True) -> NumPyroDensity:
-    """Inspect ``model`` with its data and return its tempering split (see module docstring)."""
-    model_kwargs = dict(model_kwargs or {})
-    model_args = tuple(model_args)
-    name = getattr(model, "__name__", repr(model))
+def _failure(model, args, kwargs, what: str, advice: str) -> ModelError:
+    """A :class:`ModelError` saying ``what`` went wrong and ``advice``; non-finite model inputs, if any, are
+    the likely cause, so the error then names them instead of ``advice``."""
+    bad = _non_finite_inputs(model, args, kwargs)
+    if bad:
+        advice = (f"The model's input {', '.join(bad)} contains NaN or infinite values: remove or impute them "
+                  "(observed data can instead be masked with obs_mask= or numpyro.handlers.mask).")
+    return ModelError(f"{what.rstrip('.')}. {advice}")
 
-    def failed(what, advice):  # non-finite inputs, if any, are the likely cause: say so rather than `advice`
-        bad = _non_finite_inputs(model, model_args, model_kwargs)
-        if bad:
-            advice = (f"The model's input {', '.join(bad)} contains NaN or infinite values: remove or impute them "
-                      "(observed data can instead be masked with obs_mask= or numpyro.handlers.mask).")
-        return ModelError(f"{what.rstrip('.')}. {advice}")
+
+def _model_name(model) -> str:
+    return getattr(model, "__name__", repr(model))
+
+
+# ------------------------------------------------------------------------------ step 1: trace the model
+def _trace_model(model, args: tuple, kwargs: dict):
+    """One run of ``model`` on its data (seed 0), refusing improper latent priors as they are met."""
+    name = _model_name(model)
 
     def refuse_improper(site):  # substitute hook: runs before the site is sampled
         fn = site.get("fn")
-        while fn is not None and not isinstance(fn, ImproperUniform):
+        while fn is not None and not isinstance(fn, ImproperUniform):  # unwrap Independent, masked, ...
             fn = getattr(fn, "base_dist", None)
         if site["type"] == "sample" and not site.get("is_observed") and fn is not None:
             raise ModelError(
@@ -153,14 +159,29 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
                 "(e.g. a wide Normal, or a Uniform on a bounded range).")
 
     try:
-        tr = _run(model, model_args, model_kwargs, substitute_fn=refuse_improper)
+        return _run(model, args, kwargs, substitute_fn=refuse_improper)
     except ModelError:
         raise
     except Exception as e:  # noqa: BLE001 - we re-raise with context
-        raise failed(f"The model {name!r} raised {type(e).__name__} while being run with the given data: {e}",
-                     "Check that the arguments match the model's signature and that data shapes match its "
-                     "plates.") from e
+        raise _failure(model, args, kwargs,
+                       f"The model {name!r} raised {type(e).__name__} while being run with the given data: {e}",
+                       "Check that the arguments match the model's signature and that data shapes match its "
+                       "plates.") from e
 
+
+# ------------------------------------------------------------------ step 2: classify the model's sites
+class _Sites(NamedTuple):
+    latent: list  # continuous latent sample sites: the coordinates of u
+    observed: list  # sites with data (``obs=``)
+    factors: list  # ``numpyro.factor`` sites
+    likelihood: list  # the tempered sites (observed and/or factors)
+
+
+def _classify_sites(tr, name: str, likelihood_sites: Optional[Sequence[str]], factors_as_likelihood: bool,
+                    require_continuous: bool) -> _Sites:
+    """Sort the sample sites of trace ``tr`` (Jacobian factor sites ``_<s>_log_det`` aside) and refuse a
+    model smcppl cannot sample: discrete latents, no latent site, no likelihood, unknown
+    ``likelihood_sites``, a latent support without a bijection to the real space."""
     latent, observed, factors, discrete = [], [], [], []
     for site_name, site in tr.items():
         if site["type"] != "sample" or _is_log_det_site(site_name):
@@ -193,31 +214,51 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
             f"The model {name!r} has no observed sites (no `obs=` data and no numpyro.factor), so there is no "
             "likelihood to temper. Pass the data to the model (as args or kwargs) so that its `obs=` sites are "
             "conditioned.")
-    observed_data = {}
-    for s in observed:
-        v = np.asarray(tr[s]["value"])
-        if np.issubdtype(v.dtype, np.number) and not np.all(np.isfinite(v)):
-            raise ModelError(f"Observed site {s!r} of {name!r} contains NaN or infinite values; remove or mask them "
-                             "(numpyro.handlers.mask or obs_mask=) before sampling.")
-        observed_data[s] = v
-
-    data0, merge = split_data(model_args, model_kwargs)
-    lik_set = set(lik)
-
-    def unconstrain(t):  # a trace's latent values -> u, each through its own site's support at that trace
-        return {s: biject_to(t[s]["fn"].support).inv(t[s]["value"]) for s in latent}
-
     for s in latent:
         try:
             biject_to(tr[s]["fn"].support)
         except NotImplementedError:
             raise ModelError(f"The latent site {s!r} of {name!r} has support {tr[s]['fn'].support}, which NumPyro "
                              "cannot map to an unconstrained space: reparametrise it.") from None
-    flat0, unravel = ravel_pytree(unconstrain(tr))
-    dim = int(flat0.shape[0])
+    return _Sites(latent, observed, factors, lik)
+
+
+def _observed_values(tr, observed: Sequence[str], name: str) -> dict:
+    """Observed site -> its data (numpy), refusing non-finite observations."""
+    values = {}
+    for s in observed:
+        v = np.asarray(tr[s]["value"])
+        if np.issubdtype(v.dtype, np.number) and not np.all(np.isfinite(v)):
+            raise ModelError(f"Observed site {s!r} of {name!r} contains NaN or infinite values; remove or mask them "
+                             "(numpyro.handlers.mask or obs_mask=) before sampling.")
+        values[s] = v
+    return values
+
+
+# ------------------------------------------------------- step 3: the unconstraining transforms T_s
+def _unconstrain(tr, latent: Sequence[str]) -> dict:
+    """``u_s = T_s^{-1}(z_s)`` for each latent site of trace ``tr``, ``T_s = biject_to(support of z_s)``
+    with the support at that trace's upstream values."""
+    return {s: biject_to(tr[s]["fn"].support).inv(tr[s]["value"]) for s in latent}
+
+
+def _constrained_values(tr, latent: Sequence[str]) -> dict:
+    """Constrained latent and deterministic values of trace ``tr``."""
+    return {s: site["value"] for s, site in tr.items() if s in latent or site["type"] == "deterministic"}
+
+
+# ------------------------------------------------------- step 4: the prior and likelihood log densities
+def _log_density(model, merge: Callable, unravel: Callable, likelihood: Sequence[str], observed: Sequence[str]):
+    """``evaluate(u, data) -> (logprior(u), loglik(u), pointwise log lik, trace)`` from one model run with each
+    latent ``z_s = T_s(u_s)`` (NumPyro's unconstrain reparametrisation, which adds the factor sites
+    ``_<s>_log_det = log |det dT_s/du_s|``)::
+
+        loglik(u)   = sum_{s in likelihood} log p_s(value_s | upstream)
+        logprior(u) = sum_{other sample sites s} log p_s(value_s | upstream)   (latents, Jacobians, other factors)
+    """
+    lik_set, observed = set(likelihood), set(observed)
 
     def evaluate(u_flat, data):
-        """One model run at ``u``: (log prior incl. Jacobian, log lik, pointwise log lik, trace)."""
         args, kwargs = merge(data)
         t = _run(model, args, kwargs, substitute_fn=partial(_unconstrain_reparam, unravel(u_flat)))
         lp, ll, pointwise = 0.0, 0.0, {}
@@ -227,41 +268,40 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
             v = _log_prob(site)
             if s in lik_set:
                 ll = ll + jnp.sum(v)
-                if s in observed_data:
+                if s in observed:
                     pointwise[s] = v
             else:  # latent sites, their `_<s>_log_det` Jacobian factors, factors not counted as likelihood
                 lp = lp + jnp.sum(v)
         return lp, ll, pointwise, t
 
-    def log_jacobian(u, data=None):
-        t = evaluate(u, data0 if data is None else data)[3]
-        return sum((jnp.sum(_log_prob(t[f"_{s}_log_det"])) for s in latent if f"_{s}_log_det" in t), jnp.zeros(()))
+    return evaluate
 
-    def sample_prior(key, n, data):
-        args, kwargs = merge(data)
-        return jax.vmap(lambda k: ravel_pytree(unconstrain(_run(model, args, kwargs, key=k)))[0])(
-            jax.random.split(key, n))
 
-    def values(t):  # constrained latent and deterministic values of a trace
-        return {s: site["value"] for s, site in t.items() if s in latent or site["type"] == "deterministic"}
+def _compile_first_evaluation(model, args: tuple, kwargs: dict, evaluate_with: Callable, u0,
+                              latent: Sequence[str]):
+    """Evaluate ``(logprior, loglik, constrained values)`` at ``u0``, compiled (faster than op by op), so
+    that a model that cannot be evaluated fails here. ``evaluate_with(merge)`` builds the evaluation for a
+    way of splitting the inputs. Array inputs are traced (compiled code is reused for new data); if the
+    model needs one as a concrete value (e.g. ``int(counts.sum())`` as a total count) they stay static, as
+    NumPyro's MCMC does. Returns ``(data, merge, evaluate, (lp0, ll0, values0))``."""
+    name = _model_name(model)
 
-    def postprocess(u, data):
-        return values(evaluate(u, data)[3])
+    def attempt(static):
+        data, merge = split_data(args, kwargs, static=static)
+        evaluate = evaluate_with(merge)
 
-    # evaluate once at the seed-0 prior draw (compiled: faster than op by op) so that errors surface here
-    def first(u, data):
-        lp, ll, _, t = evaluate(u, data)
-        return lp, ll, values(t)
+        def first(u, d):
+            lp, ll, _, t = evaluate(u, d)
+            return lp, ll, _constrained_values(t, latent)
+
+        return data, merge, evaluate, jax.jit(first)(u0, data)
 
     try:
         try:
-            lp0, ll0, post0 = jax.jit(first)(flat0, data0)
+            data, merge, evaluate, (lp0, ll0, values0) = attempt(static=False)
         except TRACING_ERRORS:
-            # the model needs a concrete value of an array input (e.g. int(counts.sum()) as a total count):
-            # keep the inputs static, as NumPyro's MCMC does (compiled code is then not reused for new data)
-            data0, merge = split_data(model_args, model_kwargs, static=True)
             try:
-                lp0, ll0, post0 = jax.jit(first)(flat0, data0)
+                data, merge, evaluate, (lp0, ll0, values0) = attempt(static=True)
             except TRACING_ERRORS as e:
                 raise ModelError(
                     f"The model {name!r} turns a traced value into a Python value ({type(e).__name__}): a latent "
@@ -271,16 +311,64 @@ def numpyro_density(model, model_args: Sequence = (), model_kwargs: Optional[dic
     except ModelError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise failed(f"Evaluating the log density of {name!r} failed with {type(e).__name__}: {e}",
-                     "Check that each observed array has the shape its plates and distribution expect.") from e
+        raise _failure(model, args, kwargs, f"Evaluating the log density of {name!r} failed with "
+                       f"{type(e).__name__}: {e}",
+                       "Check that each observed array has the shape its plates and distribution expect.") from e
+    return data, merge, evaluate, (lp0, ll0, values0)
+
+
+def numpyro_density(model: Callable, model_args: Sequence = (), model_kwargs: Optional[dict] = None,
+                    likelihood_sites: Optional[Sequence[str]] = None, factors_as_likelihood: bool = True,
+                    require_continuous: bool = True) -> NumPyroDensity:
+    """Inspect ``model`` with its data and return its tempering split ``(logprior, loglik)`` on the flat
+    unconstrained position ``u`` (module docstring), in four steps:
+
+    1. trace the model once on its data (:func:`_trace_model`; improper latent priors refused);
+    2. classify the sample sites into latent / observed / factor / likelihood and refuse what cannot be
+       sampled (:func:`_classify_sites`, :func:`_observed_values`);
+    3. the unconstraining transforms ``u_s = T_s^{-1}(z_s)`` and the flattening ``u = ravel({u_s})``
+       (:func:`_unconstrain`);
+    4. the log densities ``logprior(u) + loglik(u) = -potential_energy(u)`` from one model run
+       (:func:`_log_density`), evaluated once at the seed-0 prior draw, compiled, so that every error
+       surfaces here, before a sampler is compiled.
+    """
+    model_kwargs = dict(model_kwargs or {})
+    model_args = tuple(model_args)
+    name = _model_name(model)
+
+    tr = _trace_model(model, model_args, model_kwargs)
+    sites = _classify_sites(tr, name, likelihood_sites, factors_as_likelihood, require_continuous)
+    observed_data = _observed_values(tr, sites.observed, name)
+    latent = sites.latent
+
+    flat0, unravel = ravel_pytree(_unconstrain(tr, latent))
+    data0, merge, evaluate, (lp0, ll0, values0) = _compile_first_evaluation(
+        model, model_args, model_kwargs, lambda mg: _log_density(model, mg, unravel, sites.likelihood, sites.observed),
+        flat0, latent)
     lp0, ll0 = float(lp0), float(ll0)
     if not np.isfinite(lp0) or (np.isnan(ll0) and _non_finite_inputs(model, model_args, model_kwargs)):
-        raise failed(f"The log density of {name!r} is not finite at a prior draw (log prior {lp0}, log likelihood "
-                     f"{ll0})", "Check the priors' parameters.")
+        raise _failure(model, model_args, model_kwargs,
+                       f"The log density of {name!r} is not finite at a prior draw (log prior {lp0}, log likelihood "
+                       f"{ll0})", "Check the priors' parameters.")
 
-    dims = {s: _site_dims(tr[s], np.shape(v)) for s, v in {**post0, **observed_data}.items()}
+    def log_jacobian(u, data=None):
+        t = evaluate(u, data0 if data is None else data)[3]
+        return sum((jnp.sum(_log_prob(t[f"_{s}_log_det"])) for s in latent if f"_{s}_log_det" in t), jnp.zeros(()))
+
+    def sample_prior(key, n, data):
+        args, kwargs = merge(data)
+        return jax.vmap(lambda k: ravel_pytree(_unconstrain(_run(model, args, kwargs, key=k), latent))[0])(
+            jax.random.split(key, n))
+
+    def postprocess(u, data):
+        return _constrained_values(evaluate(u, data)[3], latent)
+
+    dims = {s: _site_dims(tr[s], np.shape(v))
+            for s, v in {**values0, **observed_data}.items()}
     coords = {f.name: np.arange(f.size) for site in tr.values() for f in site.get("cond_indep_stack", [])}
-    return NumPyroDensity(lambda u, data: evaluate(u, data)[0], lambda u, data: evaluate(u, data)[1],
-                          lambda u, data: evaluate(u, data)[2], sample_prior, postprocess, dim, tuple(latent),
-                          tuple(lik), observed_data, dims, coords, data0, unravel, log_jacobian, merge,
-                          lambda u, data: evaluate(u, data)[:2])
+    return NumPyroDensity(
+        logprior=lambda u, data: evaluate(u, data)[0], loglik=lambda u, data: evaluate(u, data)[1],
+        pointwise_loglik=lambda u, data: evaluate(u, data)[2], sample_prior=sample_prior, postprocess=postprocess,
+        dim=int(flat0.shape[0]), latent_sites=tuple(latent), likelihood_sites=tuple(sites.likelihood),
+        observed_data=observed_data, dims=dims, coords=coords, data=data0, unravel=unravel,
+        log_jacobian=log_jacobian, merge=merge, log_parts=lambda u, data: evaluate(u, data)[:2])
