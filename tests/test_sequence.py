@@ -15,8 +15,7 @@ from smcppl import SMC, Entropic, Resampling, SMCError
 from smcppl.core import raise_if_failed
 from smcppl.core.weights import normalize
 from smcppl.inference.sequence.host import run_host
-from smcppl.inference.sequence.filter import (LookAhead, ParticleFilter, SequenceState, particle_filter, select_final,
-                                       select_index)
+from smcppl.inference.sequence.filter import (LookAhead, ParticleFilter, SequenceState, particle_filter, select_index)
 from smcppl.models.sequence_tasks import lagged_verifier, strategy_trap
 
 # XLA's backend optimisation level 0 halves compile time here; the compiled runs are short anyway.

@@ -6,10 +6,12 @@ names the setting (``what``), the value received and what is expected, before an
 from __future__ import annotations
 
 import math
+import warnings
+from typing import Any
 
 import numpy as np
 
-__all__ = ["positive_int", "finite_float", "positive_float", "open_unit_interval"]
+__all__ = ["positive_int", "finite_float", "positive_float", "open_unit_interval", "renamed_keyword"]
 
 
 def positive_int(value, what: str) -> int:
@@ -57,3 +59,17 @@ def open_unit_interval(value, what: str) -> float:
     if not 0.0 < f < 1.0:
         raise ValueError(f"{what} must be in (0, 1), got {value!r}.")
     return f
+
+
+def renamed_keyword(new_value: Any, old_value: Any, new: str, old: str, owner: str, stacklevel: int = 3) -> Any:
+    """The value of a keyword that was renamed from ``old`` to ``new`` (the vocabulary of ARCHITECTURE.md):
+    ``new_value``, or ``old_value`` with a ``DeprecationWarning`` naming ``new`` when only the old keyword
+    was given; a TypeError when both were. ``stacklevel`` points the warning at the user's call."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise TypeError(f"{owner}: {new} and {old} given together ({old} is the deprecated name of {new}): "
+                        f"pass {new} only.")
+    warnings.warn(f"{owner}({old}=...) is deprecated: use {new}=... instead.", DeprecationWarning,
+                  stacklevel=stacklevel)
+    return old_value

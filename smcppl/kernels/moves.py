@@ -23,7 +23,7 @@ import blackjax
 import jax
 import jax.numpy as jnp
 
-from smcppl.core.checks import open_unit_interval, positive_float, positive_int
+from smcppl.core.checks import open_unit_interval, positive_float, positive_int, renamed_keyword
 from smcppl.core.weights import normalize
 from smcppl.kernels.independent import DEFAULT_DOF, imh_kernel, proposal_fit, validate_imh
 
@@ -107,11 +107,8 @@ class MoveSettings(_MoveFields):
 
     def __new__(cls, *args, num_steps: Optional[int] = None, **kwargs):
         if num_steps is not None:
-            warnings.warn("MoveSettings(num_steps=...) is deprecated: use num_mcmc_steps=... (MCMC transitions "
-                          "per stage).", DeprecationWarning, stacklevel=2)
-            if len(args) > 1 or "num_mcmc_steps" in kwargs:
-                raise TypeError("MoveSettings: give num_mcmc_steps only (num_steps is its deprecated name).")
-            kwargs["num_mcmc_steps"] = num_steps
+            given = args[1] if len(args) > 1 else kwargs.get("num_mcmc_steps")
+            kwargs["num_mcmc_steps"] = renamed_keyword(given, num_steps, "num_mcmc_steps", "num_steps", "MoveSettings")
         return super().__new__(cls, *args, **kwargs)
 
     @property

@@ -5,14 +5,13 @@ names the offending setting and what is expected."""
 from __future__ import annotations
 
 import math
-import warnings
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from smcppl.core.checks import finite_float, positive_int
+from smcppl.core.checks import finite_float, positive_int, renamed_keyword
 from smcppl.inference.correctors.steering import POTENTIALS
 
 if TYPE_CHECKING:
@@ -124,13 +123,8 @@ def as_name(name: str) -> str:
 
 def num_sde_steps_keyword(num_sde_steps: Optional[int], num_steps: Optional[int], stacklevel: int = 2) -> int:
     """``num_sde_steps`` as a positive int, accepting the deprecated keyword ``num_steps`` (DeprecationWarning)."""
-    if num_steps is not None:
-        if num_sde_steps is not None:
-            raise TypeError("num_sde_steps and num_steps given together: num_steps is the deprecated name of "
-                            "num_sde_steps; pass num_sde_steps only.")
-        warnings.warn("the keyword num_steps of the correctors is deprecated: use num_sde_steps (the number of SDE "
-                      "discretisation steps).", DeprecationWarning, stacklevel=stacklevel + 1)
-        num_sde_steps = num_steps
+    num_sde_steps = renamed_keyword(num_sde_steps, num_steps, "num_sde_steps", "num_steps", "corrector",
+                                    stacklevel=stacklevel + 2)
     if num_sde_steps is None:
         raise TypeError("missing num_sde_steps: the number of SDE discretisation steps (Euler–Maruyama steps "
                         "from t = 1 to t_min).")

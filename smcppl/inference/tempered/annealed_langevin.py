@@ -17,12 +17,11 @@ giving posterior draws and ``log Z`` by a different path than the adaptive :clas
 """
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Optional
 
 import numpy as np
 
-from smcppl.core.checks import positive_int
+from smcppl.core.checks import positive_int, renamed_keyword
 from smcppl.core.plan import Plan
 from smcppl.core.policy import Resampling
 from smcppl.inference.tempered.model import TemperedSMC
@@ -44,13 +43,9 @@ class AnnealedLangevin(TemperedSMC):
     def __init__(self, model: Callable, *, num_temperatures: Optional[int] = None, schedule=None,
                  step_size: Optional[float] = None, adjusted: bool = True, num_langevin_steps: int = 1, preconditioning: str = "full",
                  resampling: Optional[Resampling] = None, num_steps: Optional[int] = None, **kwargs):
-        what = "num_temperatures"
-        if num_steps is not None:
-            warnings.warn("AnnealedLangevin(num_steps=...) is deprecated: it counts the rungs of the tempering "
-                          "ladder, use num_temperatures=... instead.", DeprecationWarning, stacklevel=2)
-            if num_temperatures is not None:
-                raise TypeError("AnnealedLangevin: give num_temperatures only (num_steps is its deprecated name).")
-            num_temperatures, what = num_steps, "num_steps (now num_temperatures)"
+        what = "num_temperatures" if num_steps is None else "num_steps (now num_temperatures)"
+        num_temperatures = renamed_keyword(num_temperatures, num_steps, "num_temperatures", "num_steps",
+                                           "AnnealedLangevin")
         num_temperatures = positive_int(100 if num_temperatures is None else num_temperatures, what)
         if schedule is None:
             schedule = np.linspace(0.0, 1.0, num_temperatures + 1)[1:]
