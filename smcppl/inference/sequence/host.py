@@ -27,8 +27,11 @@ import numpy as np
 from smcppl.core.engine import SMCError, SMCOutput, SMCState, StepInfo, validate_num_particles
 from smcppl.core.policy import count_unique, resample
 from smcppl.core.weights import all_dead, ess_ratio, log_mean_exp, normalized_entropy
-from smcppl.inference.sequence.filter import (FilterParticles, ParticleFilter, SequenceState, _as_state,
-                                       lookahead_adjustment, lookahead_log_floor, reweight, unit_scores)
+from smcppl.core.sequence_state import SequenceState, as_sequence_state as _as_state
+from smcppl.inference.sequence.filter import ParticleFilter
+from smcppl.inference.sequence.model import FilterParticles
+from smcppl.inference.sequence.options import lookahead_log_floor
+from smcppl.inference.sequence.weights import lookahead_adjustment, reweight, unit_scores
 
 __all__ = ["run_host", "HostResult"]
 
@@ -181,7 +184,7 @@ def run_host(pf: ParticleFilter, rng_key, num_particles: int, prompt=None,
                      n_unique_ancestors=trace_np["n_unique_ancestors"], dead=trace_np["dead"], params=params,
                      move_info=None, ancestors=None, summary=None)
     particles = FilterParticles(parts["seq"], parts["score"], parts["log_p"], parts["origin"], parts["lookahead"],
-                                held, parts["slot"], np.zeros(n, ft), None, np.zeros(n, np.int32))
+                                None, np.zeros(n, np.int32))
     final = {k: np.asarray(v[-1]) for k, v in params.items()}
     state = SMCState(particles, held, np.asarray(log_z), final, np.asarray(max_steps - 1))
     out = SMCOutput(state, trace, np.asarray(len(rows)), np.asarray(log_evidence), np.asarray(-1))
