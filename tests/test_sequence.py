@@ -181,7 +181,7 @@ def test_faithful_epf_temperatures_on_scripted_weights():
     np.testing.assert_allclose(tau[1], 1.0 / (h + (1 - h) / 8), rtol=1e-4)
 
 
-# score-mode weights with ESS-triggered resampling (issue 11, defect 6): w_t = w_{t-1} * odds(r_t) when the
+# score-mode weights with ESS-triggered resampling: w_t = w_{t-1} * odds(r_t) when the
 # resampling is skipped, w_t = odds(r_t) after it. Logits (log odds) of the 3 particles after 1, 2, 3 units:
 LOGITS = np.array([[0.0, 0.0, 0.0], [2.0, -1.0, 0.5], [0.3, 0.3, 6.0], [0.1, 0.2, 0.4]])
 ESS_POLICY = Resampling("systematic", "ess", 0.4)

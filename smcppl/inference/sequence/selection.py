@@ -6,7 +6,7 @@ heaviest particle).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +37,7 @@ def select_index(key: Optional[jax.Array], log_weights: jax.Array, method: str =
     raise ValueError(f"Unknown selection {method!r}; choose one of {SELECTIONS}.")
 
 
-def select_final(key: Optional[jax.Array], parts, log_weights: jax.Array, method: str = "argmax",
+def select_final(key: Optional[jax.Array], parts: Any, log_weights: jax.Array, method: str = "argmax",
                  answer_fn: Optional[Callable] = None) -> dict:
     """Selected particle of one run (``parts``: the filter's final particles):
     ``{"index", "tokens", "length", "score", "log_weight"[, "answer"]}``."""

@@ -36,7 +36,7 @@ WEIGHT_MODES = ("score", "twist")
 _SCORE_TOL = 1e-6  # log r may exceed 0 by this much (rounding) before a score counts as > 1
 
 
-def float_dtype():
+def float_dtype() -> jnp.dtype:
     """The default float dtype (float64 under ``jax_enable_x64``): the dtype of the filter's weights."""
     return jnp.result_type(float)
 
