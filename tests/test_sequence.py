@@ -453,3 +453,21 @@ def test_host_runner_reports_a_host_error_as_itself():
     with pytest.raises(ValueError, match=r"policy.step returned log_p of shape \(3,\), expected \(4,\)"):
         run_host(pf, jax.random.key(0), 4)
     assert calls == []  # the first policy call failed: no potential call after it
+
+
+def test_host_runner_draws_every_lookahead_successor():
+    """Look-ahead with k successors through the host: each unit is one policy call, and each of the T - 1
+    look-aheads (one before every resampling, none after the last unit) is k separate calls, not one call
+    broadcast to k copies: T + (T - 1) k calls of the host policy, and the counters agree."""
+    T, k, n = 3, 2, 3
+    calls = []
+
+    class Counting(Scripted):
+        def step(self, key, state):
+            calls.append(1)
+            return super().step(key, state)
+
+    pf = ParticleFilter(Counting(np, T), ScriptedPRM(np, np.exp(LOGITS)), weights="score", lookahead=LookAhead(k=k))
+    res = run_host(pf, jax.random.key(0), n)
+    assert len(calls) == T + (T - 1) * k
+    assert res.policy_calls == n * len(calls)

@@ -100,8 +100,11 @@ class _Bridge:
         return prompt  # the initial state, drawn on the host by run_host and passed in as an argument
 
     def step(self, key, state):
+        # the key goes in (unused by the host) so that under vmap (the look-ahead's k successors) the call
+        # is batched: k sequential host calls, not one call whose result is broadcast
         out = (self.spec, self.ft)
-        return io_callback(lambda s: self._host(self._step, out, s), out, state, ordered=False)
+        return io_callback(lambda _, s: self._host(self._step, out, s), out, jax.random.key_data(key), state,
+                           ordered=False)
 
     # ---- potential protocol (JAX side)
     def prefix(self, state):

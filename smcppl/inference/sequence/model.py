@@ -77,23 +77,27 @@ def sequence_feynman_kac(policy: SequencePolicy, potential: Potential, prompt: A
         return new, log_p, s, invalid
 
     def look(key, seq, s_cur, t):
-        zeros = jnp.zeros(n, s_cur.dtype)
+        """``(a, stored successor, policy calls, invalid scores)``; all zero after the last unit (no
+        resampling follows: the successors are not drawn, under ``vmap`` they are drawn and discarded)."""
         if la is None:
-            return zeros, None, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
-        k_draw, k_pick = jax.random.split(key)
-        succ, lp, s_succ, inv = jax.vmap(lambda kk: advance(kk, seq, t + 1))(jax.random.split(k_draw, la.k))
-        a = lookahead_adjustment(s_cur, s_succ.T, seq.done, la.lam, lookahead_log_floor(la))
-        apply = t < max_steps  # a resampling follows
-        a = jnp.where(apply, a, 0.0)
-        active = jnp.sum(~seq.done).astype(jnp.int32)
-        calls = jnp.where(apply, la.k * active, 0)
-        inv = jnp.where(apply, jnp.sum(inv), 0).astype(jnp.int32)
-        stored = None
-        if la.reuse:
-            j = jax.random.randint(k_pick, (n,), 0, la.k)
-            pick = lambda x: x[j, jnp.arange(n)]  # noqa: E731
-            stored = (jax.tree_util.tree_map(pick, succ), pick(s_succ), pick(lp))
-        return a, stored, calls, inv
+            return jnp.zeros(n, s_cur.dtype), None, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
+
+        def draw(_):
+            k_draw, k_pick = jax.random.split(key)
+            succ, lp, s_succ, inv = jax.vmap(lambda kk: advance(kk, seq, t + 1))(jax.random.split(k_draw, la.k))
+            a = lookahead_adjustment(s_cur, s_succ.T, seq.done, la.lam, lookahead_log_floor(la))
+            calls = (la.k * jnp.sum(~seq.done)).astype(jnp.int32)
+            stored = None
+            if la.reuse:
+                j = jax.random.randint(k_pick, (n,), 0, la.k)
+                pick = lambda x: x[j, jnp.arange(n)]  # noqa: E731
+                stored = (jax.tree_util.tree_map(pick, succ), pick(s_succ), pick(lp))
+            return a, stored, calls, jnp.sum(inv).astype(jnp.int32)
+
+        def skip(_):
+            return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(draw, None))
+
+        return jax.lax.cond(t < max_steps, draw, skip, None)  # t < max_steps: a resampling follows
 
     def init(key):
         k0, k1, k2 = jax.random.split(key, 3)
