@@ -1,4 +1,4 @@
-"""Particle filters over sequence policies (smcppl.inference.sequence.filter) against exact answers.
+"""Particle filters over sequence policies (smcppl.inference.sequence) against exact answers.
 
 Compile time dominates on CPU, so every compiled filter is built once (module-level caches) and
 vmapped over seeds; PRM tables are passed as traced arguments so that one compiled filter serves
@@ -14,8 +14,7 @@ import pytest
 from smcppl import SMC, Entropic, Resampling, SMCError
 from smcppl.core import raise_if_failed
 from smcppl.core.weights import normalize
-from smcppl.inference.sequence.host import run_host
-from smcppl.inference.sequence.filter import (LookAhead, ParticleFilter, SequenceState, particle_filter, select_index)
+from smcppl.inference.sequence import LookAhead, ParticleFilter, SequenceState, particle_filter, run_host, select_index
 from smcppl.models.sequence_tasks import lagged_verifier, strategy_trap
 
 # XLA's backend optimisation level 0 halves compile time here; the compiled runs are short anyway.
@@ -182,7 +181,7 @@ def test_faithful_epf_temperatures_on_scripted_weights():
     np.testing.assert_allclose(tau[1], 1.0 / (h + (1 - h) / 8), rtol=1e-4)
 
 
-# score-mode weights with ESS-triggered resampling (issue 11, defect 6): w_t = w_{t-1} * odds(r_t) when the
+# score-mode weights with ESS-triggered resampling: w_t = w_{t-1} * odds(r_t) when the
 # resampling is skipped, w_t = odds(r_t) after it. Logits (log odds) of the 3 particles after 1, 2, 3 units:
 LOGITS = np.array([[0.0, 0.0, 0.0], [2.0, -1.0, 0.5], [0.3, 0.3, 6.0], [0.1, 0.2, 0.4]])
 ESS_POLICY = Resampling("systematic", "ess", 0.4)
@@ -432,3 +431,43 @@ def test_host_runner_with_numpy_policy_is_unbiased():
     # 0.5 * sum_x sqrt(p_x / (n R / 4)) (ESS ratio ~ 1/4 conservatively)
     assert tv < 1.0 / n + 3 * 0.5 * np.sqrt(TARGET / (n * R / 4)).sum(), tv
     assert res.policy_calls == n * SMALL.T and res.output.trace.params["unique_origins"][0] == n
+
+
+class ShortLogP(Scripted):
+    def step(self, key, state):
+        new, lp = super().step(key, state)
+        return new, lp[:-1]
+
+
+def test_host_runner_reports_a_host_error_as_itself():
+    """An exception in a host call (here the policy's shape contract) is raised by run_host as it was raised,
+    not as a runtime error of the compiled run; the run stops calling the host after it."""
+    calls = []
+
+    class Counting(ScriptedPRM):
+        def prefix(self, state):
+            calls.append(1)
+            return super().prefix(state)
+
+    pf = ParticleFilter(ShortLogP(np, 3), Counting(np, ODDS), weights="score")
+    with pytest.raises(ValueError, match=r"policy.step returned log_p of shape \(3,\), expected \(4,\)"):
+        run_host(pf, jax.random.key(0), 4)
+    assert calls == []  # the first policy call failed: no potential call after it
+
+
+def test_host_runner_draws_every_lookahead_successor():
+    """Look-ahead with k successors through the host: each unit is one policy call, and each of the T - 1
+    look-aheads (one before every resampling, none after the last unit) is k separate calls, not one call
+    broadcast to k copies: T + (T - 1) k calls of the host policy, and the counters agree."""
+    T, k, n = 3, 2, 3
+    calls = []
+
+    class Counting(Scripted):
+        def step(self, key, state):
+            calls.append(1)
+            return super().step(key, state)
+
+    pf = ParticleFilter(Counting(np, T), ScriptedPRM(np, np.exp(LOGITS)), weights="score", lookahead=LookAhead(k=k))
+    res = run_host(pf, jax.random.key(0), n)
+    assert len(calls) == T + (T - 1) * k
+    assert res.policy_calls == n * len(calls)
