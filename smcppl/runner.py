@@ -365,7 +365,7 @@ class SMC:
         attrs.update({"resampling_scheme": scheme, "resampling_when": resampling.when,
                       "resampling_threshold": float(resampling.threshold),
                       "resampling_entropic": "None" if resampling.entropic is None else repr(resampling.entropic),
-                      "max_stages": int(plan.max_stages), "adaptive": int(plan.num_steps is None)})
+                      "max_stages": int(plan.max_stages), "adaptive": int(plan.num_stages is None)})
         attrs.update({k: float(v) for k, v in timing.items()})
         return attrs
 

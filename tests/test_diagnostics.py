@@ -57,7 +57,7 @@ class _Bootstrap:
 
     def build(self, num_particles):
         fk = bootstrap_feynman_kac(linear_gaussian(LG), LG_Y, num_particles)
-        return Plan(fk=fk, num_steps=len(LG_Y) - 1, max_stages=len(LG_Y) - 1, postprocess=lambda x: {"x": x},
+        return Plan(fk=fk, num_stages=len(LG_Y) - 1, max_stages=len(LG_Y) - 1, postprocess=lambda x: {"x": x},
                     resampling=Resampling("systematic", "ess", 0.5), name="BootstrapFilter",
                     metadata={"dims": {"x": ["state"]}, "coords": {"state": ["position"]}},
                     attrs={"flag": True, "nothing": None, "nested": {"a": 1}})

@@ -63,8 +63,8 @@ def make_run_one(plan: Plan, resampling: Resampling, record_ancestors: bool = Fa
             fk = plan.fk
         else:
             fk = plan.fk(data) if tuning is None else plan.fk(data, tuning)
-        if plan.num_steps is not None:
-            out = run_fixed(k_run, fk, plan.num_steps, resampling, record_ancestors, plan.summary_fn, progress)
+        if plan.num_stages is not None:
+            out = run_fixed(k_run, fk, plan.num_stages, resampling, record_ancestors, plan.summary_fn, progress)
         else:
             out = run_adaptive(k_run, fk, plan.max_stages, resampling, record_ancestors, progress, plan.summary_fn)
         post = plan.postprocess if plan.data is None else (lambda p: plan.postprocess(p, data))

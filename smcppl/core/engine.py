@@ -234,12 +234,12 @@ def _report(progress_callback, state, fk):
         jax.debug.callback(progress_callback, state.stage, fk.progress(state.params))
 
 
-def run_fixed(rng_key: jax.Array, fk: FeynmanKac, num_steps: int, resampling: Resampling = Resampling(),
+def run_fixed(rng_key: jax.Array, fk: FeynmanKac, num_stages: int, resampling: Resampling = Resampling(),
               record_ancestors: bool = False, summary_fn: Optional[Callable] = None,
               progress_callback: Optional[Callable] = None) -> SMCOutput:
-    """Run ``num_steps`` engine steps after initialisation with ``lax.scan``.
+    """Run ``num_stages`` engine steps after initialisation with ``lax.scan``.
 
-    The trace has ``num_steps + 1`` rows (row 0 = initialisation). ``progress_callback(stage, progress)``
+    The trace has ``num_stages + 1`` rows (row 0 = initialisation). ``progress_callback(stage, progress)``
     is called on the host after every step (see :func:`run_adaptive`).
     """
     k_init, k_run = jax.random.split(rng_key)
@@ -252,11 +252,11 @@ def run_fixed(rng_key: jax.Array, fk: FeynmanKac, num_steps: int, resampling: Re
         _report(progress_callback, s, fk)
         return s, info
 
-    state, infos = jax.lax.scan(body, state, jax.random.split(k_run, num_steps))
+    state, infos = jax.lax.scan(body, state, jax.random.split(k_run, num_stages))
     trace = _stack(info0, infos)
     dead_any = jnp.any(trace.dead)
     dead_stage = jnp.where(dead_any, jnp.argmax(trace.dead), -1)
-    return SMCOutput(state, trace, jnp.asarray(num_steps + 1), _running_log_evidence(state.log_evidence, state.log_weights),
+    return SMCOutput(state, trace, jnp.asarray(num_stages + 1), _running_log_evidence(state.log_evidence, state.log_weights),
                      dead_stage)
 
 

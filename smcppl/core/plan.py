@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
+from smcppl.core.checks import renamed_keyword
 from smcppl.core.engine import FeynmanKac
 from smcppl.core.policy import Resampling
 
@@ -34,24 +35,9 @@ class Pilot(NamedTuple):
     num_particles: int
 
 
-class Plan(NamedTuple):
-    """What an algorithm hands to the runner.
-
-    fk: the Feynman–Kac model, or a function ``data -> FeynmanKac`` of the array inputs ``data``
-    (then jitted code takes the data as an argument and is reused for new data of the same shapes);
-    with a ``pilot``, a function ``(data, tuning) -> FeynmanKac``.
-    num_steps: steps of a fixed-length run, or None for an adaptive run of at most ``max_stages``
-    stages. postprocess(particles[, data]) -> dict name -> [N, ...] arrays (e.g. constrained values
-    and deterministic sites); jit-able. resampling: the algorithm's default policy.
-    summary_fn: optional per-stage statistic. entropic_correction: resolve an unset
-    ``Entropic.correct`` to True (samplers that estimate ``log Z``). metadata: anything the exporter needs
-    (observed data, dims, log-likelihood function, site names); attrs: settings (str/int/float only).
-    pilot: an optional :class:`Pilot` run before the main runs. progress_name: what ``fk.progress``
-    measures, shown by progress bars (e.g. ``"beta"``).
-    """
-
+class _PlanFields(NamedTuple):
     fk: FeynmanKac
-    num_steps: Optional[int]
+    num_stages: Optional[int]
     max_stages: int
     postprocess: Callable
     resampling: Resampling = Resampling()
@@ -63,3 +49,28 @@ class Plan(NamedTuple):
     data: Any = None
     entropic_correction: bool = False  # an unset Entropic.correct means True (the plan estimates log Z)
     pilot: Optional[Pilot] = None
+
+
+class Plan(_PlanFields):
+    """What an algorithm hands to the runner.
+
+    fk: the Feynman–Kac model, or a function ``data -> FeynmanKac`` of the array inputs ``data``
+    (then jitted code takes the data as an argument and is reused for new data of the same shapes);
+    with a ``pilot``, a function ``(data, tuning) -> FeynmanKac``.
+    num_stages: engine steps of a fixed-length run (after the initialisation), or None for an adaptive
+    run of at most ``max_stages`` (``num_steps`` is its deprecated name). postprocess(particles[, data]) -> dict name -> [N, ...] arrays (e.g. constrained values
+    and deterministic sites); jit-able. resampling: the algorithm's default policy.
+    summary_fn: optional per-stage statistic. entropic_correction: resolve an unset
+    ``Entropic.correct`` to True (samplers that estimate ``log Z``). metadata: anything the exporter needs
+    (observed data, dims, log-likelihood function, site names); attrs: settings (str/int/float only).
+    pilot: an optional :class:`Pilot` run before the main runs. progress_name: what ``fk.progress``
+    measures, shown by progress bars (e.g. ``"beta"``).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *args, num_steps: Optional[int] = None, **kwargs):
+        if num_steps is not None:
+            given = args[1] if len(args) > 1 else kwargs.pop("num_stages", None)
+            kwargs["num_stages"] = renamed_keyword(given, num_steps, "num_stages", "num_steps", "Plan")
+        return super().__new__(cls, *args, **kwargs)

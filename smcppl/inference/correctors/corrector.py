@@ -186,7 +186,7 @@ class FeynmanKacCorrector:
             fk = corrector_feynman_kac(self, num_particles)
         metadata = {"sample_stats": (lambda p: {"reward": p["reward"]}) if steer else None,
                     "times": self.times}
-        return Plan(fk=fk, num_steps=self.num_stages, max_stages=self.num_stages, postprocess=postprocess,
+        return Plan(fk=fk, num_stages=self.num_stages, max_stages=self.num_stages, postprocess=postprocess,
                     resampling=self.resampling, metadata=metadata, attrs=dict(self.attrs(), continuous_state=1),
                     name=self._sampler_name(), data=params if has_params else None,
                     entropic_correction=self.corrected)

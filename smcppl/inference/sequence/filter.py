@@ -96,7 +96,7 @@ class ParticleFilter:
                  "lookahead_reuse": int(bool(la and la.reuse)), "lookahead_correct": int(bool(la and la.correct)),
                  "score_eps": self.score_eps}
         check = self.checks_scores
-        return Plan(fk=fk, num_steps=num_steps, max_stages=num_steps,
+        return Plan(fk=fk, num_stages=num_steps, max_stages=num_steps,
                     postprocess=lambda parts: postprocess(parts, check),
                     resampling=self.resampling, metadata={}, attrs=attrs, name=self.name)
 

@@ -348,7 +348,7 @@ class TemperedSMC:
             particles that the next temperature discards are harmless, those that carry the weight are not."""
             return {"divergent_weight": jnp.sum(normalize(log_weights) * particles["divergent_share"])}
 
-        return Plan(fk=make_fk, num_steps=None, max_stages=max_stages, summary_fn=divergent_weight,
+        return Plan(fk=make_fk, num_stages=None, max_stages=max_stages, summary_fn=divergent_weight,
                     postprocess=lambda particles, data: jax.vmap(dens.postprocess, in_axes=(0, None))(
                         particles["position"], data),
                     resampling=self.resampling, metadata=metadata, attrs=attrs, name="TemperedSMC",
