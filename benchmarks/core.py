@@ -34,16 +34,16 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from smcppl.core import Resampling, SMCState, build_step  # noqa: E402
-from smcppl.core.policy import count_unique  # noqa: E402
-from smcppl.core.resampling import RESAMPLERS  # noqa: E402
-from smcppl.core.weights import ess_ratio, log_mean_exp, log_normalize, normalized_entropy, sanitize  # noqa: E402
-from smcppl.inference.state_space.bootstrap import bootstrap_feynman_kac  # noqa: E402
-from smcppl.models.state_space import LinearGaussian, StateSpaceModel, linear_gaussian, simulate  # noqa: E402
+from smcppl.core import Resampling, SMCState, build_step
+from smcppl.core.policy import count_unique
+from smcppl.core.resampling import RESAMPLERS
+from smcppl.core.weights import ess_ratio, log_mean_exp, log_normalize, normalized_entropy, sanitize
+from smcppl.inference.state_space.bootstrap import bootstrap_feynman_kac
+from smcppl.models.state_space import LinearGaussian, StateSpaceModel, linear_gaussian, simulate
 
 
 def emit(record):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -31,14 +30,14 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from smcppl.inference.correctors.corrector import annealed, fk_steering, guided, product_of_experts  # noqa: E402
-from smcppl.runner import make_run_one  # noqa: E402
-from smcppl.models import diffusion_targets as dt  # noqa: E402
-from smcppl.models.sde import VPSDE  # noqa: E402
+from smcppl.inference.correctors.corrector import annealed, fk_steering, guided, product_of_experts
+from smcppl.runner import make_run_one
+from smcppl.models import diffusion_targets as dt
+from smcppl.models.sde import VPSDE
 
 SDE = VPSDE()
 

@@ -32,13 +32,13 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from smcppl.core import Entropic, Resampling  # noqa: E402
-from smcppl.inference.sequence.filter import LookAhead, ParticleFilter, particle_filter, select_index  # noqa: E402
-from smcppl.models.sequence_tasks import TASKS, make_task  # noqa: E402
+from smcppl.core import Entropic, Resampling
+from smcppl.inference.sequence.filter import LookAhead, ParticleFilter, particle_filter, select_index
+from smcppl.models.sequence_tasks import TASKS, make_task
 
 METHODS = {
     "BoN": dict(resampling=Resampling("multinomial", when="never")),

@@ -92,12 +92,12 @@ import warnings
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import numpyro  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax.flatten_util import ravel_pytree
 
 TARGET_ESS = 0.5
 TARGET_ACC = 0.65  # smcppl's HMC target acceptance
@@ -789,7 +789,7 @@ def smcppl_tree():
         diff = subprocess.run(["git", "diff", "HEAD", "--", "smcppl"], cwd=root, capture_output=True, timeout=10,
                               check=False).stdout
         return head + ("" if not diff else "+dirty:" + hashlib.sha1(diff).hexdigest()[:8])
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "unknown"
 
 
@@ -989,7 +989,7 @@ def main(argv=None):
         if mod in methods or mod in fresh_methods:
             try:
                 versions[mod] = __import__(mod).__version__
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 emit({"bench": "skip", "method": mod, "reason": f"{type(e).__name__}: {e}",
                       "fix": "pip install -r benchmarks/requirements.txt (see its comments for particles)"})
                 methods = [m for m in methods if m != mod]

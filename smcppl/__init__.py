@@ -1,18 +1,27 @@
-"""smcppl: Sequential Monte Carlo for the JAX probabilistic-programming stack (NumPyro, BlackJAX, ArviZ)."""
-from smcppl.core import *  # noqa: F401,F403
-from smcppl.core import Entropic, Resampling, SMCError, FeynmanKac  # noqa: F401
-from smcppl.inference.state_space.bootstrap import bootstrap_filter  # noqa: F401
+"""smcppl: Sequential Monte Carlo for the JAX probabilistic-programming stack (NumPyro, BlackJAX, ArviZ).
 
-__version__ = "0.1.0"
-from smcppl.runner import SMC, Plan  # noqa: F401,E402
-from smcppl.diagnostics.health import SMCHealthWarning  # noqa: F401,E402
-from smcppl.inference.tempered.model import TemperedSMC  # noqa: F401,E402
-from smcppl.inference.tempered.blackjax_api import legacy_tempered_smc as tempered_smc  # noqa: F401,E402 (deprecated)
-from smcppl import blackjax  # noqa: F401,E402 (BlackJAX's tempered-SMC interface)
-from smcppl.inference.tempered.numpyro_model import ModelError  # noqa: F401,E402
-from smcppl.inference.tempered.annealed_langevin import AnnealedLangevin  # noqa: F401,E402
-from smcppl.inference.sequence.filter import LookAhead, ParticleFilter, SequenceState, particle_filter  # noqa: F401,E402
-from smcppl.inference.sequence.host import run_host  # noqa: F401,E402
-from smcppl.inference.correctors.corrector import (FeynmanKacCorrector, annealed, fk_steering, guided,  # noqa: F401,E402
-                                         product_of_experts)
-from smcppl.models.sde import VESDE, VPSDE  # noqa: F401,E402
+The front end is :class:`SMC` (``SMC(algorithm, num_particles, num_chains).run(key, *args)``); the
+algorithms are :class:`TemperedSMC` and :class:`AnnealedLangevin` (NumPyro models), :class:`ParticleFilter`
+(sequence policies) and the Feynman–Kac correctors (score-based models). The layout and the vocabulary
+are in ARCHITECTURE.md.
+"""
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
+from smcppl import blackjax  # BlackJAX's tempered-SMC interface run by smcppl's engine
+from smcppl.core import *  # the core's public names (engine, weights, resampling, policies)
+from smcppl.core import Entropic, FeynmanKac, Resampling, SMCError
+from smcppl.core.result import SMCResult
+from smcppl.diagnostics.health import SMCHealthWarning
+from smcppl.inference.correctors import FeynmanKacCorrector, annealed, fk_steering, guided, product_of_experts
+from smcppl.inference.sequence import LookAhead, ParticleFilter, SequenceState, particle_filter, run_host
+from smcppl.inference.state_space import bootstrap_filter
+from smcppl.inference.tempered import AnnealedLangevin, ModelError, TemperedSMC
+from smcppl.inference.tempered.blackjax_api import legacy_tempered_smc as tempered_smc  # deprecated
+from smcppl.models.sde import VESDE, VPSDE
+from smcppl.runner import SMC, Plan
+
+try:
+    __version__ = _version("smcppl")  # one version, in pyproject.toml
+except _PackageNotFoundError:  # pragma: no cover - a source tree that was not installed
+    __version__ = "unknown"

@@ -35,7 +35,8 @@ def _load_model(spec: str):
     if spec in ZOO:
         return ZOO[spec].model, ZOO[spec].data(), ZOO[spec]
     if ":" not in spec:
-        raise CLIError(f"MODEL must be a zoo name ({', '.join(sorted(ZOO))}) or path/to/file.py:function, got {spec!r}.")
+        raise CLIError(f"MODEL must be a zoo name ({', '.join(sorted(ZOO))}) or path/to/file.py:function, "
+                       f"got {spec!r}.")
     path, func = spec.rsplit(":", 1)
     if not os.path.isfile(path):
         raise CLIError(f"Model file {path!r} does not exist.")
@@ -43,7 +44,7 @@ def _load_model(spec: str):
     module = importlib.util.module_from_spec(mod_spec)
     try:
         mod_spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise CLIError(f"Importing {path!r} failed: {type(e).__name__}: {e}") from e
     if not hasattr(module, func):
         raise CLIError(f"{path!r} has no function {func!r}; functions there: "
@@ -76,7 +77,7 @@ def _load_data(path):
             return {k: np.asarray([float(r[k]) for r in rows]) for k in rows[0]}
     except CLIError:
         raise
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise CLIError(f"Reading data file {path!r} failed: {type(e).__name__}: {e}") from e
     raise CLIError(f"Data file {path!r}: unsupported extension {ext!r}; use .csv, .json or .npz.")
 
@@ -86,7 +87,8 @@ def _sampler_args(p):
     p.add_argument("--chains", type=int, default=4,
                    help="independent SMC runs; their spread gives the log Z error and R-hat (default 4)")
     p.add_argument("--move", default="hmc", choices=["rwm", "mala", "hmc", "nuts", "imh"],
-                   help="MCMC move at each stage: random-walk Metropolis, MALA, HMC, NUTS or independent Metropolis-Hastings with a particle-fitted t proposal (default hmc)")
+                   help="MCMC move at each stage: random-walk Metropolis, MALA, HMC, NUTS or independent "
+                        "Metropolis-Hastings with a particle-fitted t proposal (default hmc)")
     p.add_argument("--mcmc-steps", type=int, default=5, help="MCMC steps per stage (default 5)")
     p.add_argument("--target-ess", type=float, default=0.5,
                    help="adaptive tempering: each beta increment keeps this conditional ESS/N (default 0.5)")
@@ -97,7 +99,7 @@ def _sampler_args(p):
 
 
 def _make_smc(args):
-    from smcppl import SMC, Entropic, Resampling, TemperedSMC  # noqa: F401
+    from smcppl import SMC, Entropic, Resampling, TemperedSMC
 
     if args.resampling == "entropic":
         res = Resampling("systematic", "ess", 0.5, Entropic("epf_ess", correct=True))
@@ -228,7 +230,7 @@ def main(argv=None):
     except CLIError as e:
         print(f"smcppl: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # noqa: BLE001 - model errors etc. get a clean one-line message
+    except Exception as e:
         from smcppl.core.engine import SMCError
         from smcppl.inference.tempered.numpyro_model import ModelError
         if isinstance(e, (ModelError, SMCError, ValueError, TypeError)):

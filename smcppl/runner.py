@@ -31,7 +31,8 @@ from smcppl.core.result import SMCResult
 from smcppl.core.policy import Resampling, validate_resampling
 from smcppl.core.watchdog import call_with_timeout, validate_timeout
 
-__all__ = ["Plan", "Pilot", "SMC", "CHAIN_METHODS", "final_draws", "make_run_one", "enable_compilation_cache", "compilation_cache_dir",
+__all__ = ["Plan", "Pilot", "SMC", "CHAIN_METHODS", "final_draws", "make_run_one", "enable_compilation_cache",
+           "compilation_cache_dir",
            "count_distinct"]
 
 

@@ -40,8 +40,12 @@ def cases():
                                 float(sum(np.asarray(v, np.float64).sum() for v in smc.get_samples().values()))]
 
     # BlackJAX-style API: three fixed-schedule steps on a 2-d Gaussian
-    logprior = lambda x: -0.5 * jnp.sum(x ** 2)
-    loglik = lambda x: -0.5 * jnp.sum((x - 1.0) ** 2)
+    def logprior(x):
+        return -0.5 * jnp.sum(x ** 2)
+
+    def loglik(x):
+        return -0.5 * jnp.sum((x - 1.0) ** 2)
+
     kernel = bjx.tempered_smc(logprior, loglik, blackjax.hmc.build_kernel(), blackjax.hmc.init,
                               extend_params({"step_size": 0.3, "inverse_mass_matrix": jnp.ones(2),
                                                  "num_integration_steps": 3}),

@@ -56,5 +56,6 @@ def test_the_walk_sees_imports():
 
 def test_the_families_are_checked():
     """Every sampler family under inference/ has its arrows declared (a new family must be added)."""
-    families = {f"inference/{p.name}" for p in (PACKAGE / "inference").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    families = {f"inference/{p.name}" for p in (PACKAGE / "inference").iterdir()
+                if p.is_dir() and p.name != "__pycache__"}
     assert families <= set(ALLOWED), families - set(ALLOWED)

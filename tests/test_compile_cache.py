@@ -78,7 +78,8 @@ def test_pilot_and_chains_share_one_compilation_and_a_second_run_compiles_nothin
     assert (first, second) == (1, 0), (first, second)
     assert smc.timing["reused_compiled"] == 1 and smc.timing["pilot_seconds"] > 0
     again = np.asarray(smc.log_evidence)
-    fresh = SMC(smc.algorithm, num_particles=200, num_chains=3, chain_method="sequential").run(jax.random.key(1), **DATA)
+    fresh = SMC(smc.algorithm, num_particles=200, num_chains=3, chain_method="sequential").run(jax.random.key(1),
+                                                                                               **DATA)
     np.testing.assert_array_equal(again, np.asarray(fresh.log_evidence))
     # the chains are independent given the pilot: different keys, different estimates, all near the truth
     assert len(set(again.tolist())) == 3

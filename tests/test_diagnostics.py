@@ -10,20 +10,20 @@ import jax
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib.collections import LineCollection, PathCollection  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import xarray as xr
+from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.figure import Figure
 
-from smcppl import SMC, Plan, Resampling, TemperedSMC  # noqa: E402
-from smcppl.diagnostics import export, plots  # noqa: E402
-from smcppl.diagnostics import load_netcdf, output_to_datatree, print_summary, save_netcdf, to_arviz  # noqa: E402
-from smcppl.diagnostics import to_datatree  # noqa: E402
-from smcppl.inference.state_space.bootstrap import bootstrap_feynman_kac  # noqa: E402
-from smcppl.models import zoo  # noqa: E402
-from smcppl.models.state_space import LinearGaussian, linear_gaussian, simulate  # noqa: E402
+from smcppl import SMC, Plan, Resampling, TemperedSMC
+from smcppl.diagnostics import export, plots
+from smcppl.diagnostics import load_netcdf, output_to_datatree, print_summary, save_netcdf, to_arviz
+from smcppl.diagnostics import to_datatree
+from smcppl.inference.state_space.bootstrap import bootstrap_feynman_kac
+from smcppl.models import zoo
+from smcppl.models.state_space import LinearGaussian, linear_gaussian, simulate
 
 ARVIZ_1 = export.arviz_major_version() >= 1
 GROUPS = {"posterior", "sample_stats", "log_likelihood", "observed_data", "smc_stats"}

@@ -105,7 +105,8 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np
 from smcppl import SMC, TemperedSMC
 from smcppl.models import zoo
-smc = SMC(TemperedSMC(zoo.beta_binomial, move="rwm", num_mcmc_steps=3), num_particles=1000, num_chains=2).run(jax.random.key(0), n=20, k=7)
+smc = SMC(TemperedSMC(zoo.beta_binomial, move="rwm", num_mcmc_steps=3), num_particles=1000,
+          num_chains=2).run(jax.random.key(0), n=20, k=7)
 assert smc.log_evidence.dtype == np.float64, smc.log_evidence.dtype
 assert smc.get_samples()["p"].dtype == np.float64
 ex = zoo.beta_binomial_exact(20, 7)["log_evidence"]

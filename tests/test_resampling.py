@@ -88,10 +88,12 @@ def test_entropic_rules_hand_values():
     n = 100
 
     def h_of(a):
-        w = np.full(n, (1 - a) / (n - 1)); w[0] = a
+        w = np.full(n, (1 - a) / (n - 1))
+        w[0] = a
         return -np.sum(w * np.log(w)) / np.log(n)
     a = brentq(lambda a: h_of(a) - 0.5, 1 / n + 1e-9, 1 - 1e-9)
-    w = np.full(n, (1 - a) / (n - 1)); w[0] = a
+    w = np.full(n, (1 - a) / (n - 1))
+    w[0] = a
     lwh = jnp.log(jnp.asarray(w))
     assert np.isclose(float(normalized_entropy(lwh)), 0.5, atol=1e-5)
     assert np.isclose(float(rule_temperature(lwh, 0.3, Entropic("epf_entropy"))), 1 / 0.65, atol=1e-3)

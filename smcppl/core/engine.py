@@ -256,8 +256,8 @@ def run_fixed(rng_key: jax.Array, fk: FeynmanKac, num_stages: int, resampling: R
     trace = _stack(info0, infos)
     dead_any = jnp.any(trace.dead)
     dead_stage = jnp.where(dead_any, jnp.argmax(trace.dead), -1)
-    return SMCOutput(state, trace, jnp.asarray(num_stages + 1), _running_log_evidence(state.log_evidence, state.log_weights),
-                     dead_stage)
+    return SMCOutput(state, trace, jnp.asarray(num_stages + 1),
+                     _running_log_evidence(state.log_evidence, state.log_weights), dead_stage)
 
 
 def _pad_like(x, capacity):

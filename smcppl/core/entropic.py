@@ -29,7 +29,8 @@ from jax.typing import ArrayLike
 
 from smcppl.core.weights import ess_ratio, log_normalize, normalized_entropy, sanitize
 
-__all__ = ["Entropic", "TEMPERATURE_RULES", "with_entropic_correction", "temperature", "rule_temperature", "tempered_log_probs", "target_temperature", "validate_entropic"]
+__all__ = ["Entropic", "TEMPERATURE_RULES", "with_entropic_correction", "temperature", "rule_temperature",
+           "tempered_log_probs", "target_temperature", "validate_entropic"]
 
 TEMPERATURE_RULES = ("epf_ess", "epf_entropy", "epf_linear", "target")
 

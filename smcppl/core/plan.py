@@ -58,7 +58,8 @@ class Plan(_PlanFields):
     (then jitted code takes the data as an argument and is reused for new data of the same shapes);
     with a ``pilot``, a function ``(data, tuning) -> FeynmanKac``.
     num_stages: engine steps of a fixed-length run (after the initialisation), or None for an adaptive
-    run of at most ``max_stages`` (``num_steps`` is its deprecated name). postprocess(particles[, data]) -> dict name -> [N, ...] arrays (e.g. constrained values
+    run of at most ``max_stages`` (``num_steps`` is its deprecated name). postprocess(particles[, data]) -> dict name
+    -> [N, ...] arrays (e.g. constrained values
     and deterministic sites); jit-able. resampling: the algorithm's default policy.
     summary_fn: optional per-stage statistic. entropic_correction: resolve an unset
     ``Entropic.correct`` to True (samplers that estimate ``log Z``). metadata: anything the exporter needs

@@ -72,7 +72,8 @@ def validate_resampling(policy: Resampling) -> Resampling:
     return policy
 
 
-def as_resampling(resampling: Union[None, str, Resampling] = None, entropic: Union[None, bool, str, Entropic] = None, *, default: Resampling = Resampling()) -> Resampling:
+def as_resampling(resampling: Union[None, str, Resampling] = None, entropic: Union[None, bool, str, Entropic] = None,
+                  *, default: Resampling = Resampling()) -> Resampling:
     """The one way a sampler turns its ``resampling``/``entropic`` arguments into a :class:`Resampling`.
 
     ``resampling``: None (the sampler's ``default`` policy), a scheme name (``default`` with that scheme:

@@ -105,7 +105,7 @@ def call_with_timeout(fn: Callable, *args, timeout: Optional[float] = None, what
     def work():
         try:
             box["value"] = jax.block_until_ready(fn(*args))
-        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+        except BaseException as err:
             box["error"] = err
         finally:
             done.set()

@@ -3,7 +3,7 @@
 Submodules are imported lazily (``from smcppl.diagnostics import plots``) so that importing
 smcppl does not import matplotlib or ArviZ.
 """
-from smcppl.diagnostics.export import (  # noqa: F401
+from smcppl.diagnostics.export import (
     as_datatree,
     datatree_to_arviz,
     load_netcdf,
@@ -13,9 +13,9 @@ from smcppl.diagnostics.export import (  # noqa: F401
     to_arviz,
     to_datatree,
 )
-from smcppl.diagnostics.health import HealthReport, SMCHealthWarning, check_health  # noqa: F401
-from smcppl.diagnostics.mcse import lineage_mcse  # noqa: F401
-from smcppl.diagnostics.summary import get_smc_stats, posterior_summary, print_summary, smc_summary  # noqa: F401
+from smcppl.diagnostics.health import HealthReport, SMCHealthWarning, check_health
+from smcppl.diagnostics.mcse import lineage_mcse
+from smcppl.diagnostics.summary import get_smc_stats, posterior_summary, print_summary, smc_summary
 
 _PLOTS = ("plot_tempering_schedule", "plot_ess", "plot_acceptance", "plot_genealogy", "plot_log_evidence",
           "plot_weights", "plot_posterior", "save_diagnostic_plots", "DiagnosticUnavailable")

@@ -67,7 +67,7 @@ def arviz_major_version() -> int:
         from importlib.metadata import version
 
         return int(version("arviz").split(".")[0])
-    except Exception:  # noqa: BLE001 - not installed or odd version string
+    except Exception:
         import arviz
 
         return int(arviz.__version__.split(".")[0])
@@ -184,7 +184,7 @@ def _per_chain_program(fn):
 def _apply_per_chain(fn, particles, what):
     try:
         return _per_chain_program(fn)(particles)
-    except Exception as e:  # noqa: BLE001 - re-raised with context
+    except Exception as e:
         raise RuntimeError(f"Exporting to ArviZ: the plan's metadata[{what!r}] failed on the final particles "
                            f"({type(e).__name__}: {e}).") from e
 

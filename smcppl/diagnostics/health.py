@@ -11,13 +11,13 @@ netCDF file):
 * ``final_ess``: the final weights' ESS/N below ``MIN_FINAL_ESS`` (10%): the draws come from fewer
   than one in ten particles (degenerate weights, e.g. a corrector outside its safe range).
 * ``divergences``: a stage in which more than ``MAX_DIVERGENT_FRACTION`` (half) of the MCMC transitions
-  diverged (HMC/NUTS energy error above 1000 nats; non-finite or exploding states for every kernel),
-  or in which divergent transitions carry more than half of the weight after that stage's reweighting
-  (each particle weighted by its share of divergent transitions; samplers that record it): the move
-  failed for most of the population, or for the part of it that matters. (A minority of divergent particles in a tail that the next temperature
-  discards, common in early tempering stages where curvature varies wildly, is counted and shown in the
-  summary, not flagged.) The default move meets a stricter bound on every zoo model, tested in
-  ``tests/test_health.py``: at most 15% of all transitions divergent, no stage over this threshold.
+  diverged (HMC/NUTS energy error above 1000 nats; non-finite or exploding states for every kernel), or in which
+  divergent transitions carry more than half of the weight after that stage's reweighting (each particle weighted by
+  its share of divergent transitions; samplers that record it): the move failed for most of the population, or for the
+  part of it that matters. (A minority of divergent particles in a tail that the next temperature discards, common in
+  early tempering stages where curvature varies wildly, is counted and shown in the summary, not flagged.) The default
+  move meets a stricter bound on every zoo model, tested in ``tests/test_health.py``: at most 15% of all transitions
+  divergent, no stage over this threshold.
 * ``stuck_moves``: a stage whose mean acceptance is below ``MIN_ACCEPTANCE`` (2%): the particles did
   not move, so resampled copies stay copies. For ULA (which always moves) the acceptance is the one a
   Metropolis test would have given its moves, and the flag is ``unstable_ula``: the step is far too
@@ -177,7 +177,8 @@ def check_health(stats: xr.Dataset, posterior: Optional[Mapping] = None, max_rha
                 c0 = int(np.flatnonzero(bad)[0])
                 stages = np.flatnonzero(share[c0] > MAX_DIVERGENT_FRACTION).tolist()
                 flags.append(HealthFlag("divergences", (
-                    f"divergent moves make up or carry more than {MAX_DIVERGENT_FRACTION:.0%} of the population at stage(s) "
+                    f"divergent moves make up or carry more than {MAX_DIVERGENT_FRACTION:.0%} of the population at "
+                    f"stage(s) "
                     f"{stages[:8]} of chain "
                     f"{c0} (chains affected: {_chains(bad)}; worst share {np.nanmax(worst):.2f}): the MCMC move is "
                     "unstable there (step size too large for the posterior's curvature, or a density that is not "
@@ -228,7 +229,8 @@ def check_health(stats: xr.Dataset, posterior: Optional[Mapping] = None, max_rha
         bad = final_beta < 1.0
         if bad.any():
             flags.append(HealthFlag("max_stages", (
-                f"final beta < 1 in chain(s) {_chains(bad)} ({', '.join(f'{b:.3f}' for b in final_beta[bad])}): the run "
+                f"final beta < 1 in chain(s) {_chains(bad)} ({', '.join(f'{b:.3f}' for b in final_beta[bad])}): "
+                "the run "
                 "stopped before reaching the posterior; raise max_stages.")))
     elif max_stages is not None and int(attrs.get("adaptive", 0)):
         bad = n_stages > int(max_stages)

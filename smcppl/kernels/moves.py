@@ -310,7 +310,8 @@ def move_population(rng_key: jax.Array, positions: jax.Array, log_weights: jax.A
             states, a, dv = jax.vmap(lambda k, st: step(k, st, logdens_z, h, imm))(jax.random.split(key, n), states)
             h_tested = h
             if adapt_target is not None:
-                h_new = jnp.minimum(adapt_step_size(h, jnp.mean(a), adapt_target), MAX_ADAPTED_STEP.get(m.kind, jnp.inf))
+                h_new = jnp.minimum(adapt_step_size(h, jnp.mean(a), adapt_target),
+                                    MAX_ADAPTED_STEP.get(m.kind, jnp.inf))
                 # divergences shrink the step whatever the mean acceptance says: a step that suits the bulk
                 # of the population can still diverge where the curvature is high (a funnel's neck)
                 h_new = jnp.where(jnp.mean(dv) > MAX_ADAPT_DIVERGENT, jnp.minimum(h_new, DIVERGENT_SHRINK * h), h_new)
@@ -322,7 +323,8 @@ def move_population(rng_key: jax.Array, positions: jax.Array, log_weights: jax.A
         h0 = jnp.asarray(step_size, positions.dtype)
         (states, h, h_tested, acc, div), _ = jax.lax.scan(transition, (states, h0, h0, zeros, zeros),
                                                           jax.random.split(rng_key, m.num_mcmc_steps))
-        return MoveResult(_batch_to_x(mu, L, states.position), acc / m.num_mcmc_steps, div / m.num_mcmc_steps, h, h_tested)
+        return MoveResult(_batch_to_x(mu, L, states.position), acc / m.num_mcmc_steps, div / m.num_mcmc_steps, h,
+                          h_tested)
 
     # waste-free: M = N // P starting points, chains of P states each
     p = m.num_mcmc_steps

@@ -1,4 +1,5 @@
-"""Forward noising SDEs and score-model adapters for the Feynman–Kac correctors (ARCHITECTURE.md; formulas in the module docstrings).
+"""Forward noising SDEs and score-model adapters for the Feynman–Kac correctors (ARCHITECTURE.md; formulas in the
+module docstrings).
 
 Forward SDE ``dx = f_t(x) dt + g_t dW`` on ``t in [0, 1]``, data at ``t = 0``, with linear drift
 ``f_t(x) = (d/dt log alpha_t) x`` so that the transition from the data is Gaussian::

@@ -16,7 +16,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-__all__ = ["ZooModel", "ZOO", "get_model", "eight_schools", "hierarchical_normal", "logistic_regression", "bimodal_exact",
+__all__ = ["ZooModel", "ZOO", "get_model", "eight_schools", "hierarchical_normal", "logistic_regression",
+           "bimodal_exact",
            "conjugate_gaussian_data", "conjugate_gaussian_exact", "beta_binomial_exact", "halfnormal_scale_exact",
            "challenger_data", "load_challenger", "bimodal", "conjugate_gaussian", "beta_binomial", "halfnormal_scale"]
 

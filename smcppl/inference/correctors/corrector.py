@@ -168,7 +168,7 @@ class FeynmanKacCorrector:
         if has_params:
             try:
                 params = jax.tree_util.tree_map(jnp.asarray, params)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 raise TypeError(f"score parameters must be a pytree of arrays: {type(e).__name__}: {e}") from e
         self.check_functions(params=params, has_params=has_params)
         name = self.name

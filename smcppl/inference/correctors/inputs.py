@@ -146,7 +146,7 @@ def check_functions(c: "FeynmanKacCorrector", num_probe: int = 4, params: Any = 
         """``fn`` on the probe draws (with ``params`` when given); its failure named with ``label``."""
         try:
             return jax.vmap(lambda xi: fn(xi, *time, params) if has_params else fn(xi, *time))(x)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             at = f" at t={float(time[0]):.4g}" if time else ""
             raise ValueError(f"{label} failed on x of shape {c.event_shape}{at}: {type(e).__name__}: {e}") from e
 

@@ -113,7 +113,7 @@ def min_noise_ratio(noise: Union[float, Callable], sde: SDE, times: np.ndarray) 
         return noise
     try:
         return min(float(noise(float(t))) / float(sde.g(float(t))) for t in times[:-1])
-    except Exception:  # noqa: BLE001 - e.g. a noise function that needs tracing: not checked
+    except Exception:
         return None
 
 

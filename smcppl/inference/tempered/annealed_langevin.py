@@ -35,13 +35,15 @@ class AnnealedLangevin(TemperedSMC):
 
     num_temperatures: rungs ``K`` of the linear ladder ``beta_k = k / K``, ``k = 1..K`` (default 100; or pass
     ``schedule``; ``num_steps`` is its deprecated name). step_size: whitened Langevin step (default:
-    dimension-based, adapted toward 0.57 acceptance when adjusted). adjusted: MALA (exact) or ULA (biased, O(step size)).
+    dimension-based, adapted toward 0.57 acceptance when adjusted). adjusted: MALA (exact) or ULA (biased, O(step
+    size)).
     num_langevin_steps: Langevin transitions per rung (``num_mcmc_steps`` of :class:`TemperedSMC`).
     preconditioning: particle covariance (``"full"``, ``"diag"``, ``"none"``).
     """
 
     def __init__(self, model: Callable, *, num_temperatures: Optional[int] = None, schedule=None,
-                 step_size: Optional[float] = None, adjusted: bool = True, num_langevin_steps: int = 1, preconditioning: str = "full",
+                 step_size: Optional[float] = None, adjusted: bool = True, num_langevin_steps: int = 1,
+                 preconditioning: str = "full",
                  resampling: Optional[Resampling] = None, num_steps: Optional[int] = None, **kwargs):
         what = "num_temperatures" if num_steps is None else "num_steps (now num_temperatures)"
         num_temperatures = renamed_keyword(num_temperatures, num_steps, "num_temperatures", "num_steps",

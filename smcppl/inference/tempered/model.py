@@ -90,7 +90,8 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Optional[Callable], s
 
     ``logprior_fn``/``loglik_fn``: functions of one position; or pass ``loglik_fn=None`` and a
     ``logprior_fn`` returning ``(log prior, log lik)`` from one model evaluation (what
-    :class:`TemperedSMC` does: half the cost per gradient). ``sample_initial(key, n) -> [n, dim]`` prior draws. ``schedule``: None (adaptive, bisection on
+    :class:`TemperedSMC` does: half the cost per gradient). ``sample_initial(key, n) -> [n, dim]`` prior draws.
+    ``schedule``: None (adaptive, bisection on
     the ``criterion`` to ``target_ess``) or an increasing ladder ending at 1.
 
     ``tuning`` — how the temperatures and the moves' preconditioner/step size are chosen:
@@ -242,7 +243,8 @@ class TemperedSMC:
     tuning: ``"pilot"`` (default: one independent pilot run of ``pilot_particles`` — default ``N``,
     so that it re-uses the chains' compiled program — fixes the ladder and every stage's kernel of every
     chain, so ``Z_hat`` stays unbiased, for the cost of one more chain: +25% with 4 chains, 2x with one;
-    a smaller ``pilot_particles`` runs faster but compiles a second program), ``"weighted"`` (temperatures, preconditioner and step size from the
+    a smaller ``pilot_particles`` runs faster but compiles a second program), ``"weighted"`` (temperatures,
+    preconditioner and step size from the
     weighted particles of the previous stage: cheaper, but ``log Z`` is biased upwards by O(1/N)), or
     ``"resampled"`` (BlackJAX's recipe, same bias); see :func:`tempered_feynman_kac`.
     resampling: default ``Resampling("systematic", when="ess", threshold=0.5)``.

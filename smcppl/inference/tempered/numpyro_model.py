@@ -162,7 +162,7 @@ def _trace_model(model, args: tuple, kwargs: dict):
         return _run(model, args, kwargs, substitute_fn=refuse_improper)
     except ModelError:
         raise
-    except Exception as e:  # noqa: BLE001 - we re-raise with context
+    except Exception as e:
         raise _failure(model, args, kwargs,
                        f"The model {name!r} raised {type(e).__name__} while being run with the given data: {e}",
                        "Check that the arguments match the model's signature and that data shapes match its "
@@ -310,7 +310,7 @@ def _compile_first_evaluation(model, args: tuple, kwargs: dict, evaluate_with: C
                     "compiled.") from e
     except ModelError:
         raise
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise _failure(model, args, kwargs, f"Evaluating the log density of {name!r} failed with "
                        f"{type(e).__name__}: {e}",
                        "Check that each observed array has the shape its plates and distribution expect.") from e
