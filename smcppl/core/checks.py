@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["positive_int", "finite_float", "positive_float", "open_unit_interval", "renamed_keyword"]
+__all__ = ["positive_int", "finite_float", "positive_float", "open_unit_interval", "one_of", "renamed_keyword"]
 
 
 def positive_int(value, what: str) -> int:
@@ -59,6 +59,14 @@ def open_unit_interval(value, what: str) -> float:
     if not 0.0 < f < 1.0:
         raise ValueError(f"{what} must be in (0, 1), got {value!r}.")
     return f
+
+
+def one_of(value: Any, choices, what: str) -> Any:
+    """``value`` if it is one of ``choices`` (a tuple or a mapping's keys), else a ValueError naming ``what``
+    and listing the choices."""
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {tuple(choices)}, got {value!r}.")
+    return value
 
 
 def renamed_keyword(new_value: Any, old_value: Any, new: str, old: str, owner: str, stacklevel: int = 3) -> Any:

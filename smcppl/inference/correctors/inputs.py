@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from smcppl.core.checks import finite_float, positive_int, renamed_keyword
+from smcppl.core.checks import finite_float, one_of, positive_int, renamed_keyword
 from smcppl.inference.correctors.steering import POTENTIALS
 
 if TYPE_CHECKING:
@@ -102,9 +102,7 @@ def as_log_densities(log_densities: Union[Callable, Sequence[Callable], None],
 
 def as_potential(potential: str) -> str:
     """A key of :data:`~smcppl.inference.correctors.steering.POTENTIALS`."""
-    if potential not in POTENTIALS:
-        raise ValueError(f"potential must be one of {tuple(POTENTIALS)}, got {potential!r}.")
-    return potential
+    return one_of(potential, POTENTIALS, "potential")
 
 
 def as_callable_or_none(fn: Optional[Callable], what: str, signature: str) -> Optional[Callable]:

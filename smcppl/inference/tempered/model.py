@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from smcppl.core.checks import positive_int
+from smcppl.core.checks import one_of, positive_int
 from smcppl.core.engine import FeynmanKac, SMCOutput, run_adaptive
 from smcppl.core.entropic import with_entropic_correction
 from smcppl.core.plan import Pilot, Plan
@@ -48,9 +48,7 @@ TUNINGS = ("pilot", "weighted", "resampled")
 
 
 def _validate_tuning(tuning: str) -> str:
-    if tuning not in TUNINGS:
-        raise ValueError(f"tuning must be one of {TUNINGS}, got {tuning!r}.")
-    return tuning
+    return one_of(tuning, TUNINGS, "tuning")
 
 
 def blank_pilot_tables(dim: int, capacity: int, preconditioning: str = "full", dtype=jnp.float32,
