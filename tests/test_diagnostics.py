@@ -4,6 +4,7 @@ Two small runs are shared by all tests: tempered SMC on a NumPyro model with pla
 normal: ``alpha`` over plate ``group``, ``y`` over plate ``obs``) and a bootstrap particle filter
 (fixed number of stages, no temperature, no MCMC moves).
 """
+import io
 import warnings
 
 import jax
@@ -140,6 +141,26 @@ def test_smc_stats(tempered, tree):
         _check_attrs(g.attrs)
     assert tree.attrs["sampler"] == "TemperedSMC" and tree.attrs["num_particles"] == N
     assert "compile_seconds" in tree.attrs and tree.attrs["resampling_when"] == "ess"
+
+
+def test_the_public_result_is_what_the_diagnostics_read(tempered, tree):
+    """SMC.run stores one SMCResult; the export, the summary and the smc_stats read it alone (the same export
+    from the result as from the SMC object), and the export names log Z ``log_evidence`` with PyMC's
+    ``log_marginal_likelihood`` as an alias of the same values."""
+    from smcppl.core.result import SMCResult
+    from smcppl.diagnostics import get_smc_stats
+
+    res = tempered.result
+    assert isinstance(res, SMCResult) and res.name == "TemperedSMC"
+    np.testing.assert_array_equal(np.asarray(res.log_evidence), np.asarray(tempered.log_evidence))
+    assert res.health is tempered.health and res.attrs["num_chains"] == C
+    again = to_datatree(res)
+    for g in ("posterior", "smc_stats"):
+        xr.testing.assert_equal(again[g].to_dataset(), tree[g].to_dataset())  # attrs differ in created_at only
+    ds = get_smc_stats(res)
+    np.testing.assert_array_equal(ds["log_marginal_likelihood"].values, ds["log_evidence"].values)
+    table = print_summary(res, file=io.StringIO())
+    assert table.attrs["smc"]["num_chains"] == C
 
 
 def test_to_arviz_api(exported):
