@@ -13,6 +13,8 @@ smcppl's (:mod:`smcppl.inference.tempered.blackjax_api`); every other name (``hm
 ``inner_kernel_tuning``, ...) is BlackJAX's own. smcppl's states also carry ``log_weights`` and the running
 ``log_evidence``; ``resampling=smcppl.Resampling(...)`` (keyword) gives ESS-triggered or entropic resampling.
 """
+from typing import Any as _Any
+
 import blackjax as _blackjax
 
 from smcppl.inference.tempered.blackjax_api import (
@@ -25,7 +27,7 @@ from smcppl.inference.tempered.blackjax_api import (
 __all__ = ["TemperedSMCInfo", "TemperedSMCState", "adaptive_tempered_smc", "tempered_smc"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> _Any:
     """Any other name is BlackJAX's (``hmc``, ``smc``, ``inner_kernel_tuning``, ...); dunder names are not
     forwarded (BlackJAX's ``__path__`` would make this module pose as its package)."""
     if name.startswith("__"):

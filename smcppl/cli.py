@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Optional, Sequence
 
 __all__ = ["main"]
 
@@ -137,7 +138,7 @@ def _spread(values):
     return f"{v.mean():.4f} +- {v.std(ddof=1):.4f} (sd across {v.size} chains)" if v.size > 1 else f"{v[0]:.4f}"
 
 
-def cmd_run(args):
+def cmd_run(args: argparse.Namespace) -> int:
     import jax
 
     model, data, entry = _load_model(args.model)
@@ -155,7 +156,7 @@ def cmd_run(args):
     return 0
 
 
-def cmd_demo(args):
+def cmd_demo(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
@@ -185,7 +186,7 @@ def cmd_demo(args):
     return 0
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     from smcppl.models.zoo import ZOO
 
     p = argparse.ArgumentParser(prog="smcppl", description="Sequential Monte Carlo for NumPyro models.",
@@ -223,7 +224,7 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -22,12 +22,15 @@ Everything is JAX; the score and log-density functions are jit/vmap-able per poi
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
+from jax.typing import ArrayLike
+
+from smcppl.models.sde import SDE
 
 __all__ = [
     "GaussianMixture",
@@ -73,7 +76,7 @@ class GaussianMixture(NamedTuple):
         return self.means.shape[0]
 
     # -------------------------------------------------------------------------------- diffusion
-    def diffuse(self, sde, t) -> "GaussianMixture":
+    def diffuse(self, sde: SDE, t: ArrayLike) -> "GaussianMixture":
         """The marginal ``q_t`` of this mixture under ``sde``: means ``alpha_t mu``, covs
         ``alpha_t^2 Sigma + sigma_t^2 I``."""
         a, s = sde.alpha(t), sde.sigma(t)
@@ -81,22 +84,22 @@ class GaussianMixture(NamedTuple):
         ev = None if self.evals is None else a**2 * self.evals + s**2
         return self._replace(means=a * self.means, covs=a**2 * self.covs + s**2 * eye, evals=ev)
 
-    def log_prob(self, x, t=None, sde=None):
+    def log_prob(self, x: ArrayLike, t: Optional[ArrayLike] = None, sde: Optional[SDE] = None) -> jax.Array:
         """``log q_t(x)`` (``t``/``sde`` omitted: ``log p_0``). ``x``: ``[..., d]``."""
         return logsumexp(self._log_components(x, t, sde), axis=-1)
 
-    def score(self, x, t=None, sde=None):
+    def score(self, x: ArrayLike, t: Optional[ArrayLike] = None, sde: Optional[SDE] = None) -> jax.Array:
         """``grad_x log q_t(x) = sum_k r_k(x) C_k^{-1} (m_k - x)`` in closed form, ``C_k = alpha_t^2 Sigma_k +
         sigma_t^2 I``, ``m_k = alpha_t mu_k``, ``r_k`` the responsibilities. ``x``: ``[..., d]``."""
         lc, comp = self._components(x, t, sde)
         r = jax.nn.softmax(lc, axis=-1)
         return jnp.sum(r[..., None] * comp, axis=-2)
 
-    def score_fn(self, sde):
+    def score_fn(self, sde: SDE) -> Callable[[ArrayLike, ArrayLike], jax.Array]:
         """``s(x, t)``: the closed-form marginal score under ``sde``, as the samplers expect it."""
         return lambda x, t: self.score(x, t, sde)
 
-    def log_prob_fn(self, sde):
+    def log_prob_fn(self, sde: SDE) -> Callable[[ArrayLike, ArrayLike], jax.Array]:
         """``(x, t) -> log q_t(x)`` under ``sde``."""
         return lambda x, t: self.log_prob(x, t, sde)
 
@@ -131,7 +134,8 @@ class GaussianMixture(NamedTuple):
         return self._components(x, t, sde)[0]
 
     # -------------------------------------------------------------------------------- sampling
-    def sample(self, key, num_samples: int, t=None, sde=None):
+    def sample(self, key: jax.Array, num_samples: int, t: Optional[ArrayLike] = None,
+               sde: Optional[SDE] = None) -> jax.Array:
         """``num_samples`` exact draws of ``q_t`` (or ``p_0``), shape ``[num_samples, d]``."""
         m = self if t is None else self.diffuse(sde, t)
         k1, k2 = jax.random.split(key)
@@ -153,14 +157,17 @@ class GaussianMixture(NamedTuple):
         w = jnp.where(self.labels == label, self.weights, 0.0)
         return self._replace(weights=w / jnp.sum(w))
 
-    def log_class_posterior(self, x, label: int, t=None, sde=None):
+    def log_class_posterior(self, x: ArrayLike, label: int, t: Optional[ArrayLike] = None,
+                            sde: Optional[SDE] = None) -> jax.Array:
         """``log p_t(c | x) = log sum_{k in c} w_k N_k(x) - log q_t(x)``."""
         lc = self._log_components(x, t, sde)
         mask = self.labels == label
         return logsumexp(jnp.where(mask, lc, -jnp.inf), axis=-1) - logsumexp(lc, axis=-1)
 
 
-def mixture(weights, means, covs=None, scales=None, labels=None) -> GaussianMixture:
+def mixture(weights: Union[ArrayLike, Sequence[float]], means: Union[ArrayLike, Sequence[float]],
+            covs: Optional[ArrayLike] = None, scales: Optional[Union[ArrayLike, Sequence[float]]] = None,
+            labels: Optional[Union[ArrayLike, Sequence[int]]] = None) -> GaussianMixture:
     """Build a :class:`GaussianMixture`, checking shapes.
 
     means ``[K, d]`` (or ``[K]`` for 1-D); covs ``[K, d, d]``, or scales (std devs, ``[K]`` isotropic or
@@ -210,14 +217,16 @@ def _decompose(m: GaussianMixture) -> GaussianMixture:
     return m._replace(evals=jnp.asarray(lam, dt_), evecs=None if u is None else jnp.asarray(u, dt_))
 
 
-def two_mode_1d(weights=(0.5, 0.5), locs=(-2.0, 2.0), scales=(0.3, 1.0)) -> GaussianMixture:
+def two_mode_1d(weights: Sequence[float] = (0.5, 0.5), locs: Sequence[float] = (-2.0, 2.0),
+                scales: Sequence[float] = (0.3, 1.0)) -> GaussianMixture:
     """The 1-D two-mode test mixture ``0.5 N(-2, 0.3^2) + 0.5 N(2, 1)`` (labels 0, 1). Its modes have
     different widths, so ``p^2`` moves mass to the narrow mode (0.77 vs 0.5) while the uncorrected
     score-scaling sampler leaves it near 0.57."""
     return mixture(weights, jnp.asarray(locs, dtype=float)[:, None], scales=jnp.asarray(scales, dtype=float))
 
 
-def ring_2d(num_modes=4, radius=2.5, scale=0.4, weights=None) -> GaussianMixture:
+def ring_2d(num_modes: int = 4, radius: float = 2.5, scale: float = 0.4,
+            weights: Optional[Union[ArrayLike, Sequence[float]]] = None) -> GaussianMixture:
     """``num_modes`` isotropic Gaussians on a circle (unequal weights ``1, 2, ..., K`` by default)."""
     ang = 2 * np.pi * np.arange(num_modes) / num_modes
     mu = radius * np.stack([np.cos(ang), np.sin(ang)], axis=1)
@@ -225,7 +234,7 @@ def ring_2d(num_modes=4, radius=2.5, scale=0.4, weights=None) -> GaussianMixture
     return mixture(w, mu, scales=np.full(num_modes, scale))
 
 
-def labelled_2d(scale=0.5) -> GaussianMixture:
+def labelled_2d(scale: float = 0.5) -> GaussianMixture:
     """A 2-D four-component mixture with two classes (labels ``0, 0, 1, 1``) that overlap in the middle,
     for classifier-free guidance tests."""
     mu = np.array([[-2.0, 0.0], [0.0, 1.5], [2.0, 0.0], [0.0, -1.0]])
@@ -257,7 +266,7 @@ def _gauss_logpdf(x, mean, cov):
     return -0.5 * (jnp.sum(sol**2) + 2 * jnp.sum(jnp.log(jnp.diag(chol))) + d * math.log(2 * math.pi))
 
 
-def product(a: GaussianMixture, b: GaussianMixture):
+def product(a: GaussianMixture, b: GaussianMixture) -> tuple[GaussianMixture, jax.Array]:
     """``a(x) b(x) = Z * m(x)`` with ``m`` a normalised mixture of ``K_a K_b`` components.
 
     Component ``(i, j)``: covariance ``C = (A_i^{-1} + B_j^{-1})^{-1}``, mean ``C (A_i^{-1} mu_i + B_j^{-1} nu_j)``,
@@ -291,7 +300,7 @@ def product(a: GaussianMixture, b: GaussianMixture):
     return m, log_z
 
 
-def power(p: GaussianMixture, k: int):
+def power(p: GaussianMixture, k: int) -> tuple[GaussianMixture, jax.Array]:
     """``p^k = Z m`` for an integer ``k >= 1`` by repeated :func:`product`; returns ``(m, log Z)``
     with ``log Z = log int p^k``."""
     if int(k) != k or k < 1:
@@ -303,7 +312,7 @@ def power(p: GaussianMixture, k: int):
     return m, log_z
 
 
-def tilt_quadratic(p: GaussianMixture, center, lam: float):
+def tilt_quadratic(p: GaussianMixture, center: ArrayLike, lam: float) -> tuple[GaussianMixture, jax.Array]:
     """``p(x) exp(-lam |x - c|^2 / 2) = Z m(x)`` in closed form (``lam > 0``); returns ``(m, log Z)``.
 
     The tilt is ``(2 pi / lam)^{d/2} N(x; c, I / lam)``, so this is :func:`product` with one Gaussian."""
@@ -336,7 +345,8 @@ def _default_grid_points(dim):
     raise ValueError(f"Grid quadrature/sampling is for 1-D and 2-D targets, got dimension {dim}.")
 
 
-def log_integral(log_fn, p: GaussianMixture, num_points: Optional[int] = None):
+def log_integral(log_fn: Callable[[jax.Array], jax.Array], p: GaussianMixture,
+                 num_points: Optional[int] = None) -> jax.Array:
     """``log int exp(log_fn(x)) dx`` by the midpoint/trapezoid rule on a grid covering ``p``'s components
     (1-D: 20001 points, 2-D: 801^2). ``log_fn`` maps ``[M, d] -> [M]``; the integrand must be
     negligible outside ``p``'s support (true for ``p^beta``, products and guided targets of ``p``)."""
@@ -362,7 +372,8 @@ def _sample_grid(key, log_fn, p: GaussianMixture, num_samples: int, num_points: 
     return pts[idx] + jitter
 
 
-def sample_power(key, p: GaussianMixture, beta: float, num_samples: int, num_points: Optional[int] = None):
+def sample_power(key: jax.Array, p: GaussianMixture, beta: float, num_samples: int,
+                 num_points: Optional[int] = None) -> jax.Array:
     """Draws of ``p^beta / int p^beta`` for any ``beta > 0`` (1-D or 2-D) on a fine grid: cell chosen
     with probability ``p^beta(cell) * volume``, uniform within the cell (error O(cell width), ~1e-3 of
     the component scale with the default grids)."""
@@ -371,13 +382,14 @@ def sample_power(key, p: GaussianMixture, beta: float, num_samples: int, num_poi
     return _sample_grid(key, lambda x: beta * p.log_prob(x), p, num_samples, num_points)
 
 
-def guided_log_density(p: GaussianMixture, label: int, w: float):
+def guided_log_density(p: GaussianMixture, label: int, w: float) -> Callable[[ArrayLike], jax.Array]:
     """Unnormalised ``log [p(x)^(1-w) p_c(x)^w]`` as a function of ``x [..., d]``."""
     pc = p.conditional(label)
     return lambda x: (1.0 - w) * p.log_prob(x) + w * pc.log_prob(x)
 
 
-def sample_guided(key, p: GaussianMixture, label: int, w: float, num_samples: int, max_rounds: int = 1000):
+def sample_guided(key: jax.Array, p: GaussianMixture, label: int, w: float, num_samples: int,
+                  max_rounds: int = 1000) -> jax.Array:
     """Exact draws of the guided target ``p^(1-w) p_c^w ∝ p_c(x) p(c|x)^(w-1)`` for ``w >= 1`` by rejection
     from ``p_c`` with acceptance probability ``p(c|x)^(w-1) <= 1``. Returns ``[num_samples, d]``."""
     if not w >= 1:
@@ -404,7 +416,9 @@ def sample_guided(key, p: GaussianMixture, label: int, w: float, num_samples: in
 
 
 # ------------------------------------------------------------------------------------ metrics
-def energy_distance(x, y, x_log_weights=None, y_log_weights=None, max_points: int = 4000, key=None):
+def energy_distance(x: ArrayLike, y: ArrayLike, x_log_weights: Optional[ArrayLike] = None,
+                    y_log_weights: Optional[ArrayLike] = None, max_points: int = 4000,
+                    key: Optional[jax.Array] = None) -> jax.Array:
     """Energy distance ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` between (optionally weighted) samples
     ``x [n, d]``, ``y [m, d]`` (V-statistic; 0 iff the distributions are equal, in the limit).
 
@@ -441,7 +455,7 @@ def _energy(x, wx, y, wy):
     return 2 * mean_dist(x, wx, y, wy) - mean_dist(x, wx, x, wx) - mean_dist(y, wy, y, wy)
 
 
-def mode_masses(x, centers, log_weights=None):
+def mode_masses(x: ArrayLike, centers: ArrayLike, log_weights: Optional[ArrayLike] = None) -> jax.Array:
     """Fraction of (weighted) samples ``x [n, d]`` nearest to each of ``centers [K, d]``; shape ``[K]``."""
     x = jnp.asarray(x).reshape(jnp.shape(x)[0], -1)
     c = jnp.asarray(centers).reshape(jnp.shape(centers)[0], -1)
@@ -450,7 +464,8 @@ def mode_masses(x, centers, log_weights=None):
     return jnp.zeros(c.shape[0], w.dtype).at[nearest].add(w)
 
 
-def exact_mode_masses(log_fn, p: GaussianMixture, centers=None, num_points: Optional[int] = None):
+def exact_mode_masses(log_fn: Callable[[jax.Array], jax.Array], p: GaussianMixture,
+                      centers: Optional[ArrayLike] = None, num_points: Optional[int] = None) -> jax.Array:
     """Exact probability of each nearest-centre cell (default centres: ``p``'s means) under the density
     ``∝ exp(log_fn(x))``, by grid quadrature."""
     n = num_points or _default_grid_points(p.dim)

@@ -24,9 +24,11 @@ scores: :func:`from_epsilon` (noise prediction, ``s = -eps / sigma_t``), :func:`
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 __all__ = ["SDE", "VPSDE", "VESDE", "from_score", "from_epsilon", "from_denoiser", "x0_prediction", "validate_sde"]
 
@@ -40,19 +42,19 @@ class SDE:
 
     name = "sde"
 
-    def alpha(self, t):
+    def alpha(self, t: ArrayLike) -> jax.Array:
         """Signal scale ``alpha_t`` of ``x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I)``."""
         raise NotImplementedError
 
-    def sigma(self, t):
+    def sigma(self, t: ArrayLike) -> jax.Array:
         """Noise standard deviation ``sigma_t`` of ``x_t | x_0``."""
         raise NotImplementedError
 
-    def dlog_alpha(self, t):
+    def dlog_alpha(self, t: ArrayLike) -> ArrayLike:
         """``d/dt log alpha_t`` (the drift is ``f_t(x) = dlog_alpha(t) * x``)."""
         raise NotImplementedError
 
-    def g(self, t):
+    def g(self, t: ArrayLike) -> jax.Array:
         """Diffusion coefficient ``g_t``."""
         raise NotImplementedError
 
@@ -61,15 +63,15 @@ class SDE:
         """Variance of the Gaussian reference ``N(0, v I)`` that approximates ``q_1`` for any data."""
         raise NotImplementedError
 
-    def f(self, x, t):
+    def f(self, x: ArrayLike, t: ArrayLike) -> ArrayLike:
         """Drift ``f_t(x) = (d/dt log alpha_t) x``."""
         return self.dlog_alpha(t) * x
 
-    def div_f(self, t, dim):
+    def div_f(self, t: ArrayLike, dim: int) -> ArrayLike:
         """Divergence ``div f_t = D * d/dt log alpha_t`` (independent of ``x``) for ``D = dim`` coordinates."""
         return dim * self.dlog_alpha(t)
 
-    def marginal(self, x0, t):
+    def marginal(self, x0: ArrayLike, t: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """``(mean, std)`` of ``x_t | x_0``: ``(alpha_t x0, sigma_t)``."""
         return self.alpha(t) * x0, self.sigma(t)
 
@@ -86,39 +88,39 @@ class VPSDE(SDE):
 
     name = "vp"
 
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
         beta_min, beta_max = float(beta_min), float(beta_max)
         if not (math.isfinite(beta_min) and math.isfinite(beta_max)) or beta_min <= 0 or beta_max < beta_min:
             raise ValueError(f"VPSDE needs 0 < beta_min <= beta_max (finite), got beta_min={beta_min}, "
                              f"beta_max={beta_max}.")
         self.beta_min, self.beta_max = beta_min, beta_max
 
-    def beta(self, t):
+    def beta(self, t: ArrayLike) -> ArrayLike:
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
     def _int_beta(self, t):
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
 
-    def alpha(self, t):
+    def alpha(self, t: ArrayLike) -> jax.Array:
         return jnp.exp(-0.5 * self._int_beta(t))
 
-    def sigma(self, t):
+    def sigma(self, t: ArrayLike) -> jax.Array:
         return jnp.sqrt(-jnp.expm1(-self._int_beta(t)))
 
-    def dlog_alpha(self, t):
+    def dlog_alpha(self, t: ArrayLike) -> ArrayLike:
         return -0.5 * self.beta(t)
 
-    def g(self, t):
+    def g(self, t: ArrayLike) -> jax.Array:
         return jnp.sqrt(self.beta(t))
 
     @property
     def prior_variance(self) -> float:
         return 1.0
 
-    def attrs(self):
+    def attrs(self) -> dict:
         return {"sde": "vp", "sde_beta_min": self.beta_min, "sde_beta_max": self.beta_max}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"VPSDE(beta_min={self.beta_min}, beta_max={self.beta_max})"
 
 
@@ -131,7 +133,7 @@ class VESDE(SDE):
 
     name = "ve"
 
-    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0) -> None:
         sigma_min, sigma_max = float(sigma_min), float(sigma_max)
         if not (math.isfinite(sigma_min) and math.isfinite(sigma_max)) or sigma_min <= 0 or sigma_max <= sigma_min:
             raise ValueError(f"VESDE needs 0 < sigma_min < sigma_max (finite), got sigma_min={sigma_min}, "
@@ -142,30 +144,30 @@ class VESDE(SDE):
     def _s(self, t):
         return self.sigma_min * jnp.exp(t * self._log_ratio)
 
-    def alpha(self, t):
+    def alpha(self, t: ArrayLike) -> jax.Array:
         return jnp.ones_like(jnp.asarray(t, dtype=jnp.result_type(float)))
 
-    def sigma(self, t):
+    def sigma(self, t: ArrayLike) -> jax.Array:
         return self.sigma_min * jnp.sqrt(jnp.expm1(2.0 * t * self._log_ratio))
 
-    def dlog_alpha(self, t):
+    def dlog_alpha(self, t: ArrayLike) -> ArrayLike:
         return jnp.zeros_like(jnp.asarray(t, dtype=jnp.result_type(float)))
 
-    def g(self, t):
+    def g(self, t: ArrayLike) -> jax.Array:
         return self._s(t) * math.sqrt(2.0 * self._log_ratio)
 
     @property
     def prior_variance(self) -> float:
         return self.sigma_max**2
 
-    def attrs(self):
+    def attrs(self) -> dict:
         return {"sde": "ve", "sde_sigma_min": self.sigma_min, "sde_sigma_max": self.sigma_max}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})"
 
 
-def validate_sde(sde) -> SDE:
+def validate_sde(sde: Any) -> SDE:
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an smcppl SDE (VPSDE() or VESDE()), got {type(sde).__name__}.")
     return sde
@@ -206,6 +208,6 @@ def from_denoiser(x0_fn: Callable, sde: SDE) -> Callable:
     return score
 
 
-def x0_prediction(x, score, t, sde: SDE):
+def x0_prediction(x: ArrayLike, score: ArrayLike, t: ArrayLike, sde: SDE) -> jax.Array:
     """Tweedie's denoised estimate ``E[x_0 | x_t = x] = (x + sigma_t^2 s(x, t)) / alpha_t`` from a score value."""
     return (x + sde.sigma(t) ** 2 * score) / sde.alpha(t)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import csv
 import math
 from importlib import resources
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from jax.typing import ArrayLike
 
 __all__ = ["ZooModel", "ZOO", "get_model", "eight_schools", "hierarchical_normal", "logistic_regression",
            "bimodal_exact",
@@ -34,7 +36,7 @@ EIGHT_SCHOOLS_Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
 EIGHT_SCHOOLS_SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
 
 
-def eight_schools(sigma, y=None):
+def eight_schools(sigma: ArrayLike, y: Optional[ArrayLike] = None) -> None:
     """Eight schools, non-centred: ``mu ~ N(0, 5)``, ``tau ~ HalfCauchy(5)``,
     ``theta_j = mu + tau * eta_j``, ``eta_j ~ N(0, 1)``, ``y_j ~ N(theta_j, sigma_j)``."""
     mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
@@ -46,7 +48,7 @@ def eight_schools(sigma, y=None):
 
 
 # ------------------------------------------------------------------------------- hierarchical normal
-def hierarchical_normal(group, num_groups, y=None):
+def hierarchical_normal(group: ArrayLike, num_groups: int, y: Optional[ArrayLike] = None) -> None:
     """Varying intercepts: ``mu ~ N(0, 10)``, ``sigma_group ~ HalfNormal(5)``, ``sigma ~ HalfNormal(5)``,
     ``alpha_g ~ N(mu, sigma_group)``, ``y_i ~ N(alpha_{group_i}, sigma)``."""
     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
@@ -67,7 +69,7 @@ def _hierarchical_data(seed=0, num_groups=6, per_group=8):
 
 
 # --------------------------------------------------------------------- logistic regression (Challenger)
-def load_challenger():
+def load_challenger() -> dict[str, np.ndarray]:
     """The Challenger O-ring table shipped with smcppl (``models/data/challenger.csv``, source in
     ``models/data/README.md``): 23 Space Shuttle flights before the accident, as numpy arrays
     ``temperature_f`` (launch temperature, degrees Fahrenheit) and ``damage`` (1 = at least one O-ring
@@ -78,7 +80,7 @@ def load_challenger():
             "damage": np.array([int(r["damage"]) for r in rows])}
 
 
-def challenger_data():
+def challenger_data() -> dict[str, np.ndarray]:
     """Challenger O-ring data (:func:`load_challenger`) as model inputs: ``x`` = launch temperature
     standardised, ``(t - mean(t)) / sd(t)`` with the population sd (``ddof=0``), shape ``[23, 1]``;
     ``y`` = O-ring damage (0/1)."""
@@ -88,7 +90,7 @@ def challenger_data():
     return {"x": x[:, None], "y": raw["damage"]}
 
 
-def logistic_regression(x, y=None):
+def logistic_regression(x: ArrayLike, y: Optional[ArrayLike] = None) -> None:
     """Bayesian logistic regression: ``b0 ~ N(0, 5)``, ``w_k ~ N(0, 2.5)``,
     ``y_i ~ Bernoulli(logit^-1(b0 + x_i . w))``."""
     n, k = x.shape
@@ -106,7 +108,8 @@ BIMODAL_SD = 0.5
 BIMODAL_PRIOR_SD = 5.0
 
 
-def bimodal(weights=BIMODAL_WEIGHTS, means=BIMODAL_MEANS, sd=BIMODAL_SD, prior_sd=BIMODAL_PRIOR_SD):
+def bimodal(weights: Sequence[float] = BIMODAL_WEIGHTS, means: Sequence[float] = BIMODAL_MEANS,
+            sd: float = BIMODAL_SD, prior_sd: float = BIMODAL_PRIOR_SD) -> None:
     """Well-separated bimodal posterior: ``x ~ N(0, prior_sd)`` and a likelihood factor
     ``sum_k w_k N(x; m_k, sd)``. Posterior mode masses are exactly
     ``w_k N(m_k; 0, prior_sd^2 + sd^2) / sum_j w_j N(m_j; 0, prior_sd^2 + sd^2)``."""
@@ -115,19 +118,20 @@ def bimodal(weights=BIMODAL_WEIGHTS, means=BIMODAL_MEANS, sd=BIMODAL_SD, prior_s
     numpyro.factor("mixture_likelihood", jax_logsumexp(comps))
 
 
-def jax_logsumexp(a):
-    import jax
+def jax_logsumexp(a: ArrayLike) -> jax.Array:
     return jax.scipy.special.logsumexp(a)
 
 
-def bimodal_exact(weights=BIMODAL_WEIGHTS, means=BIMODAL_MEANS, sd=BIMODAL_SD, prior_sd=BIMODAL_PRIOR_SD):
+def bimodal_exact(weights: Sequence[float] = BIMODAL_WEIGHTS, means: Sequence[float] = BIMODAL_MEANS,
+                  sd: float = BIMODAL_SD, prior_sd: float = BIMODAL_PRIOR_SD) -> dict[str, Any]:
     v = prior_sd**2 + sd**2
     comp = np.array([w * math.exp(-0.5 * m**2 / v) / math.sqrt(2 * math.pi * v) for w, m in zip(weights, means)])
     return {"log_evidence": float(np.log(comp.sum())), "mode_weights": comp / comp.sum(), "means": np.array(means)}
 
 
 # ---------------------------------------------------------------------------------- conjugate gaussian
-def conjugate_gaussian(dim=20, num_obs=10, y=None, prior_sd=1.0, noise_sd=1.0):
+def conjugate_gaussian(dim: int = 20, num_obs: int = 10, y: Optional[ArrayLike] = None, prior_sd: float = 1.0,
+                       noise_sd: float = 1.0) -> None:
     """``theta ~ N(0, prior_sd^2 I_d)``, ``y_i ~ N(theta, noise_sd^2 I_d)``: exact posterior and evidence."""
     with numpyro.plate("dim", dim):
         theta = numpyro.sample("theta", dist.Normal(0.0, prior_sd))
@@ -135,13 +139,14 @@ def conjugate_gaussian(dim=20, num_obs=10, y=None, prior_sd=1.0, noise_sd=1.0):
         numpyro.sample("y", dist.Normal(theta, noise_sd), obs=y)
 
 
-def conjugate_gaussian_data(dim=20, num_obs=10, seed=0):
+def conjugate_gaussian_data(dim: int = 20, num_obs: int = 10, seed: int = 0) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     theta = rng.normal(size=dim)
     return {"dim": dim, "num_obs": num_obs, "y": theta + rng.normal(size=(num_obs, dim))}
 
 
-def conjugate_gaussian_exact(dim=20, num_obs=10, y=None, prior_sd=1.0, noise_sd=1.0):
+def conjugate_gaussian_exact(dim: int = 20, num_obs: int = 10, y: Optional[ArrayLike] = None,
+                             prior_sd: float = 1.0, noise_sd: float = 1.0) -> dict[str, Any]:
     y = np.asarray(y, float)
     n = y.shape[0]
     prec = 1 / prior_sd**2 + n / noise_sd**2
@@ -155,27 +160,27 @@ def conjugate_gaussian_exact(dim=20, num_obs=10, y=None, prior_sd=1.0, noise_sd=
 
 
 # --------------------------------------------------------------------------------------- beta-binomial
-def beta_binomial(n, k=None, a=2.0, b=3.0):
+def beta_binomial(n: int, k: Optional[ArrayLike] = None, a: float = 2.0, b: float = 3.0) -> None:
     """``p ~ Beta(a, b)``, ``k ~ Binomial(n, p)``; ``log Z = log C(n,k) + log B(a+k, b+n-k) - log B(a, b)``."""
     p = numpyro.sample("p", dist.Beta(a, b))
     numpyro.sample("k", dist.Binomial(n, p), obs=k)
 
 
-def beta_binomial_exact(n, k, a=2.0, b=3.0):
+def beta_binomial_exact(n: int, k: int, a: float = 2.0, b: float = 3.0) -> dict[str, float]:
     lb = lambda x, y: math.lgamma(x) + math.lgamma(y) - math.lgamma(x + y)  # noqa: E731
     log_choose = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
     return {"log_evidence": log_choose + lb(a + k, b + n - k) - lb(a, b), "mean": (a + k) / (a + b + n)}
 
 
 # ------------------------------------------------------------------------------------ half-normal scale
-def halfnormal_scale(y=None):
+def halfnormal_scale(y: Optional[ArrayLike] = None) -> None:
     """``sigma ~ HalfNormal(1)``, ``y_i ~ N(0, sigma)``: evidence by 1-D quadrature."""
     sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
     with numpyro.plate("obs", len(y)):
         numpyro.sample("y", dist.Normal(0.0, sigma), obs=y)
 
 
-def halfnormal_scale_exact(y):
+def halfnormal_scale_exact(y: ArrayLike) -> dict[str, float]:
     from scipy import integrate, stats
     y = np.asarray(y, float)
 
@@ -204,7 +209,7 @@ ZOO = {
 }
 
 
-def get_model(name) -> ZooModel:
+def get_model(name: str) -> ZooModel:
     try:
         return ZOO[name]
     except KeyError:

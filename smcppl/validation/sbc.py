@@ -21,7 +21,7 @@ supported.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +42,7 @@ class SBCAlgorithm(Protocol):
 
     model: Callable  # the NumPyro model, simulated from by its prior predictive
 
-    def density(self, *args, **kwargs) -> NumPyroDensity:
+    def density(self, *args: Any, **kwargs: Any) -> NumPyroDensity:
         """The model's density on these inputs (latent sites, ``postprocess``, ``data`` layout)."""
 
     def build_from_density(self, num_particles: int, density: NumPyroDensity) -> Plan:
@@ -50,8 +50,8 @@ class SBCAlgorithm(Protocol):
 
 
 class SBCResult(NamedTuple):
-    pit: dict  # parameter name -> [L, *shape] PIT values in [0, 1]
-    p_values: dict  # parameter name -> chi-square uniformity p-value (all components pooled)
+    pit: dict[str, np.ndarray]  # parameter name -> [L, *shape] PIT values in [0, 1]
+    p_values: dict[str, float]  # parameter name -> chi-square uniformity p-value (all components pooled)
     min_p_value: float
     num_datasets: int
     failed_runs: int
@@ -65,8 +65,8 @@ def _chi2_uniform_pvalue(u, num_bins):
 
 
 def simulation_based_calibration(algorithm: SBCAlgorithm, rng_key: jax.Array, num_datasets: int,
-                                 num_particles: int, observed: Sequence[str], *model_args, num_bins: int = 10,
-                                 **model_kwargs) -> SBCResult:
+                                 num_particles: int, observed: Sequence[str], *model_args: Any,
+                                 num_bins: int = 10, **model_kwargs: Any) -> SBCResult:
     """SBC of ``algorithm`` (``TemperedSMC(model)`` or ``AnnealedLangevin(model)``: see
     :class:`SBCAlgorithm`) on its model, with ``num_datasets`` simulated datasets and ``num_particles``
     particles per run.
