@@ -9,7 +9,13 @@ Protocol (pure JAX with fixed shapes; the host driver :func:`smcppl.run_host` ac
   done; the filter tiles it to N particles) or N of them;
 * ``policy.step(key, state) -> (state, log_p)``: extend every sequence by one unit, ``log_p [N]`` its
   log-probability; set ``done`` when a sequence ends. Must accept any batch size and keep the state's
-  shapes and dtypes;
+  shapes and dtypes. A step that draws the unit from a proposal ``q`` other than the policy ``p``
+  returns ``(state, log_p, log_q)``: ``log_p`` the policy's own log-probability of the new unit,
+  ``log_q`` the proposal's (a pair means q = p); the samplers weight each unit by ``p / q``
+  (``smcppl.inference.sequence.proposals``);
+* optionally (policies over a finite unit vocabulary, for tempered / truncated / annealed proposals):
+  ``policy.unit_log_probs(state) -> [N, V]`` (``log p(v | x)``) and ``policy.append(state, units [N])
+  -> state``;
 * ``potential.prefix(state) -> log psi [N]``, ``potential.complete(state) -> log phi [N]`` (may be -inf).
 """
 from __future__ import annotations

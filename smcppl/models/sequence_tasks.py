@@ -28,7 +28,8 @@ A process reward model (PRM) scores the prefix after ``t`` units with ``r = H[t,
    prefix), ``logit r = logit V + sigma * eps``; errors are visible at once, so resampling recovers.
 
 The same chain gives a JAX policy/potential (:meth:`SequenceTask.policy`, :meth:`SequenceTask.potential`)
-and a NumPy pair for the host runner and the NumPy baseline (:meth:`SequenceTask.numpy_policy`,
+(with the optional ``unit_log_probs``/``append`` methods, for tempered, truncated and annealed proposals:
+:mod:`smcppl.inference.sequence.proposals`) and a NumPy pair for the host runner and the NumPy baseline (:meth:`SequenceTask.numpy_policy`,
 :meth:`SequenceTask.numpy_potential`), sharing the array code (written against ``xp = jnp | np``).
 :meth:`SequenceTask.enumerate` lists every sequence with ``p(x) > 0`` for exact checks.
 """
@@ -231,9 +232,17 @@ class _JaxPolicy:
         return self.task._init(jnp)
 
     def step(self, key, state):
-        logits = jnp.asarray(self.task.logP, _float(jnp))[state.aux["z"]]
-        v = jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+        v = jax.random.categorical(key, self.unit_log_probs(state), axis=-1).astype(jnp.int32)
         return self.task._advance(jnp, state, v)
+
+    # the optional unit-vocabulary protocol (smcppl.core.sequence_state): tempered / truncated proposals
+    def unit_log_probs(self, state):
+        """``log P[z, :]`` of every sequence: ``[N, V]``."""
+        return jnp.asarray(self.task.logP, _float(jnp))[state.aux["z"]]
+
+    def append(self, state, units):
+        """The state extended by ``units [N]``."""
+        return self.task._advance(jnp, state, jnp.asarray(units, jnp.int32))[0]
 
 
 class _JaxPotential:

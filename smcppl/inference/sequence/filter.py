@@ -7,7 +7,8 @@ fixed-shape protocol is :mod:`smcppl.core.sequence_state`. The filter is a Feynm
 engine (:mod:`.model`) and runs through :class:`~smcppl.SMC`; its weights (``"twist"`` or ``"score"``)
 and the look-ahead arithmetic are in :mod:`.weights`, its options and input checks in :mod:`.options`,
 the choice of the final answer in :mod:`.selection`; policies outside JAX run through the host driver
-(:mod:`.host`). At the last step every unfinished particle is scored as complete (the horizon truncates).
+(:mod:`.host`); units may be drawn from a proposal other than the policy (tempered, truncated,
+annealed: :mod:`.proposals`), each weighted by ``p / q``. At the last step every unfinished particle is scored as complete (the horizon truncates).
 
 **ePF** is the core's entropic resampling (:class:`~smcppl.Entropic`: ``softmax(l / tau)`` when
 ``ESS/N < ess_threshold`` in the first ``early_phase`` of the run), faithful (no correction) by default;
@@ -31,6 +32,7 @@ from smcppl.core.sequence_state import Potential, SequencePolicy, SequenceState
 from smcppl.inference.sequence.model import FilterParticles, check_invalid_scores, postprocess, sequence_feynman_kac
 from smcppl.inference.sequence.options import (LookAhead, check_filter_options, check_shapes, resolve_lookahead,
                                                resolve_resampling)
+from smcppl.inference.sequence.proposals import resolve_proposal
 from smcppl.inference.sequence.selection import select_final, select_index
 
 # SequenceState, LookAhead, FilterParticles, select_final and select_index are re-exported: importable from here
@@ -52,16 +54,23 @@ class ParticleFilter:
     lookahead: None, True, ``k`` or a :class:`LookAhead`. max_steps: policy steps per run (default:
     ``T_max``). selection: ``"argmax"``, ``"sample"`` or ``"vote"`` (needs ``answer_fn(state) -> [N]``
     integer answers). score_eps: clipping of PRM scores. check_scores: raise when a score lies outside
-    [0, 1] in score mode (one host callback at the end of each run).
+    [0, 1] in score mode (one host callback at the end of each run). proposal: None (units drawn from the
+    policy), a :class:`~.proposals.TemperedProposal` of ``policy``, a temperature, an EAD table
+    (:func:`~.proposals.ead_schedule`) or a function ``t -> temperature``; every unit (look-ahead
+    successors included) is then drawn from it and weighted by ``p / q`` (:mod:`.weights`), so the target
+    and ``log Z`` are those of the policy. A policy whose ``step`` returns ``(state, log_p, log_q)`` is its
+    own proposal.
     """
 
     def __init__(self, policy: SequencePolicy, potential: Potential, *, weights: str = "score",
                  resampling: Union[str, Resampling, None] = None, entropic: Any = None, lookahead: Any = None,
                  max_steps: Optional[int] = None, selection: str = "argmax", answer_fn: Optional[Callable] = None,
-                 score_eps: float = 1e-6, check_scores: bool = True):
+                 score_eps: float = 1e-6, check_scores: bool = True, proposal: Any = None):
         score_eps, max_steps = check_filter_options(policy, potential, weights, selection, answer_fn, score_eps,
                                                     max_steps)
         self.policy, self.potential, self.weights = policy, potential, weights
+        self.proposal = proposal
+        self.stepper = resolve_proposal(policy, proposal)
         self.resampling = resolve_resampling(resampling, entropic)
         self.lookahead = resolve_lookahead(lookahead)
         self.max_steps = max_steps
@@ -81,9 +90,9 @@ class ParticleFilter:
     def feynman_kac(self, num_particles: int, prompt: Any = None) -> tuple[FeynmanKac, int, int]:
         """``(FeynmanKac, num_engine_steps, max_steps)`` after checking shapes (no compilation)."""
         num_particles = validate_num_particles(num_particles)
-        t_max, single = check_shapes(self.policy, self.potential, prompt, num_particles)
+        t_max, single = check_shapes(self.stepper, self.potential, prompt, num_particles)
         max_steps = self.max_steps or t_max
-        fk = sequence_feynman_kac(self.policy, self.potential, prompt, num_particles, max_steps, self.weights,
+        fk = sequence_feynman_kac(self.stepper, self.potential, prompt, num_particles, max_steps, self.weights,
                                   self.lookahead, self.score_eps, single)
         return fk, max_steps - 1, max_steps
 
@@ -94,7 +103,7 @@ class ParticleFilter:
         attrs = {"weights": self.weights, "max_steps": max_steps, "selection": self.selection,
                  "lookahead_k": 0 if la is None else la.k, "lookahead_lam": 0.0 if la is None else la.lam,
                  "lookahead_reuse": int(bool(la and la.reuse)), "lookahead_correct": int(bool(la and la.correct)),
-                 "score_eps": self.score_eps}
+                 "score_eps": self.score_eps, "proposal": "policy" if self.proposal is None else "tempered"}
         check = self.checks_scores
         return Plan(fk=fk, num_stages=num_steps, max_stages=num_steps,
                     postprocess=lambda parts: postprocess(parts, check),

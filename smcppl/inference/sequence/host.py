@@ -6,7 +6,8 @@ code) with the protocol of :mod:`smcppl.core.sequence_state`, except that the fi
 ``numpy.asarray`` accepts:
 
 * ``policy.init(rng, prompt) -> SequenceState`` (one sequence, tiled to N, or N of them);
-* ``policy.step(rng, state) -> (state, log_p)`` on N sequences (NumPy arrays; same shapes out as in);
+* ``policy.step(rng, state) -> (state, log_p)`` on N sequences (NumPy arrays; same shapes out as in),
+  or ``(state, log_p, log_q)`` when the unit is drawn from a proposal ``q`` (:mod:`.proposals`);
 * ``potential.prefix(state)``, ``potential.complete(state)`` -> ``[N]`` log-potentials.
 
 How it runs (ARCHITECTURE.md, "One engine": the engine step is the only step). :func:`run_host` calls
@@ -103,7 +104,7 @@ class _Bridge:
     def step(self, key, state):
         # the key goes in (unused by the host) so that under vmap (the look-ahead's k successors) the call
         # is batched: k sequential host calls, not one call whose result is broadcast
-        out = (self.spec, self.ft)
+        out = (self.spec, self.ft, self.ft)
         return io_callback(lambda _, s: self._host(self._step, out, s), out, jax.random.key_data(key), state,
                            ordered=False)
 
@@ -118,11 +119,13 @@ class _Bridge:
     def _step(self, state):
         state = _np_state(state, "policy.step")
         out = self.policy.step(self.rng, state)
-        if isinstance(out, tuple) and len(out) == 2:
-            out = (_np_state(out[0], "policy.step"), np.asarray(out[1]))
-        new, log_p = check_step_output(out, state, self.n, dtypes=False)
+        if isinstance(out, tuple) and len(out) in (2, 3):
+            out = (_np_state(out[0], "policy.step"),) + tuple(np.asarray(x) for x in out[1:])
+        new, log_p, log_q = check_step_output(out, state, self.n, dtypes=False)
         new = jax.tree_util.tree_map(lambda x, s: np.asarray(x, s.dtype), new, self.spec)
-        return new, np.asarray(log_p, self.ft.dtype)
+        log_p = np.asarray(log_p, self.ft.dtype)
+        # q = p for a pair: log_q = log_p, so the filter's log p - log q is exactly 0
+        return new, log_p, (log_p if log_q is None else np.asarray(log_q, self.ft.dtype))
 
     def _score(self, name, state):
         value = np.asarray(getattr(self.potential, name)(_np_state(state, f"potential.{name}")))
@@ -162,6 +165,9 @@ def run_host(pf: ParticleFilter, rng_key: jax.Array, num_particles: int, prompt:
     particle has weight ``-inf``, ValueError on scores outside [0, 1] in score mode (with ``check_scores``)
     and whatever a host call raised (e.g. a shape error naming the policy or potential method)."""
     n = validate_num_particles(num_particles)
+    if pf.proposal is not None:
+        raise ValueError("run_host: ParticleFilter(proposal=...) draws with JAX keys; a host policy draws from its "
+                         "own proposal and returns (state, log_p, log_q) from step. Build the filter without proposal=.")
     if rng is None:
         rng = np.random.default_rng(np.asarray(jax.random.key_data(rng_key)).ravel().astype(np.uint64))
     state0 = _np_state(pf.policy.init(rng, prompt), "policy.init")

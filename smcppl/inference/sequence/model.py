@@ -3,14 +3,19 @@ ARCHITECTURE.md, "One engine").
 
 ``M0`` = the first unit from the prompt, ``G0`` its score (plus the look-ahead ``a``). Each engine step
 resamples (the engine, with the filter's policy), then ``move`` extends the unfinished particles by one
-unit and returns ``log G_t`` as its third element: the new weight ``l`` of
+unit (from the policy, or from a proposal ``q``: :mod:`.proposals`, the weight gains ``log p - log q``)
+and returns ``log G_t`` as its third element: the new weight ``l`` of
 :func:`~smcppl.inference.sequence.weights.reweight` (which needs ``ancestry.resampled``: whether the
 engine's resampling used up the look-ahead) plus the look-ahead ``a`` of the new state, minus the
 weight carried out of the resampling. The engine holds ``carried + log G_t = l + a``.
 
 Every policy and potential call (one per extended unfinished particle) is counted; the cumulative
 counts, unfinished and unique-origin counts are recorded per stage (``smc_stats``: ``policy_calls``,
-``potential_calls``, ``n_done``, ``unique_origins`` = distinct first-unit ancestors, ``invalid_scores``).
+``potential_calls``, ``n_done``, ``unique_origins`` = distinct first-unit ancestors, ``invalid_scores``),
+with two diversity diagnostics: ``unique_prefixes`` (distinct sequences among the N particles after the
+stage's unit, :func:`~.proposals.prefix_hash_count`) and ``proposal_entropy`` (mean of ``-log q`` of the
+units drawn at the stage: a Monte Carlo estimate of the proposal's mean entropy per unit, in nats; the
+policy's when q = p).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from smcppl.core.policy import count_unique
 from smcppl.core.sequence_state import Potential, SequencePolicy, SequenceState, as_sequence_state, tile_state
 from smcppl.core.weights import sanitize
 from smcppl.inference.sequence.options import LookAhead, lookahead_log_floor
+from smcppl.inference.sequence.proposals import extend, log_ratio, prefix_hash_count
 from smcppl.inference.sequence.weights import float_dtype, lookahead_adjustment, reweight, unit_scores
 
 __all__ = ["FilterParticles", "sequence_feynman_kac", "check_invalid_scores", "raise_invalid_scores",
@@ -55,26 +61,25 @@ def sequence_feynman_kac(policy: SequencePolicy, potential: Potential, prompt: A
                          score_eps: float = 1e-6, single_init: bool = True) -> FeynmanKac:
     """The sequence filter as a :class:`~smcppl.core.engine.FeynmanKac` (module docstring).
 
-    ``params`` is a dict of scalars: ``t`` (units generated), cumulative ``policy_calls`` and
-    ``potential_calls``, ``n_done``, ``unique_origins`` and ``invalid_scores`` (all recorded per stage).
+    ``policy`` is the stepping policy: the target policy, or a proposal whose ``step`` returns
+    ``(state, log_p, log_q)`` (:mod:`.proposals`). ``params`` is a dict of scalars: ``t`` (units
+    generated), cumulative ``policy_calls`` and ``potential_calls``, ``n_done``, ``unique_origins``,
+    ``invalid_scores``, ``unique_prefixes`` and ``proposal_entropy`` (all recorded per stage).
     """
     n = num_particles
     la = lookahead
     ft = float_dtype()
 
-    def absorb(old, new, was_done):
-        return jax.tree_util.tree_map(
-            lambda o, x: jnp.where(was_done.reshape((n,) + (1,) * (jnp.ndim(x) - 1)), o, x), old, new)
-
     def advance(key, seq, t_new):
-        new, log_p = policy.step(key, seq)
-        new = as_sequence_state(new, "policy.step")
-        t_max = seq.tokens.shape[-1]
-        new = new._replace(done=new.done | (new.lengths >= t_max) | (t_new >= max_steps))
-        new = absorb(seq, new, seq.done)
-        log_p = jnp.where(seq.done, 0.0, sanitize(jnp.asarray(log_p, ft)))
+        """``(state, log_p, log p - log q or None, unit score, invalid scores, log q)`` (log q = log p for q = p)."""
+        new, log_p, log_q = extend(policy, key, seq, t_new, max_steps, ft)
         s, invalid = unit_scores(potential.prefix(new), potential.complete(new), new.done, weights, score_eps)
-        return new, log_p, s, invalid
+        return new, log_p, log_ratio(log_p, log_q), s, invalid, (log_p if log_q is None else log_q)
+
+    def entropy(log_q, was_done):
+        """Monte Carlo estimate of the proposal's mean entropy, ``mean of -log q`` over the extended particles."""
+        active = jnp.sum(~was_done)
+        return jnp.where(active > 0, -jnp.sum(jnp.where(was_done, 0.0, log_q)) / jnp.maximum(active, 1), 0.0).astype(ft)
 
     def look(key, seq, s_cur, t):
         """``(a, stored successor, policy calls, invalid scores)``; all zero after the last unit (no
@@ -84,14 +89,16 @@ def sequence_feynman_kac(policy: SequencePolicy, potential: Potential, prompt: A
 
         def draw(_):
             k_draw, k_pick = jax.random.split(key)
-            succ, lp, s_succ, inv = jax.vmap(lambda kk: advance(kk, seq, t + 1))(jax.random.split(k_draw, la.k))
-            a = lookahead_adjustment(s_cur, s_succ.T, seq.done, la.lam, lookahead_log_floor(la))
+            succ, lp, ratio, s_succ, inv, lq = jax.vmap(lambda kk: advance(kk, seq, t + 1))(
+                jax.random.split(k_draw, la.k))
+            w_succ = s_succ if ratio is None else s_succ + ratio  # successors drawn from q: weigh by p / q
+            a = lookahead_adjustment(s_cur, w_succ.T, seq.done, la.lam, lookahead_log_floor(la))
             calls = (la.k * jnp.sum(~seq.done)).astype(jnp.int32)
             stored = None
             if la.reuse:
                 j = jax.random.randint(k_pick, (n,), 0, la.k)
                 pick = lambda x: x[j, jnp.arange(n)]  # noqa: E731
-                stored = (jax.tree_util.tree_map(pick, succ), pick(s_succ), pick(lp))
+                stored = jax.tree_util.tree_map(pick, (succ, s_succ, lp, ratio, lq))
             return a, stored, calls, jnp.sum(inv).astype(jnp.int32)
 
         def skip(_):
@@ -106,14 +113,16 @@ def sequence_feynman_kac(policy: SequencePolicy, potential: Potential, prompt: A
             seq = tile_state(seq, n)
         t1 = jnp.ones((), jnp.int32)
         active = jnp.sum(~seq.done).astype(jnp.int32)
-        seq1, lp, s1, inv = advance(k1, seq, t1)
+        seq1, lp, ratio, s1, inv, lq = advance(k1, seq, t1)
+        s1_w = s1 if ratio is None else s1 + ratio  # G0: the first unit's score times p / q
         a, stored, la_calls, inv2 = look(k2, seq1, s1, t1)
-        held = sanitize(s1 + a)
+        held = sanitize(s1_w + a)
         parts = FilterParticles(seq1, s1, lp, jnp.arange(n, dtype=jnp.int32), a, stored,
                                 jnp.full(n, inv + inv2, jnp.int32))
         params = {"t": t1, "policy_calls": active + la_calls, "potential_calls": active + la_calls,
                   "n_done": jnp.sum(seq1.done).astype(jnp.int32), "unique_origins": jnp.asarray(n, jnp.int32),
-                  "invalid_scores": inv + inv2}
+                  "invalid_scores": inv + inv2, "unique_prefixes": prefix_hash_count(seq1),
+                  "proposal_entropy": entropy(lq, seq.done)}
         return parts, held, params
 
     def move(key, parts: FilterParticles, carried, params, ancestry: Ancestry):
@@ -121,18 +130,19 @@ def sequence_feynman_kac(policy: SequencePolicy, potential: Potential, prompt: A
         k1, k2 = jax.random.split(key)
         seq = parts.seq
         if la is not None and la.reuse:
-            new_seq, s_new, lp = parts.succ
+            new_seq, s_new, lp, ratio, lq = parts.succ
             calls, inv = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
         else:
-            new_seq, lp, s_new, inv = advance(k1, seq, t_new)
+            new_seq, lp, ratio, s_new, inv, lq = advance(k1, seq, t_new)
             calls = jnp.sum(~seq.done).astype(jnp.int32)
         l = reweight(carried, parts.lookahead, parts.score, s_new, seq.done, ancestry.resampled, weights,
-                     la is not None and la.correct)
+                     la is not None and la.correct, ratio)
         a, stored, la_calls, inv2 = look(k2, new_seq, s_new, t_new)
         log_g = sanitize(l + a - carried)
         invalid = jnp.full(n, jnp.max(parts.invalid) + inv + inv2, jnp.int32)
         new = FilterParticles(new_seq, s_new, parts.log_p + lp, parts.origin, a, stored, invalid)
-        info = {"policy_calls": calls + la_calls, "potential_calls": calls + la_calls, "invalid_scores": inv + inv2}
+        info = {"policy_calls": calls + la_calls, "potential_calls": calls + la_calls, "invalid_scores": inv + inv2,
+                "proposal_entropy": entropy(lq, seq.done)}
         return new, info, log_g
 
     def update(parts, carried, params, info):
@@ -141,12 +151,14 @@ def sequence_feynman_kac(policy: SequencePolicy, potential: Potential, prompt: A
                 "potential_calls": params["potential_calls"] + info["potential_calls"],
                 "n_done": jnp.sum(parts.seq.done).astype(jnp.int32),
                 "unique_origins": count_unique(parts.origin, n),
-                "invalid_scores": params["invalid_scores"] + info["invalid_scores"]}
+                "invalid_scores": params["invalid_scores"] + info["invalid_scores"],
+                "unique_prefixes": prefix_hash_count(parts.seq), "proposal_entropy": info["proposal_entropy"]}
 
     def record(params):
         return {"step": params["t"], "policy_calls": params["policy_calls"],
                 "potential_calls": params["potential_calls"], "n_done": params["n_done"],
-                "unique_origins": params["unique_origins"], "invalid_scores": params["invalid_scores"]}
+                "unique_origins": params["unique_origins"], "invalid_scores": params["invalid_scores"],
+                "unique_prefixes": params["unique_prefixes"], "proposal_entropy": params["proposal_entropy"]}
 
     return FeynmanKac(init, move, update, None, progress=lambda p: p["t"].astype(ft) / max_steps, record=record)
 

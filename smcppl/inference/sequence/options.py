@@ -127,12 +127,15 @@ def check_init_state(st: SequenceState, num_particles: int) -> tuple[int, bool]:
 
 
 def check_step_output(out: Any, expected: SequenceState, num_particles: int,
-                      dtypes: bool = True) -> tuple[SequenceState, Any]:
+                      dtypes: bool = True) -> tuple[SequenceState, Any, Any]:
     """Check what ``policy.step`` returned against the state it was given (``expected``: same shapes and,
-    if ``dtypes``, dtypes; ``log_p [N]``); returns ``(state, log_p)``."""
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise TypeError("policy.step must return a pair (state, log_p).")
+    if ``dtypes``, dtypes; ``log_p [N]`` and, from a proposal, ``log_q [N]``); returns
+    ``(state, log_p, log_q)`` with ``log_q`` None for a pair (q = p)."""
+    if not (isinstance(out, tuple) and len(out) in (2, 3)):
+        raise TypeError("policy.step must return a pair (state, log_p) or, when it draws from a proposal q, a "
+                        "triple (state, log_p, log_q).")
     new, log_p = as_sequence_state(out[0], "policy.step"), out[1]
+    log_q = out[2] if len(out) == 3 else None
     for name in ("tokens", "lengths", "done"):
         a, b = getattr(new, name), getattr(expected, name)
         if tuple(a.shape) != tuple(b.shape) or (dtypes and a.dtype != b.dtype):
@@ -142,9 +145,11 @@ def check_step_output(out: Any, expected: SequenceState, num_particles: int,
     if jax.tree_util.tree_structure(got_aux) != jax.tree_util.tree_structure(want_aux) or got_aux != want_aux:
         raise ValueError(f"policy.step returned aux {got_aux}, expected {want_aux} (same structure, shapes"
                          f"{', dtypes' if dtypes else ''}).")
-    if tuple(jnp.shape(log_p)) != (num_particles,):
-        raise ValueError(f"policy.step returned log_p of shape {tuple(jnp.shape(log_p))}, expected ({num_particles},).")
-    return new, log_p
+    for name, value in (("log_p", log_p), ("log_q", log_q)):
+        if value is not None and tuple(jnp.shape(value)) != (num_particles,):
+            raise ValueError(f"policy.step returned {name} of shape {tuple(jnp.shape(value))}, expected "
+                             f"({num_particles},).")
+    return new, log_p, log_q
 
 
 def check_potential_output(name: str, value: Any, num_particles: int) -> Any:

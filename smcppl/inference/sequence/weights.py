@@ -20,6 +20,25 @@ Look-ahead modulation (:func:`lookahead_adjustment`): before each resampling, ``
 l(x'_{ij}) - log k)`` with ``l(x') = l_i + s(x') - s(x_i)``. :func:`reweight` removes ``a_i`` from the
 weight at the next step when it was not used up by a resampling, or always with the auxiliary-particle-
 filter correction (which keeps the twisted target exact).
+
+Proposals (:mod:`.proposals`): a unit ``v ~ q(. | x)`` instead of ``p(. | x)`` multiplies the weight by
+``rho = p(v | x) / q(v | x)`` (``log rho = 0`` for finished particles): :func:`reweight` adds ``log rho``
+(twist: ``l = carried - a + s_new - s_old + log rho``; score: ``l = carried - a + s_new + log rho``), and
+the first unit's weight is ``s_1 + log rho_1``. Each stage's weight is then ``G_t = (target increment)
+* p / q``, so the twisted target ``p(x) phi(x) / Z`` and the unbiasedness of ``Z_hat`` are unchanged.
+
+Look-ahead with a proposal: the ``k`` successors are drawn from the proposal too, ``x'_{ij} ~ q(. | x_i)``,
+each with ``log rho_{ij} = log p(x'_{ij} | x_i) - log q(x'_{ij} | x_i)``, and
+
+    ``a_i = lam (logsumexp_j (s(x'_{ij}) + log rho_{ij}) - log k - s(x_i))``,
+
+i.e. ``exp(a_i / lam) = (1/k) sum_j rho_{ij} exp(s(x'_{ij})) / exp(s(x_i))``: an unbiased importance
+estimate of ``E_{x' ~ p(. | x_i)}[exp(s(x'))] / exp(s(x_i))``, what the look-ahead estimates under q = p
+(each successor's modulated weight ``l(x') = l_i + s(x') - s(x_i) + log rho``). With ``reuse`` the kept
+successor (uniform among the k, hence itself a draw from ``q``) carries its own ``log rho`` into
+:func:`reweight`. The APF correction (``correct``) divides ``exp(a_i)`` out at the next step as before:
+``a_i`` is any positive function of the particle and its successors, so the weighted system stays
+properly weighted for the extended target ``pi_t(x) prod_j q(x'_j | x) / k`` whatever ``q`` is.
 """
 from __future__ import annotations
 
@@ -61,7 +80,8 @@ def unit_scores(log_psi: jax.Array, log_phi: jax.Array, complete: jax.Array, wei
 
 
 def reweight(carried: jax.Array, lookahead: jax.Array, s_old: jax.Array, s_new: jax.Array, was_done: jax.Array,
-             resampled: jax.Array, weights: str = "twist", correct: bool = False) -> jax.Array:
+             resampled: jax.Array, weights: str = "twist", correct: bool = False,
+             log_ratio: Optional[jax.Array] = None) -> jax.Array:
     """Log-weights after one unit, from the log-weights ``carried`` out of the resampling step
     (the held weights if it did not resample, 0 or the entropic residual if it did).
 
@@ -70,7 +90,8 @@ def reweight(carried: jax.Array, lookahead: jax.Array, s_old: jax.Array, s_new: 
     ``correct``\\ion (then ``a`` has been used up by the resampling). twist:
     ``l = carried - a + (s_new - s_old)`` (increment 0 for particles finished before the step). score:
     ``l = carried - a + s_new`` (multiplicative: ``s_new`` after a resampling that carries 0,
-    ``l_prev + s_new`` without one).
+    ``l_prev + s_new`` without one). ``log_ratio``: ``log p - log q`` of the new unit when it was drawn from
+    a proposal ``q`` (0 for finished particles), added in both modes; None: q = p.
     """
     remove = jnp.logical_or(~jnp.asarray(resampled), bool(correct))
     a = jnp.where(remove, lookahead, 0.0)
@@ -78,6 +99,8 @@ def reweight(carried: jax.Array, lookahead: jax.Array, s_old: jax.Array, s_new: 
         l = carried - a + jnp.where(was_done, 0.0, s_new - s_old)
     else:
         l = carried - a + s_new
+    if log_ratio is not None:
+        l = l + log_ratio
     return sanitize(l)
 
 
