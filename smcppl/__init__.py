@@ -14,7 +14,8 @@ from smcppl.core import Entropic, FeynmanKac, Resampling, SMCError
 from smcppl.core.result import SMCResult
 from smcppl.diagnostics.health import SMCHealthWarning
 from smcppl.inference.correctors import FeynmanKacCorrector, annealed, fk_steering, guided, product_of_experts
-from smcppl.inference.sequence import LookAhead, ParticleFilter, SequenceState, particle_filter, run_host
+from smcppl.inference.sequence import (LookAhead, ParticleFilter, SequenceState, TemperedProposal, ead_rollouts,
+                                      ead_schedule, particle_filter, run_host)
 from smcppl.inference.state_space import bootstrap_filter
 from smcppl.inference.tempered import AnnealedLangevin, ModelError, TemperedSMC
 from smcppl.inference.tempered.blackjax_api import legacy_tempered_smc as tempered_smc  # deprecated
