@@ -206,7 +206,8 @@ def test_truncated_log_q_is_exact():
                 keep = keep[(np.cumsum(q) - q) < top_p]
             want = np.full(7, -np.inf)
             want[keep] = logits[keep] - np.log(np.sum(np.exp(logits[keep])))
-            np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6, err_msg=f"row {i}, top_k={top_k}, top_p={top_p}")
+            np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6,
+                                       err_msg=f"row {i}, top_k={top_k}, top_p={top_p}")
 
 
 def test_ead_schedules_and_bad_input():

@@ -151,7 +151,8 @@ class ScriptedPRM:
 
 
 # odds w = r / (1 - r), i.e. weights exp(logit r), of the 4 particles after t = 1..8 units
-ODDS = np.array([[1, 1, 1, 1]] + [[1, 1, 1, 13], [1, 3, 3, 9], [1, 1, 1, 29], [1, 1, 1, 29]] + [[1, 1, 1, 1]] * 4, float)
+ODDS = np.array([[1, 1, 1, 1]] + [[1, 1, 1, 13], [1, 3, 3, 9], [1, 1, 1, 29], [1, 1, 1, 29]] + [[1, 1, 1, 1]] * 4,
+                float)
 # epf_ess, tau = max(1, (N / ESS) (1 - t/T)) when ESS/N < 0.5 and t/T < 0.5, N/ESS = N sum p_i^2, T = 8:
 #  t=1: p = (1,1,1,13)/16, N sum p^2 = 4 * 172/256 = 2.6875 (ESS/N = 0.372) -> tau = 2.6875 * 7/8 = 2.3515625
 #  t=2: p = (1,3,3,9)/16, ESS/N = 256/400 = 0.64 >= 0.5 -> 1
@@ -304,7 +305,8 @@ class Geometric:
         pos = jnp.arange(self.T)[None, :]
         tok = jnp.where(pos == state.lengths[:, None], 1 + jnp.arange(n, dtype=jnp.int32)[:, None] % 2, state.tokens)
         stop = jax.random.bernoulli(key, 0.5, (n,))
-        return SequenceState(tok, state.lengths + 1, stop | (state.lengths + 1 >= self.T), None), jnp.full(n, jnp.log(0.5))
+        new = SequenceState(tok, state.lengths + 1, stop | (state.lengths + 1 >= self.T), None)
+        return new, jnp.full(n, jnp.log(0.5))
 
 
 class LengthPRM:

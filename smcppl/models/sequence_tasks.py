@@ -29,7 +29,8 @@ A process reward model (PRM) scores the prefix after ``t`` units with ``r = H[t,
 
 The same chain gives a JAX policy/potential (:meth:`SequenceTask.policy`, :meth:`SequenceTask.potential`)
 (with the optional ``unit_log_probs``/``append`` methods, for tempered, truncated and annealed proposals:
-:mod:`smcppl.inference.sequence.proposals`) and a NumPy pair for the host runner and the NumPy baseline (:meth:`SequenceTask.numpy_policy`,
+:mod:`smcppl.inference.sequence.proposals`) and a NumPy pair for the host runner and the NumPy baseline
+(:meth:`SequenceTask.numpy_policy`,
 :meth:`SequenceTask.numpy_potential`), sharing the array code (written against ``xp = jnp | np``).
 :meth:`SequenceTask.enumerate` lists every sequence with ``p(x) > 0`` for exact checks.
 """
@@ -352,7 +353,8 @@ def _tabulate(start, vocab, probs, step, R_of):
 
 
 def stall_chain(honest: bool = False, num_units: int = 8, target: int = 14, steady=(0.05, 0.2, 0.75),
-                fast=(0.0, 0.02, 0.98), stall: float = 0.8, t_switch: int = 4, fast_prior: float = 0.25) -> SequenceTask:
+                fast=(0.0, 0.02, 0.98), stall: float = 0.8, t_switch: int = 4,
+                fast_prior: float = 0.25) -> SequenceTask:
     """Stall chain: unit 1 picks the mode (token 4 = steady, 5 = fast with probability ``fast_prior``); units 2..T add
     0/1/2 (tokens 0/1/2, probabilities ``steady`` / ``fast``) to a running sum. The fast mode stalls with
     probability ``stall`` per unit: it emits the stall token (3, adds 0) and then stays stalled, emitting

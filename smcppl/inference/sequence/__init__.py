@@ -1,8 +1,8 @@
 """Particle filters over sequence policies guided by process rewards, one idea per module: the weight
 arithmetic (:mod:`.weights`), options and input checks (:mod:`.options`), the Feynman–Kac model of the
-one engine (:mod:`.model`), proposals other than the policy (:mod:`.proposals`), the final answer (:mod:`.selection`), the front end (:mod:`.filter`) and the
-host driver for policies outside JAX (:mod:`.host`). The protocol types live in
-:mod:`smcppl.core.sequence_state`."""
+one engine (:mod:`.model`), proposals other than the policy (:mod:`.proposals`), the final answer
+(:mod:`.selection`), the front end (:mod:`.filter`) and the host driver for policies outside JAX
+(:mod:`.host`). The protocol types live in :mod:`smcppl.core.sequence_state`."""
 from smcppl.core.sequence_state import Potential, SequencePolicy, SequenceState
 from smcppl.inference.sequence.filter import ParticleFilter, particle_filter
 from smcppl.inference.sequence.host import HostResult, run_host

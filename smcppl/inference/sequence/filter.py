@@ -8,7 +8,8 @@ engine (:mod:`.model`) and runs through :class:`~smcppl.SMC`; its weights (``"tw
 and the look-ahead arithmetic are in :mod:`.weights`, its options and input checks in :mod:`.options`,
 the choice of the final answer in :mod:`.selection`; policies outside JAX run through the host driver
 (:mod:`.host`); units may be drawn from a proposal other than the policy (tempered, truncated,
-annealed: :mod:`.proposals`), each weighted by ``p / q``. At the last step every unfinished particle is scored as complete (the horizon truncates).
+annealed: :mod:`.proposals`), each weighted by ``p / q``. At the last step every unfinished particle is scored as
+complete (the horizon truncates).
 
 **ePF** is the core's entropic resampling (:class:`~smcppl.Entropic`: ``softmax(l / tau)`` when
 ``ESS/N < ess_threshold`` in the first ``early_phase`` of the run), faithful (no correction) by default;

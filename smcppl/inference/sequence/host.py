@@ -167,7 +167,8 @@ def run_host(pf: ParticleFilter, rng_key: jax.Array, num_particles: int, prompt:
     n = validate_num_particles(num_particles)
     if pf.proposal is not None:
         raise ValueError("run_host: ParticleFilter(proposal=...) draws with JAX keys; a host policy draws from its "
-                         "own proposal and returns (state, log_p, log_q) from step. Build the filter without proposal=.")
+                         "own proposal and returns (state, log_p, log_q) from step. Build the filter without "
+                         "proposal=.")
     if rng is None:
         rng = np.random.default_rng(np.asarray(jax.random.key_data(rng_key)).ravel().astype(np.uint64))
     state0 = _np_state(pf.policy.init(rng, prompt), "policy.init")

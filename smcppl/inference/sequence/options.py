@@ -120,7 +120,8 @@ def check_init_state(st: SequenceState, num_particles: int) -> tuple[int, bool]:
         if shp != lead:
             raise ValueError(f"policy.init returned {name} of shape {shp}, expected {lead}.")
     if not jnp.issubdtype(tok.dtype, jnp.integer) or not jnp.issubdtype(st.lengths.dtype, jnp.integer):
-        raise TypeError(f"policy.init: tokens and lengths must be integer arrays, got {tok.dtype} and {st.lengths.dtype}.")
+        raise TypeError(f"policy.init: tokens and lengths must be integer arrays, got {tok.dtype} and "
+                        f"{st.lengths.dtype}.")
     if st.done.dtype != jnp.bool_:
         raise TypeError(f"policy.init: done must be a bool array, got {st.done.dtype}.")
     return tok.shape[-1], single
