@@ -6,16 +6,49 @@ and ``log_observation(x, y_t, t) -> [N]`` log-density ``log g_t(y_t | x_t)``.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["StateSpaceModel", "LinearGaussian", "linear_gaussian", "kalman_filter", "simulate"]
+__all__ = ["StateSpace", "StateSpaceModel", "LinearGaussian", "linear_gaussian", "kalman_filter", "simulate"]
+
+
+class StateSpace(NamedTuple):
+    """The lower-level declaration of a state-space model: per-particle pure functions (the filters
+    ``vmap`` them over particles) of the state ``x_t`` (any pytree), ``t = 0..T-1``::
+
+        x_0 ~ m_0(. | u_0),   x_t ~ f_t(. | x_{t-1}, u_t),   y_t ~ g_t(. | x_t, u_t)
+
+    ``u_t`` is the time-``t`` slice of ``inputs`` (a pytree with leading time axis: the observations and any
+    covariates; None if the functions close over them).
+
+    sample_initial(key, u_0) -> x_0; sample_transition(key, x_prev, u_t, t) -> x_t (``t >= 1``);
+    log_observation(x_t, u_t, t) -> log g_t(y_t | x_t). Optional: log_transition(x_prev, x_t, u_t, t) ->
+    log f_t(x_t | x_{t-1}) (guided proposals, FFBS); num_steps T (default: the inputs' length);
+    step(key, x_prev, u_t, t) -> (x_t, log g_t) and step_initial(key, u_0) -> (x_0, log g_0), fused versions
+    of sampling and scoring; complete(x_prev, z, u_t, t) -> (x_t, log f_t, log g_t) when a proposal returns
+    some ``z`` rather than the whole state (scan-declared models: the latent sites); record(x_t) -> what
+    the filtering moments summarise (default: ``x_t``).
+    """
+
+    sample_initial: Callable
+    sample_transition: Callable
+    log_observation: Callable
+    log_transition: Optional[Callable] = None
+    inputs: Any = None
+    num_steps: Optional[int] = None
+    step: Optional[Callable] = None
+    step_initial: Optional[Callable] = None
+    complete: Optional[Callable] = None
+    record: Optional[Callable] = None
 
 
 class StateSpaceModel(NamedTuple):
+    """Batched form used by :func:`smcppl.inference.state_space.bootstrap.bootstrap_filter` (functions of
+    ``[N, ...]`` particle arrays; observations passed as ``y_t``)."""
+
     sample_initial: Callable
     sample_transition: Callable
     log_observation: Callable
