@@ -13,7 +13,9 @@ from numpyro.contrib.control_flow import scan
 
 from smcppl.inference.state_space.filter import StateSpaceFilter
 from smcppl.inference.state_space.scan import StateSpaceModelError, inspect_scan_model
-from smcppl.models.state_space import LinearGaussian, StateSpace, kalman_filter, simulate
+from smcppl.inference.state_space.scan import scan_state_space
+from smcppl.inference.state_space.smoothing import smooth
+from smcppl.models.state_space import LinearGaussian, StateSpace, kalman_filter, kalman_smoother, simulate
 from smcppl.runner import SMC
 
 A, Q, R = 0.9, 0.5, 1.0
@@ -130,6 +132,42 @@ def test_guided_and_auxiliary_match_kalman(lower_run):
     means = np.asarray(run.trace.summary["mean"], float)
     se = means.std(0, ddof=1) / np.sqrt(CHAINS)
     assert np.all(np.abs(means.mean(0) - KF_MEAN[:, 0]) < 4.5 * se + 0.01)
+
+
+def test_smoothing_matches_rts():
+    """Genealogy and FFBS path draws: their means per time step against the Rauch–Tung–Striebel smoother."""
+    ssm, runs, paths = lg_lower(), 32, 64
+
+    def both(key):
+        return (smooth(key, ssm, N, paths, "genealogy").paths.mean(0),
+                smooth(key, ssm, N, paths, "ffbs").paths.mean(0))
+
+    gen, ffbs = (np.asarray(a, float) for a in jax.jit(jax.vmap(both))(jax.random.split(jax.random.key(2), runs)))
+    exact = kalman_smoother(LG, YS)[0][:, 0]
+    # each run's path mean is an (O(1/N)-biased) estimate of E[x_t | y]; averaged over independent runs it is
+    # within 4.5 standard errors (estimated from the runs) plus 0.02 for the bias
+    for est in (gen, ffbs):
+        se = est.std(0, ddof=1) / np.sqrt(runs)
+        assert np.all(np.abs(est.mean(0) - exact) < 4.5 * se + 0.02), (est.mean(0), exact)
+    # FFBS does not suffer the genealogy's path degeneracy: at t = 0 its runs vary less
+    assert ffbs[:, 0].std() < gen[:, 0].std()
+
+
+def test_scan_log_transition_only_for_markov_carries():
+    """FFBS needs f_t as a density of the state: the scan form offers it only when the carry is a function
+    of the body's latent sites (not for an AR(2) carry (x_t, x_{t-1}))."""
+    assert scan_state_space(lg_model, THETA, Y).log_transition is not None
+
+    def ar2(y):
+        def body(c, y_t):
+            x = numpyro.sample("x", dist.Normal(0.5 * c[0] + 0.3 * c[1], 1.0))
+            numpyro.sample("y", dist.Normal(x, 1.0), obs=y_t)
+            return (x, c[0]), None
+        scan(body, (0.0, 0.0), y)
+
+    assert scan_state_space(ar2, {}, Y).log_transition is None
+    with pytest.raises(ValueError, match="use method='genealogy'|Use method='genealogy'"):
+        smooth(jax.random.key(0), scan_state_space(ar2, {}, Y), 8, 2, "ffbs")
 
 
 # ------------------------------------------------------------------ declarations that do not fit

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["StateSpace", "StateSpaceModel", "LinearGaussian", "linear_gaussian", "kalman_filter", "simulate"]
+__all__ = ["StateSpace", "StateSpaceModel", "LinearGaussian", "linear_gaussian", "kalman_filter", "kalman_smoother", "simulate"]
 
 
 class StateSpace(NamedTuple):
@@ -120,3 +120,18 @@ def kalman_filter(params: LinearGaussian, ys):
         means.append(m.copy())
         covs.append(P.copy())
     return np.array(means), np.array(covs), loglik
+
+
+def kalman_smoother(params: LinearGaussian, ys):
+    """Exact smoothing means ``E[x_t | y_0:T-1]`` and covariances (Rauch–Tung–Striebel; NumPy, float64):
+    ``G_t = P_t A' (A P_t A' + Q)^-1``, ``m^s_t = m_t + G_t (m^s_{t+1} - A m_t)``,
+    ``P^s_t = P_t + G_t (P^s_{t+1} - A P_t A' - Q) G_t'``."""
+    A, Q = (np.asarray(a, float) for a in (params.A, params.Q))
+    means, covs, _ = kalman_filter(params, ys)
+    ms, Ps = means.copy(), covs.copy()
+    for t in range(len(means) - 2, -1, -1):
+        pred = A @ covs[t] @ A.T + Q
+        G = covs[t] @ A.T @ np.linalg.inv(pred)
+        ms[t] = means[t] + G @ (ms[t + 1] - A @ means[t])
+        Ps[t] = covs[t] + G @ (Ps[t + 1] - pred) @ G.T
+    return ms, Ps

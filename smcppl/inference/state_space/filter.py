@@ -29,15 +29,11 @@ from smcppl.core.engine import FeynmanKac
 from smcppl.core.plan import Plan
 from smcppl.core.policy import as_resampling
 from smcppl.core.weights import normalize
-from smcppl.inference.state_space.scan import StateSpaceModelError, inspect_scan_model, scan_state_space
+from smcppl.inference.state_space.scan import (StateSpaceModelError, inspect_scan_model, scan_state_space,
+                                                time_slice)
 from smcppl.models.state_space import StateSpace
 
 __all__ = ["StateSpaceFilter", "filter_feynman_kac", "weighted_moments", "complete_state_space", "time_slice"]
-
-
-def time_slice(inputs, t):
-    """The time-``t`` slice of the inputs pytree (leading time axis)."""
-    return jax.tree_util.tree_map(lambda a: a[t], inputs)
 
 
 def complete_state_space(ssm: StateSpace) -> StateSpace:

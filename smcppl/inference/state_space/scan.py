@@ -26,6 +26,10 @@ the carry the body returns; with ``c_{-1}`` the scan's ``init`` (drawn from the 
 * ``f_t(x_t | x_{t-1}) = prod_{latent sites s} p(z_{t,s} | c_{t-1}, x_t)`` (the body's latent sites);
 * ``g_t(y_t | x_t) = prod_{observed sites s} p(y_{t,s} | c_{t-1}, z_t, x_t)``.
 
+``f_t`` is a density of the state (``log_transition``, used by FFBS) only when the body's new carry is a
+function of its latent sites alone; otherwise (e.g. an AR(2) carry ``(x_t, x_{t-1})``) ``log_transition``
+is None and smoothing uses the genealogy.
+
 Sites before the scan are *static parameters* unless the scan's ``init`` depends on their value (then they
 are *initial-state* sites, drawn per particle); the split is read off the model's jaxpr
 (:func:`inputs_used`). Models that do not fit raise :class:`StateSpaceModelError` naming the site: no
@@ -47,7 +51,7 @@ from numpyro.primitives import Messenger
 from smcppl.models.state_space import StateSpace
 
 __all__ = ["StateSpaceModelError", "ScanCall", "ScanStructure", "capture_scan", "inspect_scan_model",
-           "scan_state_space", "inputs_used", "run_body"]
+           "scan_state_space", "inputs_used", "run_body", "time_slice"]
 
 
 class StateSpaceModelError(ValueError):
@@ -109,16 +113,17 @@ class capture_scan(Messenger):
 
 
 def inputs_used(fn: Callable, values: dict) -> set:
-    """Names of the entries of ``values`` that the outputs of ``fn(values)`` depend on, read off the jaxpr
-    (structurally: an equation's outputs depend on all of its inputs)."""
-    names = list(values)
-    closed = jax.make_jaxpr(lambda *v: fn(dict(zip(names, v))))(*[values[k] for k in names])
+    """Names of the entries of ``values`` (each a pytree) that the outputs of ``fn(values)`` depend on, read
+    off the jaxpr (structurally: an equation's outputs depend on all of its inputs)."""
+    leaves, treedef = jax.tree_util.tree_flatten(values)
+    owner = [k for k in sorted(values) for _ in jax.tree_util.tree_leaves(values[k])]  # dicts flatten key-sorted
+    closed = jax.make_jaxpr(lambda *v: fn(jax.tree_util.tree_unflatten(treedef, v)))(*leaves)
     jaxpr = closed.jaxpr
     needed = {v for v in jaxpr.outvars if isinstance(v, Var)}
     for eqn in reversed(jaxpr.eqns):
         if any(o in needed for o in eqn.outvars):
             needed.update(v for v in eqn.invars if isinstance(v, Var))
-    return {n for n, v in zip(names, jaxpr.invars) if v in needed}
+    return {n for n, v in zip(owner, jaxpr.invars) if v in needed}
 
 
 class ScanStructure(NamedTuple):
@@ -212,6 +217,11 @@ def run_body(f: Callable, carry, x_t, key=None, latent: Optional[dict] = None):
     return new_carry, z, log_f, log_g
 
 
+def time_slice(inputs, t):
+    """The time-``t`` slice of an inputs pytree (leading time axis)."""
+    return jax.tree_util.tree_map(lambda a: a[t], inputs)
+
+
 def scan_state_space(model: Callable, theta: dict, *args, **kwargs) -> StateSpace:
     """The lower-level form of a scan-declared model for static parameters ``theta`` (site -> constrained
     value; missing static sites are an error). States are ``{"carry", "prev", "latent"}`` dicts (module
@@ -257,6 +267,13 @@ def scan_state_space(model: Callable, theta: dict, *args, **kwargs) -> StateSpac
         carry, _, log_f, log_g = run_body(f, x_prev["carry"], x_t, latent=z)
         return state(carry, x_prev["carry"], z), log_f, log_g
 
-    return StateSpace(sample_initial, sample_transition, log_observation, log_transition=log_transition,
+    # f_t(x_t | x_{t-1}) as a density of the latent sites is a density of the state only if the new carry is
+    # a function of the latent sites (not of the previous carry too, e.g. an AR(2) carry (x_t, x_{t-1}))
+    x0 = time_slice(call.xs, 0)
+    c0, z0, _, _ = run_body(f, call.init, x0, jax.random.key(0))
+    markov = "carry" not in inputs_used(lambda v: run_body(f, v["carry"], x0, latent=v["latent"])[0],
+                                        {"carry": call.init, "latent": z0})
+    return StateSpace(sample_initial, sample_transition, log_observation,
+                      log_transition=log_transition if markov else None,
                       inputs=call.xs, num_steps=call.length, step=step, step_initial=step_initial,
                       complete=complete, record=lambda x: x["latent"])
