@@ -13,6 +13,7 @@ from numpyro.contrib.control_flow import scan
 
 from smcppl.inference.state_space.filter import StateSpaceFilter
 from smcppl.inference.state_space.scan import StateSpaceModelError, inspect_scan_model
+from smcppl.inference.state_space.pmmh import PMMH
 from smcppl.inference.state_space.scan import scan_state_space
 from smcppl.inference.state_space.smoothing import smooth
 from smcppl.models.state_space import LinearGaussian, StateSpace, kalman_filter, kalman_smoother, simulate
@@ -168,6 +169,43 @@ def test_scan_log_transition_only_for_markov_carries():
     assert scan_state_space(ar2, {}, Y).log_transition is None
     with pytest.raises(ValueError, match="use method='genealogy'|Use method='genealogy'"):
         smooth(jax.random.key(0), scan_state_space(ar2, {}, Y), 8, 2, "ffbs")
+
+
+def lg_a_model(y):
+    """The LG model with ``a ~ Uniform(-1, 1)`` the only static parameter (q, r known)."""
+    a = numpyro.sample("a", dist.Uniform(-1, 1))
+    x_init = numpyro.sample("x_init", dist.Normal(0.0, jnp.sqrt(Q / (1 - a**2))))
+
+    def body(x, y_t):
+        x = numpyro.sample("x", dist.Normal(a * x, jnp.sqrt(Q)))
+        numpyro.sample("y", dist.Normal(x, R), obs=y_t)
+        return x, None
+
+    scan(body, x_init, y)
+
+
+def test_pmmh_recovers_grid_posterior():
+    """PMMH on p(a | y) against the exact posterior: Kalman likelihood on a fine grid times the flat prior."""
+    import arviz as az
+
+    grid = np.linspace(-0.999, 0.999, 2001)
+    ll = np.array([kalman_filter(LinearGaussian(np.eye(1) * a, np.eye(1) * Q, np.eye(1), np.eye(1) * R,
+                                                np.eye(1) * Q / (1 - a * a)), YS)[2] for a in grid])
+    w = np.exp(ll - ll.max())
+    w /= w.sum()
+    mean = (w * grid).sum()
+    sd = np.sqrt((w * (grid - mean) ** 2).sum())
+    pmmh = PMMH(lg_a_model, num_particles=128, num_warmup=200, num_samples=800, num_chains=4).run(jax.random.key(0), Y)
+    idata = pmmh.to_arviz()
+    assert pmmh.rhat()["a"] < 1.05
+    # posterior mean within 4 Monte Carlo standard errors (ArviZ's MCSE, from the chains' autocorrelation)
+    mcse = float(az.mcse(idata, var_names=["a"])["a"])
+    draws = pmmh.get_samples()["a"]
+    assert abs(draws.mean() - mean) < 4 * mcse, (draws.mean(), mean, mcse)
+    # posterior sd within 20% (its relative Monte Carlo error is ~1/sqrt(2 ESS) ~ 4% at ESS ~ 300)
+    assert abs(draws.std() / sd - 1) < 0.2, (draws.std(), sd)
+    assert np.all((pmmh.acceptance_rate > 0.05) & (pmmh.acceptance_rate < 0.6))
+    assert idata.posterior["a"].shape == (4, 800)
 
 
 # ------------------------------------------------------------------ declarations that do not fit

@@ -38,6 +38,7 @@ parameters, a reversed scan or ``history != 1``, no observed site in the body, a
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -46,12 +47,14 @@ import numpy as np
 from jax.extend.core import Var
 from numpyro import handlers
 from numpyro.contrib.control_flow.scan import scan_wrapper
+from numpyro.distributions import biject_to
+from numpyro.infer.util import _unconstrain_reparam
 from numpyro.primitives import Messenger
 
 from smcppl.models.state_space import StateSpace
 
 __all__ = ["StateSpaceModelError", "ScanCall", "ScanStructure", "capture_scan", "inspect_scan_model",
-           "scan_state_space", "inputs_used", "run_body", "time_slice"]
+           "scan_state_space", "inputs_used", "run_body", "time_slice", "prior_draw", "static_log_prior"]
 
 
 class StateSpaceModelError(ValueError):
@@ -222,12 +225,30 @@ def time_slice(inputs, t):
     return jax.tree_util.tree_map(lambda a: a[t], inputs)
 
 
-def scan_state_space(model: Callable, theta: dict, *args, **kwargs) -> StateSpace:
+def prior_draw(model: Callable, static_sites, key, *args, **kwargs) -> dict:
+    """One draw of the static parameters from the prior, in NumPyro's unconstrained space."""
+    call_tr = _prefix(model, args, kwargs, {}, key)[1]
+    return {k: biject_to(call_tr[k]["fn"].support).inv(call_tr[k]["value"]) for k in static_sites}
+
+
+def static_log_prior(model: Callable, static_sites, u: dict, *args, **kwargs):
+    """``(theta, log p(theta) + log |det d theta / d u|)`` for unconstrained values ``u`` of the static sites
+    (NumPyro's reparametrisation ``theta_s = biject_to(support_s)(u_s)``, as in ``potential_energy``)."""
+    fn = handlers.substitute(model, substitute_fn=partial(_unconstrain_reparam, u))
+    cap = capture_scan(handlers.seed(fn, jax.random.key(0)), stop=True)
+    with handlers.block(), handlers.trace() as tr:
+        cap.run(*args, **kwargs)
+    names = [k for k in static_sites] + [f"_{k}_log_det" for k in static_sites if f"_{k}_log_det" in tr]
+    return {k: tr[k]["value"] for k in static_sites}, sum((_site_log_prob(tr[k]) for k in names), jnp.zeros(()))
+
+
+def scan_state_space(model: Callable, theta: dict, *args, check_markov: bool = True, **kwargs) -> StateSpace:
     """The lower-level form of a scan-declared model for static parameters ``theta`` (site -> constrained
     value; missing static sites are an error). States are ``{"carry", "prev", "latent"}`` dicts (module
     docstring); ``inputs`` are the scan's ``xs``. Key use: ``sample_initial(key)`` splits ``key`` into
     ``(k_init, k_step)``: the initial-state sites are drawn under ``handlers.seed(k_init)`` and step 0 under
-    ``handlers.seed(k_step)``; ``sample_transition(key, ...)`` runs the body under ``handlers.seed(key)``."""
+    ``handlers.seed(k_step)``; ``sample_transition(key, ...)`` runs the body under ``handlers.seed(key)``.
+    ``check_markov=False`` skips the check that gates ``log_transition`` (module docstring) and keeps it."""
     def call_for(key):
         return _prefix(model, args, kwargs, dict(theta), key)[0]
 
@@ -271,7 +292,7 @@ def scan_state_space(model: Callable, theta: dict, *args, **kwargs) -> StateSpac
     # a function of the latent sites (not of the previous carry too, e.g. an AR(2) carry (x_t, x_{t-1}))
     x0 = time_slice(call.xs, 0)
     c0, z0, _, _ = run_body(f, call.init, x0, jax.random.key(0))
-    markov = "carry" not in inputs_used(lambda v: run_body(f, v["carry"], x0, latent=v["latent"])[0],
+    markov = not check_markov or "carry" not in inputs_used(lambda v: run_body(f, v["carry"], x0, latent=v["latent"])[0],
                                         {"carry": call.init, "latent": z0})
     return StateSpace(sample_initial, sample_transition, log_observation,
                       log_transition=log_transition if markov else None,
