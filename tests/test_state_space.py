@@ -16,7 +16,9 @@ from smcppl.inference.state_space.scan import StateSpaceModelError, inspect_scan
 from smcppl.inference.state_space.pmmh import PMMH
 from smcppl.inference.state_space.scan import scan_state_space
 from smcppl.inference.state_space.smoothing import smooth
+from smcppl.inference.state_space.export import filtering_dataset, paths_dataset, plot_filtering
 from smcppl.models.state_space import LinearGaussian, StateSpace, kalman_filter, kalman_smoother, simulate
+from smcppl.models.state_space import lg_model as lg_zoo  # a ~ U(-1, 1) the only static parameter
 from smcppl.runner import SMC
 
 A, Q, R = 0.9, 0.5, 1.0
@@ -113,6 +115,26 @@ def test_filter_matches_kalman(scan_run):
     _check_z_unbiased(scan_run.log_evidence, KF_LL, "bootstrap")
 
 
+def test_export_and_plot(scan_run):
+    """Filtering results with a time dimension (xarray), the runner's own ArviZ export, and the plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ds = filtering_dataset(scan_run)
+    assert ds["x_mean"].dims == ("chain", "time") and ds["x_mean"].shape == (CHAINS, T)
+    assert ds["x_quantiles"].dims == ("chain", "time", "quantile")
+    np.testing.assert_allclose(ds["quantile"].values, [0.05, 0.5, 0.95])
+    assert ds["ess"].shape == (CHAINS, T) and ds["resampled"].dtype == bool
+    # the per-time increments add up to the log-likelihood estimate
+    np.testing.assert_allclose(ds["log_likelihood_increment"].sum("time").values,
+                               np.asarray(scan_run.log_evidence), rtol=1e-5)
+    scan_run.to_arviz()  # the runner's export (smc_stats per stage = per time step) works on the filter
+    axes = plot_filtering(scan_run, "x", data=YS[:, 0])
+    assert len(axes[0].lines) >= 2
+    paths = paths_dataset({"x": np.zeros((3, 5, T))})
+    assert paths["x"].dims == ("chain", "draw", "time")
+
+
 def test_guided_and_auxiliary_match_kalman(lower_run):
     """Fully adapted auxiliary filter (locally optimal proposal q = p(x_t | x_{t-1}, y_t) and look-ahead
     eta_t = p(y_t | x_{t-1})): Z_hat unbiased, and less variable than the bootstrap filter's."""
@@ -171,19 +193,6 @@ def test_scan_log_transition_only_for_markov_carries():
         smooth(jax.random.key(0), scan_state_space(ar2, {}, Y), 8, 2, "ffbs")
 
 
-def lg_a_model(y):
-    """The LG model with ``a ~ Uniform(-1, 1)`` the only static parameter (q, r known)."""
-    a = numpyro.sample("a", dist.Uniform(-1, 1))
-    x_init = numpyro.sample("x_init", dist.Normal(0.0, jnp.sqrt(Q / (1 - a**2))))
-
-    def body(x, y_t):
-        x = numpyro.sample("x", dist.Normal(a * x, jnp.sqrt(Q)))
-        numpyro.sample("y", dist.Normal(x, R), obs=y_t)
-        return x, None
-
-    scan(body, x_init, y)
-
-
 def test_pmmh_recovers_grid_posterior():
     """PMMH on p(a | y) against the exact posterior: Kalman likelihood on a fine grid times the flat prior."""
     import arviz as az
@@ -195,7 +204,7 @@ def test_pmmh_recovers_grid_posterior():
     w /= w.sum()
     mean = (w * grid).sum()
     sd = np.sqrt((w * (grid - mean) ** 2).sum())
-    pmmh = PMMH(lg_a_model, num_particles=128, num_warmup=200, num_samples=800, num_chains=4).run(jax.random.key(0), Y)
+    pmmh = PMMH(lg_zoo, num_particles=128, num_warmup=200, num_samples=800, num_chains=4).run(jax.random.key(0), Y)
     idata = pmmh.to_arviz()
     assert pmmh.rhat()["a"] < 1.05
     # posterior mean within 4 Monte Carlo standard errors (ArviZ's MCSE, from the chains' autocorrelation)

@@ -29,6 +29,7 @@ from smcppl.core.engine import FeynmanKac
 from smcppl.core.plan import Plan
 from smcppl.core.policy import as_resampling
 from smcppl.core.weights import normalize
+from smcppl.inference.state_space.export import filtering_dataset
 from smcppl.inference.state_space.scan import (StateSpaceModelError, inspect_scan_model, scan_state_space,
                                                 time_slice)
 from smcppl.models.state_space import StateSpace
@@ -208,4 +209,4 @@ class StateSpaceFilter:
         return Plan(fk=fk, num_steps=ssm.num_steps - 1, max_stages=ssm.num_steps - 1, postprocess=postprocess,
                     resampling=self.resampling, summary_fn=summary, name="StateSpaceFilter", progress_name="t",
                     entropic_correction=True, attrs={"filter": kind, "num_time_steps": ssm.num_steps},
-                    metadata={"quantiles": probs})
+                    metadata={"quantiles": probs, "filtering_dataset": filtering_dataset})
