@@ -189,8 +189,10 @@ def test_scan_log_transition_only_for_markov_carries():
         scan(body, (0.0, 0.0), y)
 
     assert scan_state_space(ar2, {}, Y).log_transition is None
-    with pytest.raises(ValueError, match="use method='genealogy'|Use method='genealogy'"):
-        smooth(jax.random.key(0), scan_state_space(ar2, {}, Y), 8, 2, "ffbs")
+    with pytest.raises(ValueError, match="Use method='genealogy'"):
+        StateSpaceFilter(ar2).smooth(jax.random.key(0), 8, 2, Y, method="ffbs")
+    paths = StateSpaceFilter(ar2).smooth(jax.random.key(0), 16, 3, Y[:5], method="genealogy").paths
+    assert paths["x"].shape == (3, 5) and np.all(np.isfinite(np.asarray(paths["x"])))
 
 
 def test_pmmh_recovers_grid_posterior():

@@ -191,6 +191,16 @@ class StateSpaceFilter:
                                        f"are {list(structure.static_sites)}).")
         return complete_state_space(scan_state_space(self.model, self.theta, *args, **kwargs))
 
+    def smooth(self, rng_key, num_particles: int, num_paths: int, *args, method: str = "ffbs", **kwargs):
+        """Smoothing paths of the model on its arguments ``*args, **kwargs`` with this filter's proposal,
+        look-ahead and resampling (:func:`smcppl.inference.state_space.smoothing.smooth`: ``"ffbs"`` or
+        ``"genealogy"``); returns a ``SmoothingResult`` whose ``paths`` leaves are ``[num_paths, T, ...]``."""
+        from smcppl.inference.state_space.smoothing import smooth
+
+        ssm = self.state_space(*args, **kwargs)
+        return jax.jit(lambda k: smooth(k, ssm, num_particles, num_paths, method, self.resampling, self.proposal,
+                                        self.lookahead))(rng_key)
+
     def build(self, num_particles: int, *args, **kwargs) -> Plan:
         ssm = self.state_space(*args, **kwargs)
         fk = filter_feynman_kac(ssm, num_particles, self.proposal, self.lookahead)
