@@ -13,6 +13,7 @@ from numpyro.contrib.control_flow import scan
 
 from smcppl.inference.state_space.filter import StateSpaceFilter
 from smcppl.inference.state_space.scan import StateSpaceModelError, inspect_scan_model
+from smcppl.inference.state_space.pgibbs import ParticleGibbs
 from smcppl.inference.state_space.pmmh import PMMH
 from smcppl.inference.state_space.scan import scan_state_space
 from smcppl.inference.state_space.smoothing import smooth
@@ -195,28 +196,51 @@ def test_scan_log_transition_only_for_markov_carries():
     assert paths["x"].shape == (3, 5) and np.all(np.isfinite(np.asarray(paths["x"])))
 
 
-def test_pmmh_recovers_grid_posterior():
-    """PMMH on p(a | y) against the exact posterior: Kalman likelihood on a fine grid times the flat prior."""
-    import arviz as az
-
+@pytest.fixture(scope="module")
+def grid_posterior():
+    """Exact posterior mean and sd of ``a`` in ``lg_zoo``: Kalman likelihood on a fine grid times the flat prior."""
     grid = np.linspace(-0.999, 0.999, 2001)
     ll = np.array([kalman_filter(LinearGaussian(np.eye(1) * a, np.eye(1) * Q, np.eye(1), np.eye(1) * R,
                                                 np.eye(1) * Q / (1 - a * a)), YS)[2] for a in grid])
     w = np.exp(ll - ll.max())
     w /= w.sum()
     mean = (w * grid).sum()
-    sd = np.sqrt((w * (grid - mean) ** 2).sum())
+    return mean, np.sqrt((w * (grid - mean) ** 2).sum())
+
+
+def _check_posterior(draws, idata, mean, sd):
+    import arviz as az
+
+    # posterior mean within 4 Monte Carlo standard errors (ArviZ's MCSE, from the chains' autocorrelation)
+    mcse = float(az.mcse(idata, var_names=["a"])["a"])
+    assert abs(draws.mean() - mean) < 4 * mcse, (draws.mean(), mean, mcse)
+    # posterior sd within 20% (its relative Monte Carlo error is ~1/sqrt(2 ESS) < 5% at ESS > 200)
+    assert abs(draws.std() / sd - 1) < 0.2, (draws.std(), sd)
+
+
+def test_pmmh_recovers_grid_posterior(grid_posterior):
+    """PMMH on p(a | y) against the exact posterior."""
     pmmh = PMMH(lg_zoo, num_particles=128, num_warmup=200, num_samples=800, num_chains=4).run(jax.random.key(0), Y)
     idata = pmmh.to_arviz()
     assert pmmh.rhat()["a"] < 1.05
-    # posterior mean within 4 Monte Carlo standard errors (ArviZ's MCSE, from the chains' autocorrelation)
-    mcse = float(az.mcse(idata, var_names=["a"])["a"])
-    draws = pmmh.get_samples()["a"]
-    assert abs(draws.mean() - mean) < 4 * mcse, (draws.mean(), mean, mcse)
-    # posterior sd within 20% (its relative Monte Carlo error is ~1/sqrt(2 ESS) ~ 4% at ESS ~ 300)
-    assert abs(draws.std() / sd - 1) < 0.2, (draws.std(), sd)
+    _check_posterior(pmmh.get_samples()["a"], idata, *grid_posterior)
     assert np.all((pmmh.acceptance_rate > 0.05) & (pmmh.acceptance_rate < 0.6))
     assert idata.posterior["a"].shape == (4, 800)
+
+
+def test_particle_gibbs_recovers_grid_posterior(grid_posterior):
+    """Particle Gibbs with ancestor sampling: p(a | y) against the exact posterior, and the paths' means
+    against the RTS smoother at the posterior mean of a (the paths average over a, whose posterior sd ~0.05
+    moves the smoothing means by < 0.1)."""
+    pg = ParticleGibbs(lg_zoo, num_particles=32, num_warmup=150, num_samples=500, num_chains=4).run(jax.random.key(1), Y)
+    idata = pg.to_arviz()
+    assert pg.rhat()["a"] < 1.05
+    _check_posterior(pg.get_samples()["a"], idata, *grid_posterior)
+    assert idata.posterior["x"].dims == ("chain", "draw", "time")
+    a_hat = grid_posterior[0]
+    exact = kalman_smoother(LinearGaussian(np.eye(1) * a_hat, np.eye(1) * Q, np.eye(1), np.eye(1) * R,
+                                           np.eye(1) * Q / (1 - a_hat**2)), YS)[0][:, 0]
+    np.testing.assert_allclose(pg.get_samples()["x"].mean(0), exact, atol=0.15)
 
 
 # ------------------------------------------------------------------ declarations that do not fit

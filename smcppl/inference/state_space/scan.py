@@ -19,7 +19,7 @@ An effect handler (:class:`capture_scan`) intercepts the ``scan`` message instea
 model needs no rewriting. For given static parameters ``theta`` (:func:`scan_state_space`) the model is run
 up to its ``scan`` and the body ``f(carry, x_t)`` is turned into the lower-level form
 :class:`~smcppl.models.state_space.StateSpace` of per-particle functions. The state at time ``t`` is the dict
-``{"carry": c_t, "prev": c_{t-1}, "latent": z_t}``: ``z_t`` the body's latent sites at step ``t`` and ``c_t``
+``{"carry": c_t, "prev": c_{t-1}, "latent": z_t, "initial": initial-state sites}``: ``z_t`` the body's latent sites at step ``t`` and ``c_t``
 the carry the body returns; with ``c_{-1}`` the scan's ``init`` (drawn from the initial-state sites):
 
 * ``x_0``: ``c_{-1} ~ p(initial-state sites | theta)``, then step 0 of the body;
@@ -244,29 +244,35 @@ def static_log_prior(model: Callable, static_sites, u: dict, *args, **kwargs):
 
 def scan_state_space(model: Callable, theta: dict, *args, check_markov: bool = True, **kwargs) -> StateSpace:
     """The lower-level form of a scan-declared model for static parameters ``theta`` (site -> constrained
-    value; missing static sites are an error). States are ``{"carry", "prev", "latent"}`` dicts (module
-    docstring); ``inputs`` are the scan's ``xs``. Key use: ``sample_initial(key)`` splits ``key`` into
+    value; missing static sites are an error). States are ``{"carry", "prev", "latent", "initial"}`` dicts
+    (module docstring; ``initial``: the initial-state sites' values, carried along each path); ``inputs`` are the scan's ``xs``. Key use: ``sample_initial(key)`` splits ``key`` into
     ``(k_init, k_step)``: the initial-state sites are drawn under ``handlers.seed(k_init)`` and step 0 under
     ``handlers.seed(k_step)``; ``sample_transition(key, ...)`` runs the body under ``handlers.seed(key)``.
     ``check_markov=False`` skips the check that gates ``log_transition`` (module docstring) and keeps it."""
     def call_for(key):
         return _prefix(model, args, kwargs, dict(theta), key)[0]
 
+    def init_for(key):
+        """The scan's init carry and the initial-state site values, drawn with ``key``."""
+        call_k, tr = _prefix(model, args, kwargs, dict(theta), key)
+        return call_k.init, {k: s["value"] for k, s in tr.items()
+                             if s["type"] == "sample" and not s["is_observed"] and k not in theta}
+
     call = call_for(jax.random.key(0))
     f = call.f
 
-    def state(carry, prev, z):
-        return {"carry": carry, "prev": prev, "latent": z}
+    def state(carry, x_prev, z):
+        return {"carry": carry, "prev": x_prev["carry"], "latent": z, "initial": x_prev["initial"]}
 
-    def sample_initial(key, x_0):
+    def initial(key, x_0):
         k_init, k_step = jax.random.split(key)
-        init = call_for(k_init).init
-        carry, z, _, _ = run_body(f, init, x_0, k_step)
-        return state(carry, init, z)
+        init, sites = init_for(k_init)
+        carry, z, _, log_g = run_body(f, init, x_0, k_step)
+        return state(carry, {"carry": init, "initial": sites}, z), log_g
 
-    def sample_transition(key, x_prev, x_t, t):
-        carry, z, _, _ = run_body(f, x_prev["carry"], x_t, key)
-        return state(carry, x_prev["carry"], z)
+    def step(key, x_prev, x_t, t):
+        carry, z, _, log_g = run_body(f, x_prev["carry"], x_t, key)
+        return state(carry, x_prev, z), log_g
 
     def log_observation(x, x_t, t):
         return run_body(f, x["prev"], x_t, latent=x["latent"])[3]
@@ -274,19 +280,9 @@ def scan_state_space(model: Callable, theta: dict, *args, check_markov: bool = T
     def log_transition(x_prev, x, x_t, t):
         return run_body(f, x_prev["carry"], x_t, latent=x["latent"])[2]
 
-    def step(key, x_prev, x_t, t):
-        carry, z, _, log_g = run_body(f, x_prev["carry"], x_t, key)
-        return state(carry, x_prev["carry"], z), log_g
-
-    def step_initial(key, x_0):
-        k_init, k_step = jax.random.split(key)
-        init = call_for(k_init).init
-        carry, z, _, log_g = run_body(f, init, x_0, k_step)
-        return state(carry, init, z), log_g
-
     def complete(x_prev, z, x_t, t):
         carry, _, log_f, log_g = run_body(f, x_prev["carry"], x_t, latent=z)
-        return state(carry, x_prev["carry"], z), log_f, log_g
+        return state(carry, x_prev, z), log_f, log_g
 
     # f_t(x_t | x_{t-1}) as a density of the latent sites is a density of the state only if the new carry is
     # a function of the latent sites (not of the previous carry too, e.g. an AR(2) carry (x_t, x_{t-1}))
@@ -294,7 +290,8 @@ def scan_state_space(model: Callable, theta: dict, *args, check_markov: bool = T
     c0, z0, _, _ = run_body(f, call.init, x0, jax.random.key(0))
     markov = not check_markov or "carry" not in inputs_used(lambda v: run_body(f, v["carry"], x0, latent=v["latent"])[0],
                                         {"carry": call.init, "latent": z0})
-    return StateSpace(sample_initial, sample_transition, log_observation,
+    return StateSpace(lambda key, x_0: initial(key, x_0)[0], lambda key, x_prev, x_t, t: step(key, x_prev, x_t, t)[0],
+                      log_observation,
                       log_transition=log_transition if markov else None,
-                      inputs=call.xs, num_steps=call.length, step=step, step_initial=step_initial,
+                      inputs=call.xs, num_steps=call.length, step=step, step_initial=initial,
                       complete=complete, record=lambda x: x["latent"])
