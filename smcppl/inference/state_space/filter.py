@@ -1,0 +1,222 @@
+"""Particle filters for state-space models as Feynman–Kac models of the engine, and the front end
+:class:`StateSpaceFilter` (an algorithm of :class:`smcppl.SMC`; ARCHITECTURE.md, "One engine").
+
+For the lower-level form :class:`~smcppl.models.state_space.StateSpace` (a scan-declared NumPyro model is
+turned into it by :func:`~smcppl.inference.state_space.scan.scan_state_space`), stage ``t`` of the engine
+is time ``t``:
+
+* bootstrap: ``M_t = f_t``, ``log G_t = log g_t(y_t | x_t)``;
+* guided, a user proposal ``q_t(x_t | x_{t-1})`` for ``t >= 1`` (``x_0 ~ m_0``):
+  ``log G_t = log g_t(y_t | x_t) + log f_t(x_t | x_{t-1}) - log q_t(x_t | x_{t-1})``;
+* auxiliary, a look-ahead ``eta_{t+1}(x_t) ~ p(y_{t+1} | x_t)``: the engine resamples on the weights
+  ``w_t eta_{t+1}(x_t)`` and ``log G_t = log g_t + [log f_t - log q_t] + log eta_{t+1}(x_t) - log eta_t(x_{t-1})``
+  (``eta_T = 1``), so that the product of the mean potentials still estimates ``Z`` without bias; the
+  filtering weights are ``l_t - log eta_{t+1}(x_t)``.
+
+``log Z_hat`` estimates ``log p(y_{0:T-1} | theta)``; the trace's ``summary`` holds the filtering mean,
+variance and quantiles of ``record(x_t)`` at every time step.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from smcppl.core.checks import open_unit_interval
+from smcppl.core.engine import FeynmanKac
+from smcppl.core.plan import Plan
+from smcppl.core.policy import as_resampling
+from smcppl.core.weights import normalize
+from smcppl.inference.state_space.export import filtering_dataset
+from smcppl.inference.state_space.scan import (StateSpaceModelError, inspect_scan_model, scan_state_space,
+                                                time_slice)
+from smcppl.models.state_space import StateSpace
+
+__all__ = ["StateSpaceFilter", "filter_feynman_kac", "weighted_moments", "complete_state_space", "time_slice"]
+
+
+def complete_state_space(ssm: StateSpace) -> StateSpace:
+    """Fill the optional fields of a :class:`StateSpace` from the required ones (fused ``step`` from
+    ``sample_transition`` + ``log_observation``, ``complete`` from ``log_transition``, ``record`` = identity,
+    ``num_steps`` from the inputs)."""
+    if not isinstance(ssm, StateSpace):
+        raise TypeError(f"Expected a smcppl.models.state_space.StateSpace, got {type(ssm).__name__}.")
+    for name in ("sample_initial", "sample_transition", "log_observation"):
+        if not callable(getattr(ssm, name)):
+            raise TypeError(f"StateSpace.{name} must be a function, got {getattr(ssm, name)!r}.")
+    num_steps = ssm.num_steps
+    if num_steps is None:
+        leaves = jax.tree_util.tree_leaves(ssm.inputs)
+        if not leaves:
+            raise ValueError("StateSpace: give num_steps (the number of time steps T) or inputs with a time axis.")
+        num_steps = int(np.shape(leaves[0])[0])
+    if int(num_steps) < 1:
+        raise ValueError(f"StateSpace.num_steps must be >= 1, got {num_steps}.")
+
+    def step(key, x_prev, u, t):
+        x = ssm.sample_transition(key, x_prev, u, t)
+        return x, ssm.log_observation(x, u, t)
+
+    def step_initial(key, u):
+        x = ssm.sample_initial(key, u)
+        return x, ssm.log_observation(x, u, 0)
+
+    def complete(x_prev, z, u, t):
+        if ssm.log_transition is None:
+            raise ValueError("A guided proposal needs StateSpace.log_transition (log f_t(x_t | x_{t-1})).")
+        return z, ssm.log_transition(x_prev, z, u, t), ssm.log_observation(z, u, t)
+
+    return ssm._replace(num_steps=int(num_steps), step=ssm.step or step, step_initial=ssm.step_initial or step_initial,
+                        complete=ssm.complete or complete, record=ssm.record or (lambda x: x))
+
+
+def _weighted_quantiles(w, x, probs):
+    """Quantiles ``probs`` of each column of ``x [N, ...]`` under weights ``w [N]``: the smallest value whose
+    cumulative weight reaches ``p``."""
+    flat = x.reshape(x.shape[0], -1)
+    order = jnp.argsort(flat, axis=0)
+    xs = jnp.take_along_axis(flat, order, axis=0)
+    cw = jnp.cumsum(w[order], axis=0)
+    idx = jnp.sum(cw[None] < jnp.asarray(probs)[:, None, None], axis=1)
+    q = jnp.take_along_axis(xs, jnp.minimum(idx, x.shape[0] - 1), axis=0)
+    return q.reshape((len(probs),) + x.shape[1:])
+
+
+def weighted_moments(values, log_weights, probs: Sequence[float] = (0.05, 0.5, 0.95)) -> dict:
+    """``{"mean": sum_i W_i v_i, "var": sum_i W_i (v_i - mean)^2, "quantiles": [len(probs), ...]}`` of each
+    leaf of ``values`` (leading particle axis) under the normalised weights ``W = softmax(log_weights)``."""
+    w = normalize(log_weights)
+
+    def mean(v):
+        return jnp.tensordot(w, v.astype(w.dtype), axes=1)
+
+    means = jax.tree_util.tree_map(mean, values)
+    var = jax.tree_util.tree_map(lambda v, m: mean((v - m) ** 2), values, means)
+    qs = jax.tree_util.tree_map(lambda v: _weighted_quantiles(w, v.astype(w.dtype), probs), values)
+    return {"mean": means, "var": var, "quantiles": qs}
+
+
+def filter_feynman_kac(ssm: StateSpace, num_particles: int, proposal: Optional[Callable] = None,
+                       lookahead: Optional[Callable] = None) -> FeynmanKac:
+    """The particle filter of a (completed, :func:`complete_state_space`) ``ssm`` as a :class:`FeynmanKac`
+    with particles ``(x_t, log eta_{t+1}(x_t))`` and stage parameter ``t`` (module docstring).
+
+    proposal(key, x_prev, u_t, t) -> (z, log q): a guided proposal for ``t >= 1`` (``z`` goes through
+    ``ssm.complete``); None: bootstrap. lookahead(x_prev, u_t, t) -> log eta_t(x_prev): auxiliary filter."""
+    inputs, num_steps = ssm.inputs, ssm.num_steps
+    last = num_steps - 1
+
+    def look(x, t):
+        if lookahead is None:
+            return jnp.zeros(num_particles)
+        u = time_slice(inputs, jnp.minimum(t, last))
+        la = jax.vmap(lookahead, in_axes=(0, None, None))(x, u, t)
+        return jnp.where(t <= last, la, 0.0)
+
+    def init(key):
+        u0 = time_slice(inputs, 0)
+        x, log_g = jax.vmap(ssm.step_initial, in_axes=(0, None))(jax.random.split(key, num_particles), u0)
+        la = look(x, 1)
+        return (x, la), log_g + la, jnp.zeros((), jnp.int32)
+
+    def move(key, particles, log_weights, t, ancestry):
+        x_prev, la_prev = particles
+        t1 = t + 1
+        u = time_slice(inputs, t1)
+        keys = jax.random.split(key, num_particles)
+        if proposal is None:
+            x, log_g = jax.vmap(ssm.step, in_axes=(0, 0, None, None))(keys, x_prev, u, t1)
+        else:
+            z, log_q = jax.vmap(proposal, in_axes=(0, 0, None, None))(keys, x_prev, u, t1)
+            x, log_f, log_g = jax.vmap(ssm.complete, in_axes=(0, 0, None, None))(x_prev, z, u, t1)
+            log_g = log_g + log_f - log_q
+        la = look(x, t1 + 1)
+        return (x, la), None, log_g + la - la_prev
+
+    return FeynmanKac(init, move, lambda x, lw, t, info: t + 1, None,
+                      progress=lambda t: t / jnp.maximum(last, 1))
+
+
+class StateSpaceFilter:
+    """A particle filter for :class:`smcppl.SMC`::
+
+        smc = SMC(StateSpaceFilter(model, theta={"phi": 0.9, ...}), num_particles=1000, num_chains=4)
+        smc.run(jax.random.key(0), y)   # the model's arguments
+        smc.log_evidence                # log p(y | theta) estimates, one per chain
+        smc.trace.summary["mean"]       # filtering means per chain and time step
+
+    model: a NumPyro model whose time loop is ``numpyro.contrib.control_flow.scan`` (module
+    :mod:`~smcppl.inference.state_space.scan`; ``theta`` gives its static parameters) or a
+    :class:`~smcppl.models.state_space.StateSpace` (then ``run`` takes no model arguments).
+    proposal: ``"bootstrap"`` or a guided proposal ``q(key, x_prev, u_t, t) -> (z, log q)`` for ``t >= 1``
+    (for a scan model ``z`` is the dict of the body's latent sites). lookahead: ``eta(x_prev, u_t, t) ->
+    log eta`` for an auxiliary filter. resampling/entropic: any policy of the core (default: systematic
+    when ESS/N < 0.5); entropic resampling is corrected so that ``Z_hat`` stays unbiased.
+    quantiles: probabilities of the per-time-step filtering quantiles.
+    """
+
+    def __init__(self, model: Union[Callable, StateSpace], proposal: Union[str, Callable] = "bootstrap", *,
+                 theta: Optional[dict] = None, lookahead: Optional[Callable] = None, resampling=None, entropic=None,
+                 quantiles: Sequence[float] = (0.05, 0.5, 0.95)):
+        if not (isinstance(model, StateSpace) or callable(model)):
+            raise TypeError(f"model must be a NumPyro model (a function) or a StateSpace, got {type(model).__name__}.")
+        if not (proposal == "bootstrap" or callable(proposal)):
+            raise ValueError(f"proposal must be 'bootstrap' or a function (key, x_prev, u_t, t) -> (z, log q), "
+                             f"got {proposal!r}.")
+        if lookahead is not None and not callable(lookahead):
+            raise TypeError(f"lookahead must be a function (x_prev, u_t, t) -> log eta, got {lookahead!r}.")
+        self.model, self.theta = model, dict(theta or {})
+        self.proposal = None if proposal == "bootstrap" else proposal
+        self.lookahead = lookahead
+        self.resampling = as_resampling(resampling, entropic)
+        self.quantiles = tuple(open_unit_interval(q, "quantiles") for q in quantiles)
+
+    def state_space(self, *args, **kwargs) -> StateSpace:
+        """The completed lower-level form this filter runs (checks a scan model's declaration)."""
+        if isinstance(self.model, StateSpace):
+            if args or kwargs:
+                raise TypeError("A StateSpace model takes no run arguments (its inputs are StateSpace.inputs).")
+            return complete_state_space(self.model)
+        structure = inspect_scan_model(self.model, *args, **kwargs)
+        missing = [k for k in structure.static_sites if k not in self.theta]
+        if missing:
+            raise StateSpaceModelError(f"theta has no value for the static parameter(s) {missing}: give "
+                                       f"StateSpaceFilter(model, theta={{...}}) a value for each of "
+                                       f"{list(structure.static_sites)}.")
+        extra = [k for k in self.theta if k not in structure.static_sites]
+        if extra:
+            raise StateSpaceModelError(f"theta names {extra}, which are not static parameters of the model (those "
+                                       f"are {list(structure.static_sites)}).")
+        return complete_state_space(scan_state_space(self.model, self.theta, *args, **kwargs))
+
+    def smooth(self, rng_key, num_particles: int, num_paths: int, *args, method: str = "ffbs", **kwargs):
+        """Smoothing paths of the model on its arguments ``*args, **kwargs`` with this filter's proposal,
+        look-ahead and resampling (:func:`smcppl.inference.state_space.smoothing.smooth`: ``"ffbs"`` or
+        ``"genealogy"``); returns a ``SmoothingResult`` whose ``paths`` leaves are ``[num_paths, T, ...]``."""
+        from smcppl.inference.state_space.smoothing import smooth
+
+        ssm = self.state_space(*args, **kwargs)
+        return jax.jit(lambda k: smooth(k, ssm, num_particles, num_paths, method, self.resampling, self.proposal,
+                                        self.lookahead))(rng_key)
+
+    def build(self, num_particles: int, *args, **kwargs) -> Plan:
+        ssm = self.state_space(*args, **kwargs)
+        fk = filter_feynman_kac(ssm, num_particles, self.proposal, self.lookahead)
+        probs = self.quantiles
+
+        def summary(particles, log_weights):
+            x, la = particles
+            return weighted_moments(jax.vmap(ssm.record)(x), log_weights - la, probs)
+
+        def postprocess(particles):
+            rec = jax.vmap(ssm.record)(particles[0])
+            return dict(rec) if isinstance(rec, dict) else {"x": rec}
+
+        kind = "bootstrap" if self.proposal is None else "guided"
+        kind = ("auxiliary " + kind) if self.lookahead is not None else kind
+        return Plan(fk=fk, num_steps=ssm.num_steps - 1, max_stages=ssm.num_steps - 1, postprocess=postprocess,
+                    resampling=self.resampling, summary_fn=summary, name="StateSpaceFilter", progress_name="t",
+                    entropic_correction=True, attrs={"filter": kind, "num_time_steps": ssm.num_steps},
+                    metadata={"quantiles": probs, "filtering_dataset": filtering_dataset})

@@ -1,0 +1,297 @@
+"""State-space models declared in NumPyro with ``numpyro.contrib.control_flow.scan``.
+
+The declaration is an ordinary NumPyro model whose time loop is one ``scan``::
+
+    def sv(y):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))               # static parameters: before the scan
+        phi = numpyro.sample("phi", dist.Uniform(-1, 1))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(1))
+        h0 = numpyro.sample("h0", dist.Normal(mu, sigma / jnp.sqrt(1 - phi**2)))  # initial state
+
+        def step(h, y_t):                                           # latent state and observation inside
+            h = numpyro.sample("h", dist.Normal(mu + phi * (h - mu), sigma))
+            numpyro.sample("y", dist.Normal(0, jnp.exp(h / 2)), obs=y_t)
+            return h, None
+
+        scan(step, h0, y)
+
+An effect handler (:class:`capture_scan`) intercepts the ``scan`` message instead of running it, so the
+model needs no rewriting. For given static parameters ``theta`` (:func:`scan_state_space`) the model is run
+up to its ``scan`` and the body ``f(carry, x_t)`` is turned into the lower-level form
+:class:`~smcppl.models.state_space.StateSpace` of per-particle functions. The state at time ``t`` is the dict
+``{"carry": c_t, "prev": c_{t-1}, "latent": z_t, "initial": initial-state sites}``: ``z_t`` the body's latent sites at step ``t`` and ``c_t``
+the carry the body returns; with ``c_{-1}`` the scan's ``init`` (drawn from the initial-state sites):
+
+* ``x_0``: ``c_{-1} ~ p(initial-state sites | theta)``, then step 0 of the body;
+* ``f_t(x_t | x_{t-1}) = prod_{latent sites s} p(z_{t,s} | c_{t-1}, x_t)`` (the body's latent sites);
+* ``g_t(y_t | x_t) = prod_{observed sites s} p(y_{t,s} | c_{t-1}, z_t, x_t)``.
+
+``f_t`` is a density of the state (``log_transition``, used by FFBS) only when the body's new carry is a
+function of its latent sites alone; otherwise (e.g. an AR(2) carry ``(x_t, x_{t-1})``) ``log_transition``
+is None and smoothing uses the genealogy.
+
+Sites before the scan are *static parameters* unless the scan's ``init`` depends on their value (then they
+are *initial-state* sites, drawn per particle); the split is read off the model's jaxpr
+(:func:`inputs_used`). Models that do not fit raise :class:`StateSpaceModelError` naming the site: no
+``scan`` or more than one, observed sites outside the scan, latent sites after it, discrete static
+parameters, a reversed scan or ``history != 1``, no observed site in the body, a nested ``scan``.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import Var
+from numpyro import handlers
+from numpyro.contrib.control_flow.scan import scan_wrapper
+from numpyro.distributions import biject_to
+from numpyro.infer.util import _unconstrain_reparam
+from numpyro.primitives import Messenger
+
+from smcppl.models.state_space import StateSpace
+
+__all__ = ["StateSpaceModelError", "ScanCall", "ScanStructure", "capture_scan", "inspect_scan_model",
+           "scan_state_space", "inputs_used", "run_body", "time_slice", "prior_draw", "static_log_prior"]
+
+
+class StateSpaceModelError(ValueError):
+    """A NumPyro model that is not a state-space model of the scan form (raised before compilation)."""
+
+
+class ScanCall(NamedTuple):
+    """The arguments of one ``numpyro.contrib.control_flow.scan`` call."""
+
+    f: Callable
+    init: Any
+    xs: Any
+    length: int
+    reverse: bool
+    history: int
+
+
+class _StopAtScan(Exception):
+    pass
+
+
+class capture_scan(Messenger):
+    """Effect handler recording every ``scan`` call of the model (:attr:`calls`) and the names of the sample
+    sites seen before the first one (:attr:`before`), after it (:attr:`after`) and inside it
+    (:attr:`inside`: the body's trace, when the scan runs). ``stop=True`` aborts the model at its first
+    ``scan`` (the scan is not run); catch with :meth:`run`."""
+
+    def __init__(self, fn=None, stop: bool = False):
+        self.stop = stop
+        self.calls: list = []
+        self.before: list = []
+        self.after: list = []
+        self.inside: dict = {}
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] == "control_flow" and msg["fn"] is scan_wrapper:
+            f, init, xs, length, reverse = msg["args"]
+            if length is None:
+                length = int(np.shape(jax.tree_util.tree_leaves(xs)[0])[0])
+            self.calls.append(ScanCall(f, init, xs, int(length), bool(reverse), int(msg["kwargs"].get("history", 1))))
+            if self.stop:
+                raise _StopAtScan()
+
+    def postprocess_message(self, msg):
+        if msg["type"] == "control_flow" and msg["fn"] is scan_wrapper:
+            if len(self.calls) == 1:
+                self.inside = dict(msg["value"][1][0].trace)
+        elif msg["type"] == "sample" and msg["name"] not in self.inside:
+            (self.after if self.calls else self.before).append(msg["name"])
+
+    def run(self, *args, **kwargs):
+        """Call the wrapped model, absorbing the stop at the scan."""
+        try:
+            self(*args, **kwargs)
+        except _StopAtScan:
+            pass
+        return self
+
+
+def inputs_used(fn: Callable, values: dict) -> set:
+    """Names of the entries of ``values`` (each a pytree) that the outputs of ``fn(values)`` depend on, read
+    off the jaxpr (structurally: an equation's outputs depend on all of its inputs)."""
+    leaves, treedef = jax.tree_util.tree_flatten(values)
+    owner = [k for k in sorted(values) for _ in jax.tree_util.tree_leaves(values[k])]  # dicts flatten key-sorted
+    closed = jax.make_jaxpr(lambda *v: fn(jax.tree_util.tree_unflatten(treedef, v)))(*leaves)
+    jaxpr = closed.jaxpr
+    needed = {v for v in jaxpr.outvars if isinstance(v, Var)}
+    for eqn in reversed(jaxpr.eqns):
+        if any(o in needed for o in eqn.outvars):
+            needed.update(v for v in eqn.invars if isinstance(v, Var))
+    return {n for n, v in zip(owner, jaxpr.invars) if v in needed}
+
+
+class ScanStructure(NamedTuple):
+    """What :func:`inspect_scan_model` found: site names by role and example values."""
+
+    static_sites: tuple  # before the scan, not feeding its init: parameters theta
+    initial_sites: tuple  # before the scan, feeding its init: drawn per particle
+    latent_sites: tuple  # inside the scan body, not observed: the state z_t
+    observed_sites: tuple  # inside the scan body, observed: y_t
+    length: int
+    example: dict  # one draw of every site before the scan (constrained values)
+    supports: dict  # static site -> its distribution's support (for biject_to)
+
+
+def _prefix(model, args, kwargs, values: dict, key):
+    """Run ``model`` up to its scan with ``values`` substituted and the rest seeded by ``key``; return the
+    :class:`ScanCall` and the trace of the sites before it."""
+    cap = capture_scan(handlers.seed(handlers.substitute(model, data=values), key), stop=True)
+    with handlers.block(), handlers.trace() as tr:
+        cap.run(*args, **kwargs)
+    if not cap.calls:
+        raise StateSpaceModelError(
+            "The model has no numpyro.contrib.control_flow.scan: declare the time loop with scan (static "
+            "parameters before it, latent state and observation inside its body), or use the lower-level form "
+            "smcppl.models.state_space.StateSpace(sample_initial, sample_transition, log_observation).")
+    return cap.calls[0], tr
+
+
+def inspect_scan_model(model: Callable, *args, **kwargs) -> ScanStructure:
+    """Check that ``model(*args, **kwargs)`` is a state-space model of the scan form and sort its sites;
+    raises :class:`StateSpaceModelError` naming the offending site otherwise."""
+    cap = capture_scan(handlers.seed(model, 0))
+    with handlers.block(), handlers.trace() as tr:
+        cap.run(*args, **kwargs)
+    if not cap.calls:
+        _prefix(model, args, kwargs, {}, jax.random.key(0))  # raises the "no scan" error
+    if len(cap.calls) > 1:
+        raise StateSpaceModelError(f"The model calls scan {len(cap.calls)} times; a state-space model has one time "
+                                   "loop. Merge the loops into one scan body, or use the lower-level StateSpace form.")
+    call = cap.calls[0]
+    if call.reverse or call.history != 1:
+        raise StateSpaceModelError(f"The model's scan has reverse={call.reverse}, history={call.history}; particle "
+                                   "filters need a forward scan with history=1 (the default).")
+    for name in cap.before + cap.after:
+        if tr[name]["is_observed"]:
+            raise StateSpaceModelError(
+                f"Observed site {name!r} is outside the scan: every observation must be inside the scan body (the "
+                "filter weights particles by the observations of each time step). Move it into the body, or use "
+                "the lower-level StateSpace form.")
+    for name in cap.after:
+        raise StateSpaceModelError(f"Latent site {name!r} is sampled after the scan: static parameters must be "
+                                   "sampled before the scan, the latent state inside its body.")
+    latent = tuple(k for k, s in cap.inside.items() if s["type"] == "sample" and not s["is_observed"])
+    observed = tuple(k for k, s in cap.inside.items() if s["type"] == "sample" and s["is_observed"])
+    if not observed:
+        raise StateSpaceModelError("The scan body has no observed site (numpyro.sample(..., obs=y_t)): there is "
+                                   "nothing to filter on. Pass the observations to the model.")
+    before = [k for k in cap.before if tr[k]["type"] == "sample"]
+    example = {k: tr[k]["value"] for k in before}
+    used = inputs_used(lambda v: _prefix(model, args, kwargs, v, jax.random.key(0))[0].init, example) if before else set()
+    static = tuple(k for k in before if k not in used)
+    for k in static:
+        if not jnp.issubdtype(jnp.result_type(example[k]), jnp.floating):
+            raise StateSpaceModelError(
+                f"Static parameter {k!r} is discrete ({jnp.result_type(example[k])}): particle MCMC "
+                "moves continuous parameters only. Make it continuous, fix it (pass it as data), or marginalise it.")
+    return ScanStructure(static, tuple(k for k in before if k in used), latent, observed, call.length, example,
+                         {k: tr[k]["fn"].support for k in static})
+
+
+def _site_log_prob(site):
+    lp = jnp.sum(site["fn"].log_prob(site["value"]))
+    return lp if site.get("scale") is None else site["scale"] * lp
+
+
+def run_body(f: Callable, carry, x_t, key=None, latent: Optional[dict] = None):
+    """Run the scan body once, ``f(carry, x_t)``: latent sites drawn with ``key`` (``handlers.seed``) or set
+    to ``latent``. Returns ``(new carry, latent values, log f, log g)`` (sums of the latent and observed
+    sites' log-densities)."""
+    fn = f if latent is None else handlers.substitute(f, data=latent)
+    fn = fn if key is None else handlers.seed(fn, key)
+    cap = capture_scan(fn)
+    with handlers.block(), handlers.trace() as tr:
+        new_carry, _ = cap(carry, x_t)
+    if cap.calls:
+        raise StateSpaceModelError("The scan body calls scan itself: nested scans are not supported.")
+    sites = [s for s in tr.values() if s["type"] == "sample"]
+    z = {s["name"]: s["value"] for s in sites if not s["is_observed"]}
+    log_f = sum((_site_log_prob(s) for s in sites if not s["is_observed"]), jnp.zeros(()))
+    log_g = sum((_site_log_prob(s) for s in sites if s["is_observed"]), jnp.zeros(()))
+    return new_carry, z, log_f, log_g
+
+
+def time_slice(inputs, t):
+    """The time-``t`` slice of an inputs pytree (leading time axis)."""
+    return jax.tree_util.tree_map(lambda a: a[t], inputs)
+
+
+def prior_draw(model: Callable, static_sites, key, *args, **kwargs) -> dict:
+    """One draw of the static parameters from the prior, in NumPyro's unconstrained space."""
+    call_tr = _prefix(model, args, kwargs, {}, key)[1]
+    return {k: biject_to(call_tr[k]["fn"].support).inv(call_tr[k]["value"]) for k in static_sites}
+
+
+def static_log_prior(model: Callable, static_sites, u: dict, *args, **kwargs):
+    """``(theta, log p(theta) + log |det d theta / d u|)`` for unconstrained values ``u`` of the static sites
+    (NumPyro's reparametrisation ``theta_s = biject_to(support_s)(u_s)``, as in ``potential_energy``)."""
+    fn = handlers.substitute(model, substitute_fn=partial(_unconstrain_reparam, u))
+    cap = capture_scan(handlers.seed(fn, jax.random.key(0)), stop=True)
+    with handlers.block(), handlers.trace() as tr:
+        cap.run(*args, **kwargs)
+    names = [k for k in static_sites] + [f"_{k}_log_det" for k in static_sites if f"_{k}_log_det" in tr]
+    return {k: tr[k]["value"] for k in static_sites}, sum((_site_log_prob(tr[k]) for k in names), jnp.zeros(()))
+
+
+def scan_state_space(model: Callable, theta: dict, *args, check_markov: bool = True, **kwargs) -> StateSpace:
+    """The lower-level form of a scan-declared model for static parameters ``theta`` (site -> constrained
+    value; missing static sites are an error). States are ``{"carry", "prev", "latent", "initial"}`` dicts
+    (module docstring; ``initial``: the initial-state sites' values, carried along each path); ``inputs`` are the scan's ``xs``. Key use: ``sample_initial(key)`` splits ``key`` into
+    ``(k_init, k_step)``: the initial-state sites are drawn under ``handlers.seed(k_init)`` and step 0 under
+    ``handlers.seed(k_step)``; ``sample_transition(key, ...)`` runs the body under ``handlers.seed(key)``.
+    ``check_markov=False`` skips the check that gates ``log_transition`` (module docstring) and keeps it."""
+    def call_for(key):
+        return _prefix(model, args, kwargs, dict(theta), key)[0]
+
+    def init_for(key):
+        """The scan's init carry and the initial-state site values, drawn with ``key``."""
+        call_k, tr = _prefix(model, args, kwargs, dict(theta), key)
+        return call_k.init, {k: s["value"] for k, s in tr.items()
+                             if s["type"] == "sample" and not s["is_observed"] and k not in theta}
+
+    call = call_for(jax.random.key(0))
+    f = call.f
+
+    def state(carry, x_prev, z):
+        return {"carry": carry, "prev": x_prev["carry"], "latent": z, "initial": x_prev["initial"]}
+
+    def initial(key, x_0):
+        k_init, k_step = jax.random.split(key)
+        init, sites = init_for(k_init)
+        carry, z, _, log_g = run_body(f, init, x_0, k_step)
+        return state(carry, {"carry": init, "initial": sites}, z), log_g
+
+    def step(key, x_prev, x_t, t):
+        carry, z, _, log_g = run_body(f, x_prev["carry"], x_t, key)
+        return state(carry, x_prev, z), log_g
+
+    def log_observation(x, x_t, t):
+        return run_body(f, x["prev"], x_t, latent=x["latent"])[3]
+
+    def log_transition(x_prev, x, x_t, t):
+        return run_body(f, x_prev["carry"], x_t, latent=x["latent"])[2]
+
+    def complete(x_prev, z, x_t, t):
+        carry, _, log_f, log_g = run_body(f, x_prev["carry"], x_t, latent=z)
+        return state(carry, x_prev, z), log_f, log_g
+
+    # f_t(x_t | x_{t-1}) as a density of the latent sites is a density of the state only if the new carry is
+    # a function of the latent sites (not of the previous carry too, e.g. an AR(2) carry (x_t, x_{t-1}))
+    x0 = time_slice(call.xs, 0)
+    c0, z0, _, _ = run_body(f, call.init, x0, jax.random.key(0))
+    markov = not check_markov or "carry" not in inputs_used(lambda v: run_body(f, v["carry"], x0, latent=v["latent"])[0],
+                                        {"carry": call.init, "latent": z0})
+    return StateSpace(lambda key, x_0: initial(key, x_0)[0], lambda key, x_prev, x_t, t: step(key, x_prev, x_t, t)[0],
+                      log_observation,
+                      log_transition=log_transition if markov else None,
+                      inputs=call.xs, num_steps=call.length, step=step, step_initial=initial,
+                      complete=complete, record=lambda x: x["latent"])
