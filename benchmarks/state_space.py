@@ -30,17 +30,17 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from smcppl.core.engine import run_fixed  # noqa: E402
-from smcppl.core.policy import Resampling  # noqa: E402
-from smcppl.core.resampling import systematic  # noqa: E402
-from smcppl.core.weights import log_normalize  # noqa: E402
-from smcppl.inference.state_space.filter import complete_state_space, filter_feynman_kac  # noqa: E402
-from smcppl.inference.state_space.scan import scan_state_space  # noqa: E402
-from smcppl.models.state_space import LinearGaussian, StateSpace, kalman_filter, lg_model, simulate  # noqa: E402
+from smcppl.core.engine import run_fixed
+from smcppl.core.policy import Resampling
+from smcppl.core.resampling import systematic
+from smcppl.core.weights import log_normalize
+from smcppl.inference.state_space.filter import complete_state_space, filter_feynman_kac
+from smcppl.inference.state_space.scan import scan_state_space
+from smcppl.models.state_space import LinearGaussian, StateSpace, kalman_filter, lg_model, simulate
 
 A, Q, R, T = 0.9, 0.5, 1.0, 100
 LG = LinearGaussian(np.eye(1) * A, np.eye(1) * Q, np.eye(1), np.eye(1) * R, np.eye(1) * Q / (1 - A**2))

@@ -232,7 +232,8 @@ def test_particle_gibbs_recovers_grid_posterior(grid_posterior):
     """Particle Gibbs with ancestor sampling: p(a | y) against the exact posterior, and the paths' means
     against the RTS smoother at the posterior mean of a (the paths average over a, whose posterior sd ~0.05
     moves the smoothing means by < 0.1)."""
-    pg = ParticleGibbs(lg_zoo, num_particles=32, num_warmup=150, num_samples=500, num_chains=4).run(jax.random.key(1), Y)
+    pg = ParticleGibbs(lg_zoo, num_particles=32, num_warmup=150, num_samples=500, num_chains=4)
+    pg = pg.run(jax.random.key(1), Y)
     idata = pg.to_arviz()
     assert pg.rhat()["a"] < 1.05
     _check_posterior(pg.get_samples()["a"], idata, *grid_posterior)
@@ -287,3 +288,16 @@ def test_structure_and_theta_errors():
         StateSpaceFilter(lg_model, theta={**THETA, "x_init": 0.0}).build(8, Y)
     with pytest.raises(ValueError, match="proposal must be 'bootstrap'"):
         StateSpaceFilter(lg_model, proposal="optimal")
+
+
+def test_export_has_a_filtering_group_with_a_time_dimension(scan_run):
+    """SMC.to_arviz of a filter run carries the per-time-step filtering moments next to smc_stats, and
+    they equal the run's own trace (the export adds no arithmetic)."""
+    from smcppl.diagnostics import to_datatree
+
+    tree = to_datatree(scan_run)
+    ds = tree["filtering"].to_dataset()
+    assert ds["x_mean"].dims == ("chain", "time") and ds.sizes["time"] == len(Y)
+    np.testing.assert_allclose(ds["x_mean"].values, np.asarray(scan_run.trace.summary["mean"]["x"]), rtol=1e-6)
+    np.testing.assert_allclose(ds["log_likelihood_increment"].values.sum(axis=1),
+                               np.asarray(scan_run.log_evidence, float), rtol=1e-5)

@@ -340,6 +340,9 @@ def output_to_datatree(output: SMCOutput, samples: Optional[Mapping] = None, *, 
         groups["observed_data"] = _dataset({k: np.asarray(v) for k, v in dict(observed).items()}, (), dims_meta,
                                            coords_meta, {}, group_attrs)
     groups[SMC_STATS_GROUP] = smc_stats_dataset(output, group_attrs, draw_stats)
+    if callable(metadata.get("filtering_dataset")):  # particle filters: per-time-step moments, ESS, ...
+        filtering = metadata["filtering_dataset"](output, quantiles=metadata.get("quantiles"))
+        groups["filtering"] = filtering.assign_attrs({**group_attrs, **clean_attrs(filtering.attrs)})
     tree = xr.DataTree.from_dict({f"/{k}": v for k, v in groups.items()})
     tree.attrs = dict(group_attrs)
     return tree

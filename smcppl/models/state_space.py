@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["StateSpace", "StateSpaceModel", "LinearGaussian", "linear_gaussian", "kalman_filter", "kalman_smoother", "simulate",
+__all__ = ["StateSpace", "StateSpaceModel", "LinearGaussian", "linear_gaussian", "kalman_filter", "kalman_smoother",
+           "simulate",
            "lg_model", "stochastic_volatility", "load_us_gdp_growth", "growth_model", "simulate_growth"]
 
 

@@ -129,7 +129,8 @@ class ParticleGibbs:
                 x = ssm.sample_transition(k, x, time_slice(ssm.inputs, t), t)
                 return x, x
 
-            _, rest = jax.lax.scan(forward, x0, (jax.random.split(k_path, ssm.num_steps - 1), jnp.arange(1, ssm.num_steps)))
+            steps = (jax.random.split(k_path, ssm.num_steps - 1), jnp.arange(1, ssm.num_steps))
+            _, rest = jax.lax.scan(forward, x0, steps)
             path = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), x0, rest)
 
             def warm(carry, k):
@@ -162,7 +163,7 @@ class ParticleGibbs:
                                        "the state: the scan body's new carry must be a function of its latent sites.")
         chain = self._chain_fn(args, kwargs, structure.static_sites)
         thetas, latents, accepts = jax.jit(jax.vmap(chain))(jax.random.split(rng_key, self.num_chains))
-        self._samples = {**{k: np.asarray(v) for k, v in thetas.items()}, **{k: np.asarray(v) for k, v in latents.items()}}
+        self._samples = {k: np.asarray(v) for k, v in {**thetas, **latents}.items()}
         self.static_sites = structure.static_sites
         self.accepted = np.asarray(accepts)
         self.acceptance_rate = self.accepted.mean(axis=1)

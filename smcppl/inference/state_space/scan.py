@@ -19,8 +19,9 @@ An effect handler (:class:`capture_scan`) intercepts the ``scan`` message instea
 model needs no rewriting. For given static parameters ``theta`` (:func:`scan_state_space`) the model is run
 up to its ``scan`` and the body ``f(carry, x_t)`` is turned into the lower-level form
 :class:`~smcppl.models.state_space.StateSpace` of per-particle functions. The state at time ``t`` is the dict
-``{"carry": c_t, "prev": c_{t-1}, "latent": z_t, "initial": initial-state sites}``: ``z_t`` the body's latent sites at step ``t`` and ``c_t``
-the carry the body returns; with ``c_{-1}`` the scan's ``init`` (drawn from the initial-state sites):
+``{"carry": c_t, "prev": c_{t-1}, "latent": z_t, "initial": initial-state sites}``: ``z_t`` the body's latent
+sites at step ``t`` and ``c_t`` the carry the body returns; with ``c_{-1}`` the scan's ``init`` (drawn from the
+initial-state sites):
 
 * ``x_0``: ``c_{-1} ~ p(initial-state sites | theta)``, then step 0 of the body;
 * ``f_t(x_t | x_{t-1}) = prod_{latent sites s} p(z_{t,s} | c_{t-1}, x_t)`` (the body's latent sites);
@@ -186,7 +187,10 @@ def inspect_scan_model(model: Callable, *args, **kwargs) -> ScanStructure:
                                    "nothing to filter on. Pass the observations to the model.")
     before = [k for k in cap.before if tr[k]["type"] == "sample"]
     example = {k: tr[k]["value"] for k in before}
-    used = inputs_used(lambda v: _prefix(model, args, kwargs, v, jax.random.key(0))[0].init, example) if before else set()
+    def initial_carry(values):
+        return _prefix(model, args, kwargs, values, jax.random.key(0))[0].init
+
+    used = inputs_used(initial_carry, example) if before else set()
     static = tuple(k for k in before if k not in used)
     for k in static:
         if not jnp.issubdtype(jnp.result_type(example[k]), jnp.floating):
@@ -222,7 +226,7 @@ def run_body(f: Callable, carry, x_t, key=None, latent: Optional[dict] = None):
 
 def time_slice(inputs, t):
     """The time-``t`` slice of an inputs pytree (leading time axis)."""
-    return jax.tree_util.tree_map(lambda a: a[t], inputs)
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a)[t], inputs)  # NumPy data indexed by a traced t
 
 
 def prior_draw(model: Callable, static_sites, key, *args, **kwargs) -> dict:
@@ -245,7 +249,8 @@ def static_log_prior(model: Callable, static_sites, u: dict, *args, **kwargs):
 def scan_state_space(model: Callable, theta: dict, *args, check_markov: bool = True, **kwargs) -> StateSpace:
     """The lower-level form of a scan-declared model for static parameters ``theta`` (site -> constrained
     value; missing static sites are an error). States are ``{"carry", "prev", "latent", "initial"}`` dicts
-    (module docstring; ``initial``: the initial-state sites' values, carried along each path); ``inputs`` are the scan's ``xs``. Key use: ``sample_initial(key)`` splits ``key`` into
+    (module docstring; ``initial``: the initial-state sites' values, carried along each path); ``inputs`` are the
+    scan's ``xs``. Key use: ``sample_initial(key)`` splits ``key`` into
     ``(k_init, k_step)``: the initial-state sites are drawn under ``handlers.seed(k_init)`` and step 0 under
     ``handlers.seed(k_step)``; ``sample_transition(key, ...)`` runs the body under ``handlers.seed(key)``.
     ``check_markov=False`` skips the check that gates ``log_transition`` (module docstring) and keeps it."""
@@ -288,8 +293,10 @@ def scan_state_space(model: Callable, theta: dict, *args, check_markov: bool = T
     # a function of the latent sites (not of the previous carry too, e.g. an AR(2) carry (x_t, x_{t-1}))
     x0 = time_slice(call.xs, 0)
     c0, z0, _, _ = run_body(f, call.init, x0, jax.random.key(0))
-    markov = not check_markov or "carry" not in inputs_used(lambda v: run_body(f, v["carry"], x0, latent=v["latent"])[0],
-                                        {"carry": call.init, "latent": z0})
+    def next_carry(v):
+        return run_body(f, v["carry"], x0, latent=v["latent"])[0]
+
+    markov = not check_markov or "carry" not in inputs_used(next_carry, {"carry": call.init, "latent": z0})
     return StateSpace(lambda key, x_0: initial(key, x_0)[0], lambda key, x_prev, x_t, t: step(key, x_prev, x_t, t)[0],
                       log_observation,
                       log_transition=log_transition if markov else None,
