@@ -6,10 +6,13 @@ log-likelihood ``log p(y_{0:T-1})``. The trace's ``summary`` holds the filtering
 """
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
-from smcppl.core.engine import FeynmanKac, run_fixed, validate_num_particles
+from smcppl.core.engine import FeynmanKac, SMCOutput, run_fixed, validate_num_particles
 from smcppl.core.policy import Resampling, validate_resampling
 from smcppl.core.weights import normalize
 from smcppl.models.state_space import StateSpaceModel
@@ -17,7 +20,7 @@ from smcppl.models.state_space import StateSpaceModel
 __all__ = ["bootstrap_feynman_kac", "bootstrap_filter", "filtering_mean"]
 
 
-def bootstrap_feynman_kac(ssm: StateSpaceModel, observations, num_particles: int) -> FeynmanKac:
+def bootstrap_feynman_kac(ssm: StateSpaceModel, observations: ArrayLike, num_particles: int) -> FeynmanKac:
     """The bootstrap filter of ``ssm`` on ``observations`` (leading time axis) as a :class:`FeynmanKac`."""
     ys = jnp.asarray(observations)
     num_steps = ys.shape[0]
@@ -38,14 +41,14 @@ def bootstrap_feynman_kac(ssm: StateSpaceModel, observations, num_particles: int
     return FeynmanKac(init, move, update, log_potential, progress=lambda t: t / jnp.maximum(num_steps - 1, 1))
 
 
-def filtering_mean(particles, log_weights):
+def filtering_mean(particles: Any, log_weights: jax.Array) -> Any:
     """``sum_i W_i x_i`` over the leading particle axis."""
     w = normalize(log_weights)
     return jax.tree_util.tree_map(lambda x: jnp.tensordot(w, x, axes=1), particles)
 
 
-def bootstrap_filter(rng_key, ssm: StateSpaceModel, observations, num_particles: int,
-                     resampling: Resampling = Resampling(), record_ancestors=False):
+def bootstrap_filter(rng_key: jax.Array, ssm: StateSpaceModel, observations: ArrayLike, num_particles: int,
+                     resampling: Resampling = Resampling(), record_ancestors: bool = False) -> SMCOutput:
     """Run the bootstrap filter; returns an :class:`~smcppl.core.engine.SMCOutput` whose
     ``trace.summary`` are the filtering means and ``log_evidence`` the log-likelihood estimate."""
     num_particles = validate_num_particles(num_particles)

@@ -10,7 +10,7 @@ these are plain ``xarray.Dataset`` builders: add them to an ArviZ object with
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ def _named(tree, default: str = "x") -> dict:
     return {default: np.asarray(tree)}
 
 
-def filtering_dataset(run, times: Optional[Sequence] = None, quantiles: Optional[Sequence[float]] = None):
+def filtering_dataset(run: Any, times: Optional[Sequence] = None, quantiles: Optional[Sequence[float]] = None) -> Any:
     """An ``xarray.Dataset`` over ``(chain, time[, quantile], ...)`` from a filter run (an
     :class:`smcppl.SMC` that ran a ``StateSpaceFilter``, or its ``SMCOutput`` with or without a chain axis):
     ``{site}_mean``, ``{site}_var``, ``{site}_quantiles``, and ``ess`` (ESS/N), ``entropy``, ``resampled``,
@@ -64,7 +64,7 @@ def filtering_dataset(run, times: Optional[Sequence] = None, quantiles: Optional
     return xr.Dataset(data, coords=coords)
 
 
-def paths_dataset(paths, times: Optional[Sequence] = None):
+def paths_dataset(paths: Any, times: Optional[Sequence] = None) -> Any:
     """Smoothing paths (leaves ``[num_paths, T]``, or ``[chains, num_paths, T, ...]``) as an
     ``xarray.Dataset`` over ``(chain, draw, time, ...)``, the layout of an ArviZ ``posterior`` group."""
     import xarray as xr
@@ -79,8 +79,8 @@ def paths_dataset(paths, times: Optional[Sequence] = None):
     return xr.Dataset(data, coords=coords)
 
 
-def plot_filtering(run, site: Optional[str] = None, data=None, times=None, chain: int = 0, axes=None,
-                   smoothed=None):
+def plot_filtering(run: Any, site: Optional[str] = None, data: Any = None, times: Any = None, chain: int = 0,
+                   axes: Any = None, smoothed: Any = None) -> Any:
     """Plot the filtering mean of ``site`` with its outermost quantile band (and, if given, ``data`` as
     points and ``smoothed`` path means as a dashed line) above the ESS/N over time, resampling events
     marked. Returns the two matplotlib axes."""

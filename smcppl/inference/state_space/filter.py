@@ -18,7 +18,7 @@ variance and quantiles of ``record(x_t)`` at every time step.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,9 @@ from smcppl.inference.state_space.export import filtering_dataset
 from smcppl.inference.state_space.scan import (StateSpaceModelError, inspect_scan_model, scan_state_space,
                                                 time_slice)
 from smcppl.models.state_space import StateSpace
+
+if TYPE_CHECKING:
+    from smcppl.inference.state_space.smoothing import SmoothingResult
 
 __all__ = ["StateSpaceFilter", "filter_feynman_kac", "weighted_moments", "complete_state_space", "time_slice"]
 
@@ -84,7 +87,7 @@ def _weighted_quantiles(w, x, probs):
     return q.reshape((len(probs),) + x.shape[1:])
 
 
-def weighted_moments(values, log_weights, probs: Sequence[float] = (0.05, 0.5, 0.95)) -> dict:
+def weighted_moments(values: jax.Array, log_weights: jax.Array, probs: Sequence[float] = (0.05, 0.5, 0.95)) -> dict:
     """``{"mean": sum_i W_i v_i, "var": sum_i W_i (v_i - mean)^2, "quantiles": [len(probs), ...]}`` of each
     leaf of ``values`` (leading particle axis) under the normalised weights ``W = softmax(log_weights)``."""
     w = normalize(log_weights)
@@ -191,7 +194,8 @@ class StateSpaceFilter:
                                        f"are {list(structure.static_sites)}).")
         return complete_state_space(scan_state_space(self.model, self.theta, *args, **kwargs))
 
-    def smooth(self, rng_key, num_particles: int, num_paths: int, *args, method: str = "ffbs", **kwargs):
+    def smooth(self, rng_key: jax.Array, num_particles: int, num_paths: int, *args, method: str = "ffbs",
+               **kwargs) -> "SmoothingResult":
         """Smoothing paths of the model on its arguments ``*args, **kwargs`` with this filter's proposal,
         look-ahead and resampling (:func:`smcppl.inference.state_space.smoothing.smooth`: ``"ffbs"`` or
         ``"genealogy"``); returns a ``SmoothingResult`` whose ``paths`` leaves are ``[num_paths, T, ...]``."""

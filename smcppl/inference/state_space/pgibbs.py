@@ -17,7 +17,7 @@ Needs ``log_transition`` (the body's new carry a function of its latent sites, s
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,7 @@ from smcppl.inference.state_space.filter import complete_state_space
 from smcppl.inference.state_space.scan import (StateSpaceModelError, inspect_scan_model, prior_draw,
                                                scan_state_space, static_log_prior, time_slice)
 from smcppl.inference.state_space.smoothing import _genealogy
+from smcppl.models.state_space import StateSpace
 
 __all__ = ["ParticleGibbs", "conditional_smc"]
 
@@ -41,7 +42,7 @@ def _take(tree, idx):
     return jax.tree_util.tree_map(lambda a: a[idx], tree)
 
 
-def conditional_smc(key, ssm, reference, num_particles: int):
+def conditional_smc(key: jax.Array, ssm: StateSpace, reference: Any, num_particles: int) -> tuple:
     """One conditional-SMC-with-ancestor-sampling sweep of the (completed) ``ssm`` given the reference path
     ``reference`` (states with leading time axis); returns a new path drawn from the final weights."""
     n, num_steps, u_all = num_particles, ssm.num_steps, ssm.inputs
@@ -151,7 +152,7 @@ class ParticleGibbs:
 
         return chain
 
-    def run(self, rng_key, *args, **kwargs) -> "ParticleGibbs":
+    def run(self, rng_key: jax.Array, *args, **kwargs) -> "ParticleGibbs":
         """Run ``num_chains`` chains on the model's arguments (the observations)."""
         structure = inspect_scan_model(self.model, *args, **kwargs)
         if not structure.static_sites:
@@ -181,7 +182,7 @@ class ParticleGibbs:
             return dict(self._samples)
         return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self._samples.items()}
 
-    def to_arviz(self):
+    def to_arviz(self) -> Any:
         """ArviZ data: ``posterior`` with the static parameters (chain, draw) and the latent sites
         (chain, draw, time); ``sample_stats.accepted`` of the parameter moves."""
         import arviz as az

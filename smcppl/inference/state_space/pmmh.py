@@ -14,7 +14,7 @@ give R-hat and ESS through ArviZ.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -114,7 +114,7 @@ class PMMH:
 
         return chain
 
-    def run(self, rng_key, *args, **kwargs) -> "PMMH":
+    def run(self, rng_key: jax.Array, *args, **kwargs) -> "PMMH":
         """Run ``num_chains`` chains on the model's arguments (the observations)."""
         structure = inspect_scan_model(self.model, *args, **kwargs)
         if not structure.static_sites:
@@ -141,7 +141,7 @@ class PMMH:
             return dict(self._samples)
         return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self._samples.items()}
 
-    def to_arviz(self):
+    def to_arviz(self) -> Any:
         """ArviZ data: ``posterior`` (chain, draw) of the static parameters; ``sample_stats`` with
         ``accepted`` (per draw) and ``lp`` (log prior + log Z_hat of the current point)."""
         self._check()
@@ -157,7 +157,7 @@ class PMMH:
         self._check()
         return {k: float(np.max(np.asarray(az.rhat(v)))) for k, v in self._samples.items()}
 
-    def print_summary(self, prob: float = 0.9):
+    def print_summary(self, prob: float = 0.9) -> Any:
         """ArviZ's summary of the draws (mean, sd, HDI of mass ``prob``, ESS, R-hat)."""
         import arviz as az
 

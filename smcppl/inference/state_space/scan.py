@@ -40,12 +40,13 @@ parameters, a reversed scan or ``history != 1``, no observed site in the body, a
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Var
+from jax.typing import ArrayLike
 from numpyro import handlers
 from numpyro.contrib.control_flow.scan import scan_wrapper
 from numpyro.distributions import biject_to
@@ -206,7 +207,8 @@ def _site_log_prob(site):
     return lp if site.get("scale") is None else site["scale"] * lp
 
 
-def run_body(f: Callable, carry, x_t, key=None, latent: Optional[dict] = None):
+def run_body(f: Callable, carry: Any, x_t: Any, key: Optional[jax.Array] = None,
+             latent: Optional[dict] = None) -> tuple:
     """Run the scan body once, ``f(carry, x_t)``: latent sites drawn with ``key`` (``handlers.seed``) or set
     to ``latent``. Returns ``(new carry, latent values, log f, log g)`` (sums of the latent and observed
     sites' log-densities)."""
@@ -224,18 +226,18 @@ def run_body(f: Callable, carry, x_t, key=None, latent: Optional[dict] = None):
     return new_carry, z, log_f, log_g
 
 
-def time_slice(inputs, t):
+def time_slice(inputs: Any, t: ArrayLike) -> Any:
     """The time-``t`` slice of an inputs pytree (leading time axis)."""
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a)[t], inputs)  # NumPy data indexed by a traced t
 
 
-def prior_draw(model: Callable, static_sites, key, *args, **kwargs) -> dict:
+def prior_draw(model: Callable, static_sites: Sequence[str], key: jax.Array, *args, **kwargs) -> dict:
     """One draw of the static parameters from the prior, in NumPyro's unconstrained space."""
     call_tr = _prefix(model, args, kwargs, {}, key)[1]
     return {k: biject_to(call_tr[k]["fn"].support).inv(call_tr[k]["value"]) for k in static_sites}
 
 
-def static_log_prior(model: Callable, static_sites, u: dict, *args, **kwargs):
+def static_log_prior(model: Callable, static_sites: Sequence[str], u: dict, *args, **kwargs) -> tuple:
     """``(theta, log p(theta) + log |det d theta / d u|)`` for unconstrained values ``u`` of the static sites
     (NumPyro's reparametrisation ``theta_s = biject_to(support_s)(u_s)``, as in ``potential_energy``)."""
     fn = handlers.substitute(model, substitute_fn=partial(_unconstrain_reparam, u))

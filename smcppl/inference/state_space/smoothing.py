@@ -66,7 +66,7 @@ def _ffbs(key, xs, lws, log_transition, inputs, num_paths):
     return jnp.concatenate([rest, b_last[None]], axis=0)
 
 
-def smooth(rng_key, ssm: StateSpace, num_particles: int, num_paths: int, method: str = "ffbs",
+def smooth(rng_key: jax.Array, ssm: StateSpace, num_particles: int, num_paths: int, method: str = "ffbs",
            resampling: Resampling = Resampling(), proposal: Optional[Callable] = None,
            lookahead: Optional[Callable] = None) -> SmoothingResult:
     """Run the particle filter of ``ssm`` (bootstrap, or guided/auxiliary as in
