@@ -30,6 +30,7 @@ from smcppl.core.checks import open_unit_interval, positive_int
 from smcppl.core.engine import validate_num_particles
 from smcppl.core.weights import sanitize
 from smcppl.inference.state_space.filter import complete_state_space
+from smcppl.inference.state_space.chains import ParameterChains
 from smcppl.inference.state_space.scan import (StateSpaceModelError, inspect_scan_model, prior_draw,
                                                scan_state_space, static_log_prior, time_slice)
 from smcppl.inference.state_space.smoothing import _genealogy
@@ -74,7 +75,7 @@ def conditional_smc(key: jax.Array, ssm: StateSpace, reference: Any, num_particl
     return jax.tree_util.tree_map(lambda a: a[jnp.arange(num_steps), idx], xs)
 
 
-class ParticleGibbs:
+class ParticleGibbs(ParameterChains):
     """Particle Gibbs with ancestor sampling for a scan-declared NumPyro model (module docstring)::
 
         pg = ParticleGibbs(model, num_particles=64, num_warmup=300, num_samples=1000, num_chains=4)
@@ -170,18 +171,6 @@ class ParticleGibbs:
         self.acceptance_rate = self.accepted.mean(axis=1)
         return self
 
-    def _check(self):
-        if self._samples is None:
-            raise RuntimeError("Call .run(rng_key, ...) before asking for results.")
-
-    def get_samples(self, group_by_chain: bool = False) -> dict:
-        """Draws of the static parameters and the latent paths, ``(num_chains * num_samples, ...)`` or
-        ``(num_chains, num_samples, ...)``."""
-        self._check()
-        if group_by_chain:
-            return dict(self._samples)
-        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self._samples.items()}
-
     def to_arviz(self) -> Any:
         """ArviZ data: ``posterior`` with the static parameters (chain, draw) and the latent sites
         (chain, draw, time); ``sample_stats.accepted`` of the parameter moves."""
@@ -190,10 +179,3 @@ class ParticleGibbs:
         self._check()
         dims = {k: ["time"] for k in self._samples if k not in self.static_sites}
         return az.from_dict(posterior=dict(self._samples), sample_stats={"accepted": self.accepted}, dims=dims)
-
-    def rhat(self) -> dict:
-        """Split R-hat of each static parameter (ArviZ)."""
-        import arviz as az
-
-        self._check()
-        return {k: float(np.max(np.asarray(az.rhat(self._samples[k])))) for k in self.static_sites}

@@ -26,6 +26,7 @@ from smcppl.core.engine import run_fixed, validate_num_particles
 from smcppl.core.policy import as_resampling
 from smcppl.core.weights import sanitize
 from smcppl.inference.state_space.filter import complete_state_space, filter_feynman_kac
+from smcppl.inference.state_space.chains import ParameterChains
 from smcppl.inference.state_space.scan import (StateSpaceModelError, inspect_scan_model, prior_draw,
                                                scan_state_space, static_log_prior)
 
@@ -34,7 +35,7 @@ __all__ = ["PMMH"]
 SHRINK_DRAWS = 20  # weight (in draws) of the initial covariance guess 0.1 I in the adapted covariance
 
 
-class PMMH:
+class PMMH(ParameterChains):
     """Particle marginal Metropolis–Hastings for a scan-declared NumPyro state-space model::
 
         pmmh = PMMH(model, num_particles=256, num_warmup=300, num_samples=1000, num_chains=4)
@@ -130,17 +131,6 @@ class PMMH:
         self.static_sites = structure.static_sites
         return self
 
-    def _check(self):
-        if self._samples is None:
-            raise RuntimeError("Call .run(rng_key, ...) before asking for results.")
-
-    def get_samples(self, group_by_chain: bool = False) -> dict:
-        """Draws of the static parameters, ``(num_chains * num_samples, ...)`` or ``(num_chains, num_samples, ...)``."""
-        self._check()
-        if group_by_chain:
-            return dict(self._samples)
-        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self._samples.items()}
-
     def to_arviz(self) -> Any:
         """ArviZ data: ``posterior`` (chain, draw) of the static parameters; ``sample_stats`` with
         ``accepted`` (per draw) and ``lp`` (log prior + log Z_hat of the current point)."""
@@ -149,13 +139,6 @@ class PMMH:
 
         return az.from_dict(posterior=dict(self._samples),
                             sample_stats={"lp": self.log_target, "accepted": self.accepted})
-
-    def rhat(self) -> dict:
-        """Split R-hat of each static parameter (ArviZ)."""
-        import arviz as az
-
-        self._check()
-        return {k: float(np.max(np.asarray(az.rhat(v)))) for k, v in self._samples.items()}
 
     def print_summary(self, prob: float = 0.9) -> Any:
         """ArviZ's summary of the draws (mean, sd, HDI of mass ``prob``, ESS, R-hat)."""
