@@ -2,6 +2,8 @@
 parameters, read back as NumPyro's ``MCMC`` does (``get_samples``) with ArviZ's split R-hat."""
 from __future__ import annotations
 
+from typing import Any, Mapping, Optional
+
 import numpy as np
 
 __all__ = ["ParameterChains"]
@@ -31,3 +33,38 @@ class ParameterChains:
 
         self._check()
         return {k: float(np.max(np.asarray(az.rhat(self._samples[k])))) for k in self.static_sites}
+
+    def _arviz(self, sample_stats: Mapping, dims: Optional[Mapping] = None) -> Any:
+        """The draws as ArviZ data, for both ArviZ generations: an ``xarray.DataTree`` (ArviZ >= 1) or an
+        ``InferenceData`` (ArviZ < 1) with ``posterior`` and ``sample_stats`` (chain, draw, ...)."""
+        import arviz as az
+        import xarray as xr
+
+        def dataset(values: Mapping, named: Mapping) -> xr.Dataset:
+            out = {}
+            for k, v in values.items():
+                v = np.asarray(v)
+                names = list(named.get(k, ()))[: v.ndim - 2]
+                names += [f"{k}_dim_{i}" for i in range(len(names), v.ndim - 2)]
+                out[k] = (("chain", "draw", *names), v)
+            return xr.Dataset(out)
+
+        post, stats = dataset(self._samples, dims or {}), dataset(sample_stats, {})
+        if int(az.__version__.split(".")[0]) >= 1:
+            return xr.DataTree.from_dict({"posterior": post, "sample_stats": stats})
+        return az.InferenceData(posterior=post, sample_stats=stats)
+
+    def print_summary(self, prob: float = 0.9) -> Any:
+        """ArviZ's summary of the draws (mean, sd, highest-density interval of mass ``prob``, ESS, R-hat),
+        printed and returned, with the acceptance rate of each chain."""
+        import arviz as az
+
+        self._check()
+        data = self.to_arviz()
+        if int(az.__version__.split(".")[0]) >= 1:
+            table = az.summary(data, ci_prob=prob, ci_kind="hdi")
+        else:
+            table = az.summary(data, hdi_prob=prob)
+        print(table)
+        print(f"acceptance rate per chain: {np.round(self.acceptance_rate, 3).tolist()}")
+        return table

@@ -174,8 +174,6 @@ class ParticleGibbs(ParameterChains):
     def to_arviz(self) -> Any:
         """ArviZ data: ``posterior`` with the static parameters (chain, draw) and the latent sites
         (chain, draw, time); ``sample_stats.accepted`` of the parameter moves."""
-        import arviz as az
-
         self._check()
-        dims = {k: ["time"] for k in self._samples if k not in self.static_sites}
-        return az.from_dict(posterior=dict(self._samples), sample_stats={"accepted": self.accepted}, dims=dims)
+        latent_dims = {k: ["time"] for k in self._samples if k not in self.static_sites}
+        return self._arviz({"accepted": self.accepted}, latent_dims)

@@ -135,15 +135,4 @@ class PMMH(ParameterChains):
         """ArviZ data: ``posterior`` (chain, draw) of the static parameters; ``sample_stats`` with
         ``accepted`` (per draw) and ``lp`` (log prior + log Z_hat of the current point)."""
         self._check()
-        import arviz as az
-
-        return az.from_dict(posterior=dict(self._samples),
-                            sample_stats={"lp": self.log_target, "accepted": self.accepted})
-
-    def print_summary(self, prob: float = 0.9) -> Any:
-        """ArviZ's summary of the draws (mean, sd, HDI of mass ``prob``, ESS, R-hat)."""
-        import arviz as az
-
-        self._check()
-        print(az.summary(self.to_arviz(), hdi_prob=prob))
-        print(f"acceptance rate per chain: {np.round(self.acceptance_rate, 3).tolist()}")
+        return self._arviz({"lp": self.log_target, "accepted": self.accepted})
