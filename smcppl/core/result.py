@@ -5,7 +5,6 @@ runner's private state (ARCHITECTURE.md, "The run and its checks").
 """
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
@@ -57,5 +56,3 @@ class SMCResult(NamedTuple):
         parts = jax.vmap(self.postprocess)(self.output.state.particles)
         return parts, jax.vmap(lambda lw: log_normalize(lw)[0])(self.output.state.log_weights)
 
-
-EMPTY = MappingProxyType({})

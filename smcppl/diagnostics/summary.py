@@ -153,10 +153,12 @@ def print_summary(smc: Any, prob: float = 0.9, var_names: Optional[Sequence[str]
     file = sys.stdout if file is None else file
     if isinstance(smc, xr.DataTree) or hasattr(smc, "_groups"):
         exported = datatree_to_arviz(smc) if isinstance(smc, xr.DataTree) else smc
+        health = None  # an export carries its health in attrs (health_report below)
     else:
         if not isinstance(smc, SMCResult) and getattr(smc, "result", None) is None:
             raise RuntimeError("Call .run(rng_key, ...) before asking for a summary.")
         exported = datatree_to_arviz(to_datatree(smc, log_likelihood=False))
+        health = as_result(smc).health
     if var_names is None and exclude_deterministic:
         latent = str(get_smc_stats(exported).attrs.get("latent_sites", "") or "")
         post = _group(exported, "posterior")
@@ -164,8 +166,7 @@ def print_summary(smc: Any, prob: float = 0.9, var_names: Optional[Sequence[str]
         var_names = keep or None
     table = lineage_columns(exported, posterior_summary(exported, var_names=var_names, prob=prob), var_names)
     info = smc_summary(exported)
-    health = (as_result(smc).health if not isinstance(smc, xr.DataTree) and not hasattr(smc, "_groups") else None) \
-        or health_report(exported)
+    health = health or health_report(exported)
     try:
         table.attrs["smc"] = info
     except AttributeError:  # pragma: no cover - non-pandas result

@@ -6,6 +6,8 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from smcppl.inference.state_space.scan import StateSpaceModelError, inspect_scan_model
+
 __all__ = ["ParameterChains"]
 
 
@@ -15,6 +17,14 @@ class ParameterChains:
 
     _samples: dict = None
     static_sites: tuple = ()
+
+    def _structure(self, args: tuple, kwargs: dict, hint: str) -> Any:
+        """The scan structure of ``self.model`` on these arguments; a :class:`StateSpaceModelError` ending
+        with ``hint`` when the model has no static parameter to sample."""
+        structure = inspect_scan_model(self.model, *args, **kwargs)
+        if not structure.static_sites:
+            raise StateSpaceModelError("The model has no static parameter (no latent site before its scan): " + hint)
+        return structure
 
     def _check(self) -> None:
         if self._samples is None:

@@ -31,7 +31,7 @@ from smcppl.core.engine import validate_num_particles
 from smcppl.core.weights import sanitize
 from smcppl.inference.state_space.filter import complete_state_space
 from smcppl.inference.state_space.chains import ParameterChains
-from smcppl.inference.state_space.scan import (StateSpaceModelError, inspect_scan_model, prior_draw,
+from smcppl.inference.state_space.scan import (StateSpaceModelError, prior_draw,
                                                scan_state_space, static_log_prior, time_slice)
 from smcppl.inference.state_space.smoothing import _genealogy
 from smcppl.models.state_space import StateSpace
@@ -155,10 +155,7 @@ class ParticleGibbs(ParameterChains):
 
     def run(self, rng_key: jax.Array, *args, **kwargs) -> "ParticleGibbs":
         """Run ``num_chains`` chains on the model's arguments (the observations)."""
-        structure = inspect_scan_model(self.model, *args, **kwargs)
-        if not structure.static_sites:
-            raise StateSpaceModelError("The model has no static parameter (no latent site before its scan): use "
-                                       "StateSpaceFilter(...).smooth for its paths.")
+        structure = self._structure(args, kwargs, "use StateSpaceFilter(...).smooth for its paths.")
         theta0 = {k: structure.example[k] for k in structure.static_sites}
         if scan_state_space(self.model, theta0, *args, **kwargs).log_transition is None:
             raise StateSpaceModelError("Particle Gibbs with ancestor sampling needs f_t(x_t | x_{t-1}) as a density of "

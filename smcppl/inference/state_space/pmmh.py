@@ -27,7 +27,7 @@ from smcppl.core.policy import as_resampling
 from smcppl.core.weights import sanitize
 from smcppl.inference.state_space.filter import complete_state_space, filter_feynman_kac
 from smcppl.inference.state_space.chains import ParameterChains
-from smcppl.inference.state_space.scan import (StateSpaceModelError, inspect_scan_model, prior_draw,
+from smcppl.inference.state_space.scan import (prior_draw,
                                                scan_state_space, static_log_prior)
 
 __all__ = ["PMMH"]
@@ -117,10 +117,8 @@ class PMMH(ParameterChains):
 
     def run(self, rng_key: jax.Array, *args, **kwargs) -> "PMMH":
         """Run ``num_chains`` chains on the model's arguments (the observations)."""
-        structure = inspect_scan_model(self.model, *args, **kwargs)
-        if not structure.static_sites:
-            raise StateSpaceModelError("The model has no static parameter (no latent site before its scan): there "
-                                       "is nothing for PMMH to sample. Use StateSpaceFilter to filter it.")
+        structure = self._structure(args, kwargs, "there is nothing for PMMH to sample. Use StateSpaceFilter to "
+                                                  "filter it.")
         chain = self._chain_fn(args, kwargs, structure.static_sites)
         thetas, lts, accepts, scales = jax.jit(jax.vmap(chain))(jax.random.split(rng_key, self.num_chains))
         self._samples = {k: np.asarray(v) for k, v in thetas.items()}
