@@ -1,23 +1,41 @@
 """Particle-filter benchmark: smcppl's state-space filters vs a hand-written jitted bootstrap filter (same
 process) and vs ``particles`` (N. Chopin's library, if importable; see benchmarks/requirements.txt).
 
-    python benchmarks/state_space.py            # N = 1e3, 1e4, 1e5
-    python benchmarks/state_space.py --quick    # N = 1e3, 1e4, fewer repeats
+    python benchmarks/state_space.py            # all sections, N = 1e2 .. 1e5, T = 100 and 1000
+    python benchmarks/state_space.py --quick    # N = 1e3, 1e4, T = 100, fewer repeats
+    python benchmarks/state_space.py --sections lg,sv,pmmh
 
-Model: the 1-d linear-Gaussian model ``x_t = 0.9 x_{t-1} + N(0, 0.5)``, ``y_t = x_t + N(0, 1)`` with a
-stationary initial state, ``T = 100`` observations simulated once. Every method runs the bootstrap filter
-with systematic resampling at every step and returns ``log Z_hat``; one call = one whole filter run.
+Every filter is the bootstrap filter with systematic resampling at every step and returns ``log Z_hat``;
+one call = one whole filter run. JAX timings are after compilation (reported separately), with
+``block_until_ready``; medians over ``repeats`` calls with fresh keys, the methods of one (N, T) cell
+interleaved in the same process. The log Z columns (mean and sd over the repeats) check that all methods
+estimate the same quantity and give the variance of ``log Z_hat`` at equal N.
+
+``lg``: the 1-d linear-Gaussian model ``x_t = 0.9 x_{t-1} + N(0, 0.5)``, ``y_t = x_t + N(0, 1)``, stationary
+initial state, ``T = 100`` observations simulated once (Kalman log-likelihood alongside):
 
 * ``smcppl_scan``: the model declared in NumPyro with ``scan`` (:func:`smcppl.models.state_space.lg_model`),
-  turned into the lower-level form by the scan handler, run by the engine (``run_fixed`` of
-  ``filter_feynman_kac``: per-step ESS, entropy, unique ancestors and filtering moments recorded);
-* ``smcppl_lower``: the same filter on a hand-written :class:`~smcppl.models.state_space.StateSpace`;
+  turned into the lower-level form by the scan handler (its body broadcasts over particles, so it runs
+  vectorized: ``scan_state_space(..., vectorize=None)``), run by the engine (``run_fixed`` of
+  ``filter_feynman_kac``: per-step ESS, entropy, unique ancestors and lineages recorded);
+* ``smcppl_scan_per_particle``: the same with ``vectorize=False`` (the body ``vmap``-ed over split keys);
+* ``smcppl_lower``: a hand-written :class:`~smcppl.models.state_space.StateSpace` of per-particle functions;
+* ``smcppl_population``: the same with ``population_step``/``population_initial`` (vectorised, as
+  ``particles``' models are);
 * ``hand``: a ``lax.scan`` bootstrap filter written by hand (resample, propagate, reweight; nothing recorded);
 * ``particles``: ``particles.SMC(fk=Bootstrap(LinearGauss), resampling="systematic", ESSrmin=1)`` (NumPy).
 
-JAX timings are after compilation (reported separately), with ``block_until_ready``; medians over
-``repeats`` calls with fresh keys. The log Z column (mean and sd over the repeats) checks that all methods
-estimate the same quantity (Kalman value printed alongside).
+``sv``: stochastic volatility ``h_t = mu + phi (h_{t-1} - mu) + sigma N(0, 1)``, ``y_t ~ N(0, exp(h_t))``
+(``mu = -1, phi = 0.95, sigma = 0.3``), one series of 1000 simulated once and shared by every method (its
+first ``T`` values): ``smcppl_scan`` (:func:`smcppl.models.state_space.stochastic_volatility`, static
+parameters given), ``smcppl_front_end`` (the same through ``SMC(StateSpaceFilter(...))``, which also records
+the filtering means, variances and quantiles at every step: a second ``run`` with the same shapes, which
+compiles nothing), ``hand`` and ``particles`` (``StochVol``).
+
+``pmmh``: PMMH iterations per second on the SV series (T = 100; ``particles.mcmc.PMMH`` against
+:class:`smcppl.inference.state_space.PMMH`, one chain, N particles per likelihood estimate). smcppl's rate is
+``(iterations_2 - iterations_1) / (time_2 - time_1)`` over two runs of different lengths (each ``run``
+compiles its chain, so the difference removes the compile time, reported separately).
 """
 from __future__ import annotations
 
@@ -45,13 +63,27 @@ from smcppl.models.state_space import LinearGaussian, StateSpace, kalman_filter,
 A, Q, R, T = 0.9, 0.5, 1.0, 100
 LG = LinearGaussian(np.eye(1) * A, np.eye(1) * Q, np.eye(1), np.eye(1) * R, np.eye(1) * Q / (1 - A**2))
 ALWAYS = Resampling("systematic", when="always")
+SV = {"mu": -1.0, "phi": 0.95, "sigma": 0.3}
+SV_THETA = {"mu": np.float32(SV["mu"]), "phi_half": np.float32((SV["phi"] + 1) / 2), "sigma": np.float32(SV["sigma"])}
 
 
-def lower_form(y) -> StateSpace:
+def lower_form(y, population=False) -> StateSpace:
     sq, s0 = np.float32(np.sqrt(Q)), np.float32(np.sqrt(Q / (1 - A**2)))
-    return StateSpace(lambda k, u: s0 * jax.random.normal(k),
-                      lambda k, x, u, t: A * x + sq * jax.random.normal(k),
-                      lambda x, u, t: -0.5 * (u - x) ** 2 / R - 0.5 * np.log(2 * np.pi * R), inputs=y)
+
+    def log_g(x, u, t):
+        return -0.5 * (u - x) ** 2 / R - 0.5 * np.log(2 * np.pi * R)
+
+    def population_step(k, x, u, t):
+        x = A * x + sq * jax.random.normal(k, x.shape)
+        return x, log_g(x, u, t)
+
+    def population_initial(k, u, n):
+        k0, k1 = jax.random.split(k)
+        return population_step(k1, s0 * jax.random.normal(k0, (n,)), u, 0)
+
+    return StateSpace(lambda k, u: s0 * jax.random.normal(k), lambda k, x, u, t: A * x + sq * jax.random.normal(k),
+                      log_g, inputs=y, population_step=population_step if population else None,
+                      population_initial=population_initial if population else None)
 
 
 def engine_fn(ssm, n):
@@ -60,16 +92,14 @@ def engine_fn(ssm, n):
     return lambda key: run_fixed(key, fk, ssm.num_steps - 1, ALWAYS).log_evidence
 
 
-def hand_fn(y, n):
-    """A bootstrap filter by hand: x_0 ~ N(0, s0^2); per step resample (systematic), propagate, reweight."""
-    sq, s0 = np.float32(np.sqrt(Q)), np.float32(np.sqrt(Q / (1 - A**2)))
-
-    def log_g(x, y_t):
-        return -0.5 * (y_t - x) ** 2 / R - 0.5 * np.log(2 * np.pi * R)
+def hand_fn(y, n, sample_initial, transition, log_g):
+    """A bootstrap filter by hand: x_0 ~ m_0; per step resample (systematic), propagate, reweight; the
+    transition draws N normals from one key (``transition(key, x)``)."""
+    num_steps = y.shape[0]
 
     def run(key):
         k0, k_run = jax.random.split(key)
-        x = A * s0 * jax.random.normal(k0, (n,)) + sq * jax.random.normal(jax.random.fold_in(k0, 1), (n,))
+        x = transition(jax.random.fold_in(k0, 1), sample_initial(k0, n))
         lw = log_g(x, y[0])
 
         def step(carry, inp):
@@ -77,24 +107,34 @@ def hand_fn(y, n):
             k, y_t = inp
             k_res, k_move = jax.random.split(k)
             log_w, total = log_normalize(lw)
-            x = x[systematic(k_res, jnp.exp(log_w), n)]
-            x = A * x + sq * jax.random.normal(k_move, (n,))
+            x = transition(k_move, x[systematic(k_res, jnp.exp(log_w), n)])
             return (x, log_g(x, y_t), logz + total - jnp.log(n)), None
 
-        (x, lw, logz), _ = jax.lax.scan(step, (x, lw, jnp.zeros(())), (jax.random.split(k_run, T - 1), y[1:]))
+        (x, lw, logz), _ = jax.lax.scan(step, (x, lw, jnp.zeros(())), (jax.random.split(k_run, num_steps - 1), y[1:]))
         return logz + log_normalize(lw)[1] - jnp.log(n)
 
     return run
 
 
-def particles_fn(ys, n):
-    try:
-        import particles
-        from particles import state_space_models as ssms
-        from particles.kalman import LinearGauss
-    except ImportError:
-        return None
-    model = LinearGauss(rho=A, sigmaX=np.sqrt(Q), sigmaY=np.sqrt(R))  # sigma0 = stationary by default
+def hand_lg(y, n):
+    sq, s0 = np.float32(np.sqrt(Q)), np.float32(np.sqrt(Q / (1 - A**2)))
+    return hand_fn(y, n, lambda k, n: s0 * jax.random.normal(k, (n,)),
+                   lambda k, x: A * x + sq * jax.random.normal(k, x.shape),
+                   lambda x, y_t: -0.5 * (y_t - x) ** 2 / R - 0.5 * np.log(2 * np.pi * R))
+
+
+def hand_sv(y, n):
+    mu, phi, sigma = (np.float32(SV[k]) for k in ("mu", "phi", "sigma"))
+    s0 = np.float32(SV["sigma"] / np.sqrt(1 - SV["phi"] ** 2))
+    return hand_fn(y, n, lambda k, n: mu + s0 * jax.random.normal(k, (n,)),
+                   lambda k, h: mu + phi * (h - mu) + sigma * jax.random.normal(k, h.shape),
+                   lambda h, y_t: -0.5 * (y_t**2 * jnp.exp(-h) + h + np.log(2 * np.pi)))
+
+
+def particles_fn(model, ys, n):
+    """One ``particles`` bootstrap filter run per call (seed = the call's repeat index)."""
+    import particles
+    from particles import state_space_models as ssms
 
     def run(seed):
         np.random.seed(seed)
@@ -106,55 +146,173 @@ def particles_fn(ys, n):
     return run
 
 
+def particles_models():
+    try:
+        from particles import state_space_models as ssms
+        from particles.kalman import LinearGauss
+    except ImportError:
+        return None
+    return {"lg": LinearGauss(rho=A, sigmaX=np.sqrt(Q), sigmaY=np.sqrt(R)),  # sigma0 = stationary by default
+            "sv": ssms.StochVol(mu=SV["mu"], rho=SV["phi"], sigma=SV["sigma"])}
+
+
 def emit(row):
     print(json.dumps(row), flush=True)
     return row
 
 
-def bench(sizes, repeats):
+def simulate_sv(num_steps=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    h = SV["mu"] + SV["sigma"] / np.sqrt(1 - SV["phi"] ** 2) * rng.normal()
+    ys = []
+    for _ in range(num_steps):
+        h = SV["mu"] + SV["phi"] * (h - SV["mu"]) + SV["sigma"] * rng.normal()
+        ys.append(np.exp(h / 2) * rng.normal())
+    return np.asarray(ys)
+
+
+def time_cell(section, n, num_steps, jax_fns, host_fns, repeats, reference):
+    """Compile every JAX method, then run all methods interleaved ``repeats`` times; one row per method."""
+    compiled, compile_s = {}, {}
+    for name, fn in jax_fns.items():
+        t0 = time.perf_counter()
+        compiled[name] = jax.jit(fn).lower(jax.random.key(0)).compile()
+        compile_s[name] = time.perf_counter() - t0
+        compiled[name](jax.random.key(0)).block_until_ready()
+    times = {k: [] for k in list(compiled) + list(host_fns)}
+    logz = {k: [] for k in times}
+    host_repeats = max(3, repeats // 4) if n * num_steps >= 10**7 else repeats
+    for r in range(repeats):
+        for name, c in compiled.items():
+            t0 = time.perf_counter()
+            logz[name].append(float(c(jax.random.key(r + 1)).block_until_ready()))
+            times[name].append(time.perf_counter() - t0)
+        if r < host_repeats:
+            for name, fn in host_fns.items():
+                t0 = time.perf_counter()
+                logz[name].append(float(fn(r)))
+                times[name].append(time.perf_counter() - t0)
+    hand = statistics.median(times["hand"])
+    return [emit(_row(section, name, n, num_steps, times[name], logz[name], reference, compile_s.get(name), hand))
+            for name in times]
+
+
+def front_end_fn(model, theta, y, n):
+    """``SMC(StateSpaceFilter(model, theta), n, 1)`` as a function of the key; its first call compiles."""
+    from smcppl import SMC
+    from smcppl.inference.state_space.filter import StateSpaceFilter
+
+    smc = SMC(StateSpaceFilter(model, theta=theta), num_particles=n, num_chains=1, progress_bar=False)
+
+    def run(key):
+        return jnp.asarray(smc.run(key, y).log_evidence)[0]
+
+    return run
+
+
+def bench_lg(sizes, repeats, peers):
     _, ys = simulate(LG, T, seed=0)
     y = jnp.asarray(ys[:, 0], jnp.float32)
     kf_ll = kalman_filter(LG, ys)[2]
     rows = []
     for n in sizes:
-        jax_fns = {"smcppl_scan": engine_fn(scan_state_space(lg_model, {"a": jnp.float32(A)}, y, q=Q, r=R), n),
-                   "smcppl_lower": engine_fn(lower_form(y), n), "hand": hand_fn(y, n)}
-        for name, fn in jax_fns.items():
-            t0 = time.perf_counter()
-            compiled = jax.jit(fn).lower(jax.random.key(0)).compile()
-            compile_s = time.perf_counter() - t0
-            compiled(jax.random.key(0)).block_until_ready()
-            times, logz = [], []
-            for r in range(repeats):
-                t0 = time.perf_counter()
-                logz.append(float(compiled(jax.random.key(r + 1)).block_until_ready()))
-                times.append(time.perf_counter() - t0)
-            rows.append(emit(_row(name, n, times, logz, kf_ll, compile_s)))
-        pf = particles_fn(ys[:, 0], n)
-        if pf is not None:
-            times, logz = [], []
-            for r in range(max(3, repeats // 4) if n >= 10**5 else repeats):
-                t0 = time.perf_counter()
-                logz.append(float(pf(r)))
-                times.append(time.perf_counter() - t0)
-            rows.append(emit(_row("particles", n, times, logz, kf_ll, None)))
+        theta = {"a": jnp.float32(A)}
+        jax_fns = {"smcppl_scan": engine_fn(scan_state_space(lg_model, theta, y, q=Q, r=R), n),
+                   "smcppl_scan_per_particle": engine_fn(scan_state_space(lg_model, theta, y, q=Q, r=R,
+                                                                          vectorize=False), n),
+                   "smcppl_lower": engine_fn(lower_form(y), n),
+                   "smcppl_population": engine_fn(lower_form(y, population=True), n), "hand": hand_lg(y, n)}
+        host = {} if peers is None else {"particles": particles_fn(peers["lg"], ys[:, 0], n)}
+        rows += time_cell("lg", n, T, jax_fns, host, repeats, kf_ll)
     return rows
 
 
-def _row(name, n, times, logz, kf_ll, compile_s):
+def bench_sv(sizes, steps, repeats, peers):
+    from smcppl.models.state_space import stochastic_volatility
+
+    series = simulate_sv(max(steps))
+    rows = []
+    for num_steps in steps:
+        ys = series[:num_steps]
+        y = jnp.asarray(ys, jnp.float32)
+        for n in sizes:
+            jax_fns = {"smcppl_scan": engine_fn(scan_state_space(stochastic_volatility, SV_THETA, y), n),
+                       "hand": hand_sv(y, n)}
+            host = {"smcppl_front_end": _front_end_timed(stochastic_volatility, y, n)}
+            if peers is not None:
+                host["particles"] = particles_fn(peers["sv"], ys, n)
+            rows += time_cell("sv", n, num_steps, jax_fns, host, repeats, None)
+    return rows
+
+
+def _front_end_timed(model, y, n):
+    run = front_end_fn(model, SV_THETA, y, n)
+    run(jax.random.key(0))  # compiles; later calls reuse the compiled program
+
+    def call(seed):
+        return float(run(jax.random.key(seed + 1)))
+
+    return call
+
+
+def bench_pmmh(n, iterations, peers):
+    from smcppl.inference.state_space import PMMH
+    from smcppl.models.state_space import stochastic_volatility
+
+    ys = simulate_sv(100)
+    y = jnp.asarray(ys, jnp.float32)
+    rows, runs = [], []
+    for iters in iterations:
+        pmmh = PMMH(stochastic_volatility, num_particles=n, num_warmup=10, num_samples=iters, num_chains=1)
+        t0 = time.perf_counter()
+        pmmh.run(jax.random.key(iters), y)
+        runs.append((iters, time.perf_counter() - t0))
+    (i1, t1), (i2, t2) = runs[0], runs[-1]
+    rate = (i2 - i1) / (t2 - t1)
+    rows.append(emit({"bench": "state_space_pmmh", "method": "smcppl", "N": n, "T": 100, "iterations_per_s": rate,
+                      "compile_s": t1 - i1 / rate, "calls": runs}))
+    if peers is not None:
+        from particles import distributions as dists
+        from particles import mcmc
+        from particles import state_space_models as ssms
+
+        prior = dists.StructDist({"mu": dists.Normal(scale=3.0), "rho": dists.LinearD(dists.Beta(20.0, 1.5), a=2.0,
+                                                                                       b=-1.0),
+                                  "sigma": dists.TruncNormal(mu=0.0, sigma=1.0, a=0.0, b=np.inf)})
+        niter = iterations[0]
+        np.random.seed(0)
+        alg = mcmc.PMMH(ssm_cls=ssms.StochVol, prior=prior, data=list(ys), Nx=n, niter=niter,
+                        theta0=np.array([(SV["mu"], SV["phi"], SV["sigma"])],
+                                        dtype=[("mu", float), ("rho", float), ("sigma", float)]))
+        t0 = time.perf_counter()
+        alg.run()
+        dt = time.perf_counter() - t0
+        rows.append(emit({"bench": "state_space_pmmh", "method": "particles", "N": n, "T": 100,
+                          "iterations_per_s": niter / dt, "compile_s": None, "calls": [(niter, dt)]}))
+    return rows
+
+
+def _row(section, name, n, num_steps, times, logz, reference, compile_s, hand_median):
     med = statistics.median(times)
-    return {"bench": "state_space_filter", "method": name, "N": n, "T": T, "median_s": med,
-            "ns_per_particle_step": 1e9 * med / (n * T), "compile_s": compile_s, "log_z_mean": float(np.mean(logz)),
-            "log_z_sd": float(np.std(logz)), "log_z_kalman": kf_ll, "repeats": len(times)}
+    return {"bench": f"state_space_{section}", "method": name, "N": n, "T": num_steps, "median_s": med,
+            "ns_per_particle_step": 1e9 * med / (n * num_steps), "vs_hand": med / hand_median,
+            "compile_s": compile_s, "log_z_mean": float(np.mean(logz)), "log_z_sd": float(np.std(logz)),
+            "log_z_exact": reference, "repeats": len(times)}
 
 
 def table(rows):
-    out = ["| N | method | median run (ms) | ns / particle / step | compile (s) | log Z mean (sd) | Kalman |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| model | T | N | method | median run (ms) | ns / particle / step | x hand | compile (s) | log Z mean (sd) |",
+           "|---|---:|---:|---|---:|---:|---:|---:|---|"]
     for r in rows:
+        if "median_s" not in r:
+            continue
         comp = "-" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
-        out.append(f"| {r['N']} | {r['method']} | {1e3 * r['median_s']:.2f} | {r['ns_per_particle_step']:.1f} | {comp} | "
-                   f"{r['log_z_mean']:.2f} ({r['log_z_sd']:.2f}) | {r['log_z_kalman']:.2f} |")
+        out.append(f"| {r['bench'][12:]} | {r['T']} | {r['N']} | {r['method']} | {1e3 * r['median_s']:.2f} | "
+                   f"{r['ns_per_particle_step']:.1f} | {r['vs_hand']:.2f} | {comp} | "
+                   f"{r['log_z_mean']:.2f} ({r['log_z_sd']:.2f}) |")
+    for r in rows:
+        if "iterations_per_s" in r:
+            out.append(f"\nPMMH ({r['method']}, N = {r['N']}, T = {r['T']}): {r['iterations_per_s']:.1f} iterations/s")
     return "\n".join(out)
 
 
@@ -162,11 +320,23 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--sections", default="lg,sv,pmmh")
     args = ap.parse_args()
-    sizes = [10**3, 10**4] if args.quick else [10**3, 10**4, 10**5]
-    repeats = args.repeats or (10 if args.quick else 20)
-    print(json.dumps({"machine": platform.machine(), "cpus": os.cpu_count(), "jax": jax.__version__}), flush=True)
-    print(table(bench(sizes, repeats)))
+    sizes = [10**3, 10**4] if args.quick else [10**2, 10**3, 10**4, 10**5]
+    steps = [100] if args.quick else [100, 1000]
+    repeats = args.repeats or (7 if args.quick else 11)
+    sections = args.sections.split(",")
+    peers = particles_models()
+    print(json.dumps({"machine": platform.machine(), "cpus": os.cpu_count(), "jax": jax.__version__,
+                      "particles": peers is not None}), flush=True)
+    rows = []
+    if "lg" in sections:
+        rows += bench_lg(sizes, repeats, peers)
+    if "sv" in sections:
+        rows += bench_sv(sizes, steps, repeats, peers)
+    if "pmmh" in sections:
+        rows += bench_pmmh(256 if args.quick else 1000, [50, 150] if args.quick else [100, 400], peers)
+    print(table(rows))
 
 
 if __name__ == "__main__":

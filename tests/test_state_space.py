@@ -52,9 +52,11 @@ def _sub(key):
     return jax.random.split(key)[1]
 
 
-def lg_lower():
+def lg_lower(population=True):
     """The same model in the lower-level form, drawing with the keys the scan form uses (documented in
-    scan_state_space: initial-state sites under seed(k_init), each body step under seed(k))."""
+    scan_state_space: initial-state sites under seed(k_init), each body step under seed(k); with
+    ``population``, the body of every particle at once under seed(k), as the scan form runs a body that
+    broadcasts)."""
     a, q = THETA["a"], THETA["q"]
 
     def sample_initial(key, u):
@@ -65,8 +67,16 @@ def lg_lower():
     def sample_transition(key, x, u, t):
         return dist.Normal(a * x, jnp.sqrt(q)).sample(_sub(key))
 
-    return StateSpace(sample_initial, sample_transition, lambda x, u, t: dist.Normal(x, R).log_prob(u),
-                      log_transition=lambda xp, x, u, t: dist.Normal(a * xp, jnp.sqrt(q)).log_prob(x), inputs=Y)
+    def log_observation(x, u, t):
+        return dist.Normal(x, R).log_prob(u)
+
+    def population_step(key, x, u, t):  # the scan form's vectorized body: N draws under seed(key)
+        x = dist.Normal(a * x, jnp.sqrt(q)).sample(_sub(key))
+        return x, log_observation(x, u, t)
+
+    return StateSpace(sample_initial, sample_transition, log_observation,
+                      log_transition=lambda xp, x, u, t: dist.Normal(a * xp, jnp.sqrt(q)).log_prob(x), inputs=Y,
+                      population_step=population_step if population else None)
 
 
 def _run(algorithm, *args, key=0):
@@ -93,10 +103,62 @@ def _check_z_unbiased(log_z, z_true, what):
 
 
 def test_scan_and_lower_level_forms_identical(scan_run, lower_run):
-    """Same key, same draws: the scan-declared model and its hand-written lower-level form agree."""
+    """Same key, same draws: the scan-declared model (its body broadcasts, so it runs vectorized) and its
+    hand-written lower-level form agree."""
+    assert scan_run.result.attrs["population_step"] == "vectorized"
     np.testing.assert_allclose(np.asarray(scan_run.log_evidence), np.asarray(lower_run.log_evidence), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(scan_run.trace.summary["mean"]["x"]),
                                np.asarray(lower_run.trace.summary["mean"]), rtol=1e-5, atol=1e-6)
+
+
+def test_per_particle_scan_form_and_lower_level_form_identical():
+    """Without vectorization (the body vmapped over particles and split keys) the two forms agree too."""
+    from smcppl.core.engine import run_fixed
+    from smcppl.core.policy import Resampling
+    from smcppl.inference.state_space.filter import complete_state_space, filter_feynman_kac
+
+    def log_z(ssm):
+        ssm = complete_state_space(ssm)
+        return run_fixed(jax.random.key(3), filter_feynman_kac(ssm, 64), T - 1, Resampling()).log_evidence
+
+    forms = (scan_state_space(lg_model, THETA, Y, vectorize=False), lg_lower(population=False))
+    assert forms[0].population_step is None
+    both = jax.jit(lambda: tuple(log_z(f) for f in forms))()
+    np.testing.assert_allclose(float(both[0]), float(both[1]), rtol=1e-6)
+
+
+def test_body_broadcast_check():
+    """The vectorized step is used only for bodies whose population run equals the per-particle one."""
+    from smcppl.inference.state_space.scan import body_broadcasts
+
+    def vector_state(matmul_ok):
+        def model(y):
+            m = jnp.array([[0.9, 0.1], [0.0, 0.8]])
+            x0 = numpyro.sample("x0", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+
+            def body(x, y_t):
+                loc = x @ m.T if matmul_ok else m @ x  # m @ x mixes particles when x is [N, 2]
+                x = numpyro.sample("x", dist.Normal(loc, 0.5).to_event(1))
+                numpyro.sample("y", dist.Normal(x.sum(-1), 1.0), obs=y_t)
+                return x, None
+
+            scan(body, x0, y)
+        return model
+
+    def shared_noise(y):  # a latent site that does not depend on the state: one draw for all particles
+        x0 = numpyro.sample("x0", dist.Normal(0.0, 1.0))
+
+        def body(x, y_t):
+            x = 0.9 * x + numpyro.sample("e", dist.Normal(0.0, 1.0))
+            numpyro.sample("y", dist.Normal(x, 1.0), obs=y_t)
+            return x, None
+
+        scan(body, x0, y)
+
+    assert body_broadcasts(lg_model, (Y,), {})
+    assert body_broadcasts(vector_state(True), (Y,), {})
+    assert not body_broadcasts(vector_state(False), (Y,), {})
+    assert not body_broadcasts(shared_noise, (Y,), {})
 
 
 def test_filter_matches_kalman(scan_run):

@@ -7,13 +7,17 @@ no sampler depends on the front end (ARCHITECTURE.md, "Parts and who may import 
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 from smcppl.core.checks import renamed_keyword
 from smcppl.core.engine import FeynmanKac
 from smcppl.core.policy import Resampling
 
-__all__ = ["Plan", "Pilot"]
+__all__ = ["Plan", "Pilot", "split_data"]
 
 
 class Pilot(NamedTuple):
@@ -75,3 +79,19 @@ class Plan(_PlanFields):
             given = args[1] if len(args) > 1 else kwargs.pop("num_stages", None)
             kwargs["num_stages"] = renamed_keyword(given, num_steps, "num_stages", "num_steps", "Plan")
         return super().__new__(cls, *args, **kwargs)
+
+
+def split_data(args: Sequence, kwargs: dict, static: bool = False) -> tuple[list, Callable]:
+    """Split model inputs into array leaves (traced by jit) and a function rebuilding the inputs.
+    Python scalars and 0-d arrays stay static (compile-time constants); ``static=True`` keeps every input
+    static (for models that turn an input into a Python value, e.g. ``int(counts.sum())``)."""
+    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
+    is_array = [not static and isinstance(x, (np.ndarray, jax.Array)) and np.ndim(x) > 0 for x in leaves]
+    dyn = [jnp.asarray(x) for x, a in zip(leaves, is_array) if a]
+
+    def merge(dyn_values):
+        it = iter(dyn_values)
+        full = [next(it) if a else x for x, a in zip(leaves, is_array)]
+        return jax.tree_util.tree_unflatten(treedef, full)
+
+    return dyn, merge

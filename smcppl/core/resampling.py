@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from smcppl.core.weights import prefix_sum
+
 __all__ = [
     "multinomial",
     "stratified",
@@ -24,10 +26,15 @@ __all__ = [
 ]
 
 
+def _normalized_cdf(weights):
+    """``cumsum(w) / sum(w)`` (:func:`~smcppl.core.weights.prefix_sum`, the fast prefix sum)."""
+    cdf = prefix_sum(weights)
+    return cdf / cdf[-1]
+
+
 def _sorted_uniforms_inverse_cdf(weights, u):
     """Indices ``i`` with ``cumsum(w)_{i-1} <= u < cumsum(w)_i`` for sorted ``u`` in [0, 1)."""
-    cdf = jnp.cumsum(weights)
-    cdf = cdf / cdf[-1]
+    cdf = _normalized_cdf(weights)
     idx = jnp.searchsorted(cdf, u, side="right")
     return jnp.clip(idx, 0, weights.shape[0] - 1)
 
@@ -35,9 +42,7 @@ def _sorted_uniforms_inverse_cdf(weights, u):
 def multinomial(rng_key: jax.Array, weights: ArrayLike, num_samples: int) -> jax.Array:
     """Multinomial resampling: ``num_samples`` i.i.d. draws from ``Categorical(w)``."""
     u = jax.random.uniform(rng_key, (num_samples,))
-    cdf = jnp.cumsum(weights)
-    cdf = cdf / cdf[-1]
-    idx = jnp.searchsorted(cdf, u, side="right")
+    idx = jnp.searchsorted(_normalized_cdf(weights), u, side="right")
     return jnp.clip(idx, 0, weights.shape[0] - 1)
 
 
@@ -65,7 +70,7 @@ def residual(rng_key: jax.Array, weights: ArrayLike, num_samples: int) -> jax.Ar
     counts = jnp.floor(expected).astype(jnp.int32)
     n_det = jnp.sum(counts)
     # position m in [0, M) belongs to particle i if cum_{i-1} <= m < cum_i  (deterministic part)
-    cum = jnp.cumsum(counts)
+    cum = prefix_sum(counts)
     slots = jnp.arange(num_samples)
     det_idx = jnp.clip(jnp.searchsorted(cum, slots, side="right"), 0, n - 1)
     res = expected - counts

@@ -38,6 +38,12 @@ class StateSpace(NamedTuple):
     of sampling and scoring; complete(x_prev, z, u_t, t) -> (x_t, log f_t, log g_t) when a proposal returns
     some ``z`` rather than the whole state (scan-declared models: the latent sites); record(x_t) -> what
     the filtering moments summarise (default: ``x_t``).
+
+    Population versions (optional; the filters ``vmap`` the per-particle functions over keys split from the
+    step's key when they are absent): ``population_step(key, x_prev, u_t, t) -> (x_t, log g_t)`` and
+    ``population_initial(key, u_0, num_particles) -> (x_0, log g_0)`` on the whole population (leaves ``[N, ...]``, log-
+    potentials ``[N]``), as ``particles``' ``PX``/``PY`` are vectorised: one draw of ``N`` normals from one key
+    instead of ``N`` key splits (the cost of a per-particle key is that of the draw itself on a CPU).
     """
 
     sample_initial: Callable
@@ -50,6 +56,8 @@ class StateSpace(NamedTuple):
     step_initial: Optional[Callable] = None
     complete: Optional[Callable] = None
     record: Optional[Callable] = None
+    population_step: Optional[Callable] = None
+    population_initial: Optional[Callable] = None
 
 
 class StateSpaceModel(NamedTuple):

@@ -31,7 +31,8 @@ from smcppl.core.chain import make_run_one
 from smcppl.core.plan import Plan
 from smcppl.core.policy import validate_resampling
 from smcppl.core.weights import normalize
-from smcppl.inference.tempered.numpyro_model import NumPyroDensity, split_data
+from smcppl.core.plan import split_data
+from smcppl.inference.tempered.numpyro_model import NumPyroDensity
 
 __all__ = ["SBCAlgorithm", "SBCResult", "simulation_based_calibration"]
 

@@ -26,9 +26,9 @@ import numpy as np
 
 from smcppl.core.checks import open_unit_interval
 from smcppl.core.engine import FeynmanKac
-from smcppl.core.plan import Plan
+from smcppl.core.plan import Plan, split_data
 from smcppl.core.policy import as_resampling
-from smcppl.core.weights import normalize
+from smcppl.core.weights import normalize, prefix_sum
 from smcppl.inference.state_space.export import filtering_dataset
 from smcppl.inference.state_space.scan import (StateSpaceModelError, inspect_scan_model, scan_state_space,
                                                 time_slice)
@@ -43,7 +43,8 @@ __all__ = ["StateSpaceFilter", "filter_feynman_kac", "weighted_moments", "comple
 def complete_state_space(ssm: StateSpace) -> StateSpace:
     """Fill the optional fields of a :class:`StateSpace` from the required ones (fused ``step`` from
     ``sample_transition`` + ``log_observation``, ``complete`` from ``log_transition``, ``record`` = identity,
-    ``num_steps`` from the inputs)."""
+    ``num_steps`` from the inputs, the population versions as a ``vmap`` of the fused ones over keys split
+    from the step's key)."""
     if not isinstance(ssm, StateSpace):
         raise TypeError(f"Expected a smcppl.models.state_space.StateSpace, got {type(ssm).__name__}.")
     for name in ("sample_initial", "sample_transition", "log_observation"):
@@ -71,8 +72,19 @@ def complete_state_space(ssm: StateSpace) -> StateSpace:
             raise ValueError("A guided proposal needs StateSpace.log_transition (log f_t(x_t | x_{t-1})).")
         return z, ssm.log_transition(x_prev, z, u, t), ssm.log_observation(z, u, t)
 
-    return ssm._replace(num_steps=int(num_steps), step=ssm.step or step, step_initial=ssm.step_initial or step_initial,
-                        complete=ssm.complete or complete, record=ssm.record or (lambda x: x))
+    step, step_initial = ssm.step or step, ssm.step_initial or step_initial
+
+    def population_step(key, x_prev, u, t):
+        n = jax.tree_util.tree_leaves(x_prev)[0].shape[0]
+        return jax.vmap(step, in_axes=(0, 0, None, None))(jax.random.split(key, n), x_prev, u, t)
+
+    def population_initial(key, u, n):
+        return jax.vmap(step_initial, in_axes=(0, None))(jax.random.split(key, n), u)
+
+    return ssm._replace(num_steps=int(num_steps), step=step, step_initial=step_initial,
+                        complete=ssm.complete or complete, record=ssm.record or (lambda x: x),
+                        population_step=ssm.population_step or population_step,
+                        population_initial=ssm.population_initial or population_initial)
 
 
 def _weighted_quantiles(w, x, probs):
@@ -81,7 +93,7 @@ def _weighted_quantiles(w, x, probs):
     flat = x.reshape(x.shape[0], -1)
     order = jnp.argsort(flat, axis=0)
     xs = jnp.take_along_axis(flat, order, axis=0)
-    cw = jnp.cumsum(w[order], axis=0)
+    cw = prefix_sum(w[order], axis=0)
     idx = jnp.sum(cw[None] < jnp.asarray(probs)[:, None, None], axis=1)
     q = jnp.take_along_axis(xs, jnp.minimum(idx, x.shape[0] - 1), axis=0)
     return q.reshape((len(probs),) + x.shape[1:])
@@ -120,7 +132,7 @@ def filter_feynman_kac(ssm: StateSpace, num_particles: int, proposal: Optional[C
 
     def init(key):
         u0 = time_slice(inputs, 0)
-        x, log_g = jax.vmap(ssm.step_initial, in_axes=(0, None))(jax.random.split(key, num_particles), u0)
+        x, log_g = ssm.population_initial(key, u0, num_particles)
         la = look(x, 1)
         return (x, la), log_g + la, jnp.zeros((), jnp.int32)
 
@@ -128,10 +140,10 @@ def filter_feynman_kac(ssm: StateSpace, num_particles: int, proposal: Optional[C
         x_prev, la_prev = particles
         t1 = t + 1
         u = time_slice(inputs, t1)
-        keys = jax.random.split(key, num_particles)
         if proposal is None:
-            x, log_g = jax.vmap(ssm.step, in_axes=(0, 0, None, None))(keys, x_prev, u, t1)
+            x, log_g = ssm.population_step(key, x_prev, u, t1)
         else:
+            keys = jax.random.split(key, num_particles)
             z, log_q = jax.vmap(proposal, in_axes=(0, 0, None, None))(keys, x_prev, u, t1)
             x, log_f, log_g = jax.vmap(ssm.complete, in_axes=(0, 0, None, None))(x_prev, z, u, t1)
             log_g = log_g + log_f - log_q
@@ -157,12 +169,15 @@ class StateSpaceFilter:
     (for a scan model ``z`` is the dict of the body's latent sites). lookahead: ``eta(x_prev, u_t, t) ->
     log eta`` for an auxiliary filter. resampling/entropic: any policy of the core (default: systematic
     when ESS/N < 0.5); entropic resampling is corrected so that ``Z_hat`` stays unbiased.
-    quantiles: probabilities of the per-time-step filtering quantiles.
+    quantiles: probabilities of the per-time-step filtering quantiles. vectorize (scan models): run the
+    bootstrap step's body once on the whole population (one key, ``N`` draws) when it broadcasts over a
+    leading particle axis; None decides by a numerical check of the body at build time
+    (:func:`~smcppl.inference.state_space.scan.body_broadcasts`), False always ``vmap``s it per particle.
     """
 
     def __init__(self, model: Union[Callable, StateSpace], proposal: Union[str, Callable] = "bootstrap", *,
                  theta: Optional[dict] = None, lookahead: Optional[Callable] = None, resampling=None, entropic=None,
-                 quantiles: Sequence[float] = (0.05, 0.5, 0.95)):
+                 quantiles: Sequence[float] = (0.05, 0.5, 0.95), vectorize: Optional[bool] = None):
         if not (isinstance(model, StateSpace) or callable(model)):
             raise TypeError(f"model must be a NumPyro model (a function) or a StateSpace, got {type(model).__name__}.")
         if not (proposal == "bootstrap" or callable(proposal)):
@@ -175,13 +190,36 @@ class StateSpaceFilter:
         self.lookahead = lookahead
         self.resampling = as_resampling(resampling, entropic)
         self.quantiles = tuple(open_unit_interval(q, "quantiles") for q in quantiles)
+        if vectorize not in (None, True, False):
+            raise TypeError(f"vectorize must be None (decide by a check), True or False, got {vectorize!r}.")
+        self.vectorize = vectorize
 
     def state_space(self, *args, **kwargs) -> StateSpace:
         """The completed lower-level form this filter runs (checks a scan model's declaration)."""
+        return complete_state_space(self._declared(*args, **kwargs))
+
+    def _declared_once(self, args, kwargs) -> StateSpace:
+        """:meth:`_declared` (the declaration and broadcasting checks, ~0.5 s of tracing), once per input
+        signature (tree structure, array shapes and dtypes, other values); what :meth:`build` takes from it
+        (the check, ``num_steps``, ``record``, whether to vectorize) depends on nothing else."""
+        leaves, tree = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
+        signature = (tree, tuple((np.shape(x), np.result_type(x)) if isinstance(x, (np.ndarray, jax.Array)) else x
+                                 for x in leaves))
+        cache = self.__dict__.setdefault("_declared_cache", {})
+        try:
+            if signature in cache:
+                return cache[signature]
+        except TypeError:  # an unhashable argument: no caching
+            return self._declared(*args, **kwargs)
+        cache.clear()  # the latest signature only
+        cache[signature] = self._declared(*args, **kwargs)
+        return cache[signature]
+
+    def _declared(self, *args, **kwargs) -> StateSpace:
         if isinstance(self.model, StateSpace):
             if args or kwargs:
                 raise TypeError("A StateSpace model takes no run arguments (its inputs are StateSpace.inputs).")
-            return complete_state_space(self.model)
+            return self.model
         structure = inspect_scan_model(self.model, *args, **kwargs)
         missing = [k for k in structure.static_sites if k not in self.theta]
         if missing:
@@ -192,7 +230,7 @@ class StateSpaceFilter:
         if extra:
             raise StateSpaceModelError(f"theta names {extra}, which are not static parameters of the model (those "
                                        f"are {list(structure.static_sites)}).")
-        return complete_state_space(scan_state_space(self.model, self.theta, *args, **kwargs))
+        return scan_state_space(self.model, self.theta, *args, vectorize=self.vectorize, **kwargs)
 
     def smooth(self, rng_key: jax.Array, num_particles: int, num_paths: int, *args, method: str = "ffbs",
                **kwargs) -> "SmoothingResult":
@@ -206,21 +244,37 @@ class StateSpaceFilter:
                                         self.lookahead))(rng_key)
 
     def build(self, num_particles: int, *args, **kwargs) -> Plan:
-        ssm = self.state_space(*args, **kwargs)
-        fk = filter_feynman_kac(ssm, num_particles, self.proposal, self.lookahead)
+        """The filter's plan. A scan model's array arguments (the observations, covariates) are the plan's
+        ``data``: the compiled run takes them as inputs, so ``SMC.run`` on new data of the same shapes reuses
+        it (the declaration check and the broadcasting check run once per input signature)."""
+        declared = self._declared_once(args, kwargs)
+        ssm = complete_state_space(declared)
+        if isinstance(self.model, StateSpace):
+            data, fk = None, filter_feynman_kac(ssm, num_particles, self.proposal, self.lookahead)
+        else:
+            data, merge = split_data(args, kwargs)
+            vectorize = declared.population_step is not None
+
+            def fk(values):
+                a, kw = merge(values)
+                traced = complete_state_space(scan_state_space(self.model, self.theta, *a, vectorize=vectorize,
+                                                               check_markov=False, **kw))
+                return filter_feynman_kac(traced, num_particles, self.proposal, self.lookahead)
         probs = self.quantiles
 
         def summary(particles, log_weights):
             x, la = particles
             return weighted_moments(jax.vmap(ssm.record)(x), log_weights - la, probs)
 
-        def postprocess(particles):
+        def postprocess(particles, _data=None):
             rec = jax.vmap(ssm.record)(particles[0])
             return dict(rec) if isinstance(rec, dict) else {"x": rec}
 
         kind = "bootstrap" if self.proposal is None else "guided"
         kind = ("auxiliary " + kind) if self.lookahead is not None else kind
-        return Plan(fk=fk, num_steps=ssm.num_steps - 1, max_stages=ssm.num_steps - 1, postprocess=postprocess,
+        population = "vectorized" if self.proposal is None and declared.population_step else "vmap over particles"
+        return Plan(fk=fk, num_stages=ssm.num_steps - 1, max_stages=ssm.num_steps - 1, postprocess=postprocess,
                     resampling=self.resampling, summary_fn=summary, name="StateSpaceFilter", progress_name="t",
-                    entropic_correction=True, attrs={"filter": kind, "num_time_steps": ssm.num_steps},
-                    metadata={"quantiles": probs, "filtering_dataset": filtering_dataset})
+                    entropic_correction=True,
+                    attrs={"filter": kind, "num_time_steps": ssm.num_steps, "population_step": population},
+                    metadata={"quantiles": probs, "filtering_dataset": filtering_dataset}, data=data)

@@ -56,7 +56,8 @@ from numpyro.primitives import Messenger
 from smcppl.models.state_space import StateSpace
 
 __all__ = ["StateSpaceModelError", "ScanCall", "ScanStructure", "capture_scan", "inspect_scan_model",
-           "scan_state_space", "inputs_used", "run_body", "time_slice", "prior_draw", "static_log_prior"]
+           "scan_state_space", "inputs_used", "run_body", "body_broadcasts", "time_slice", "prior_draw",
+           "static_log_prior"]
 
 
 class StateSpaceModelError(ValueError):
@@ -202,16 +203,25 @@ def inspect_scan_model(model: Callable, *args, **kwargs) -> ScanStructure:
                          {k: tr[k]["fn"].support for k in static})
 
 
-def _site_log_prob(site):
-    lp = jnp.sum(site["fn"].log_prob(site["value"]))
+def _site_log_prob(site, num_particles: Optional[int] = None):
+    """A site's log-density: summed to a scalar, or per particle (``[num_particles]``: summed over the axes
+    after a leading particle axis; a log-density without that axis is the same for every particle)."""
+    lp = jnp.asarray(site["fn"].log_prob(site["value"]))
+    if num_particles is None:
+        lp = jnp.sum(lp)
+    elif lp.shape[:1] == (num_particles,):
+        lp = lp.reshape(num_particles, -1).sum(axis=1)
+    else:
+        lp = jnp.full((num_particles,), jnp.sum(lp))
     return lp if site.get("scale") is None else site["scale"] * lp
 
 
 def run_body(f: Callable, carry: Any, x_t: Any, key: Optional[jax.Array] = None,
-             latent: Optional[dict] = None) -> tuple:
+             latent: Optional[dict] = None, num_particles: Optional[int] = None) -> tuple:
     """Run the scan body once, ``f(carry, x_t)``: latent sites drawn with ``key`` (``handlers.seed``) or set
     to ``latent``. Returns ``(new carry, latent values, log f, log g)`` (sums of the latent and observed
-    sites' log-densities)."""
+    sites' log-densities). ``num_particles``: the carry holds a whole population on a leading axis (the body
+    broadcasts over it, :func:`body_broadcasts`) and ``log f``, ``log g`` are per particle."""
     fn = f if latent is None else handlers.substitute(f, data=latent)
     fn = fn if key is None else handlers.seed(fn, key)
     cap = capture_scan(fn)
@@ -221,9 +231,51 @@ def run_body(f: Callable, carry: Any, x_t: Any, key: Optional[jax.Array] = None,
         raise StateSpaceModelError("The scan body calls scan itself: nested scans are not supported.")
     sites = [s for s in tr.values() if s["type"] == "sample"]
     z = {s["name"]: s["value"] for s in sites if not s["is_observed"]}
-    log_f = sum((_site_log_prob(s) for s in sites if not s["is_observed"]), jnp.zeros(()))
-    log_g = sum((_site_log_prob(s) for s in sites if s["is_observed"]), jnp.zeros(()))
+    zero = jnp.zeros(() if num_particles is None else (num_particles,))
+    log_f = sum((_site_log_prob(s, num_particles) for s in sites if not s["is_observed"]), zero)
+    log_g = sum((_site_log_prob(s, num_particles) for s in sites if s["is_observed"]), zero)
     return new_carry, z, log_f, log_g
+
+
+PROBE_PARTICLES = 5  # population size of the broadcasting check (not a dimension a model is likely to have)
+
+
+def body_broadcasts(model: Callable, args: tuple, kwargs: dict) -> bool:
+    """Whether the scan body of ``model`` runs a whole population at once: called with a carry of ``n``
+    particles on a leading axis (and one key), it must draw latent sites ``[n, ...]`` and return the carry,
+    ``log f`` and ``log g`` of the per-particle body (``vmap`` over particles and keys) at the same latent
+    values. Checked numerically, eagerly, at trace time, on ``PROBE_PARTICLES`` particles after one
+    per-particle step from one prior draw of the sites before the scan (broadcasting is a property of the
+    code, not of the parameter values). False when the body does not broadcast (e.g. ``A @ x`` on a vector
+    state, a latent site whose distribution does not depend on the state), when the check fails for any
+    reason, or when the model's arguments are traced (nothing concrete can be run). Elementwise bodies (most
+    one-dimensional models) broadcast."""
+    if any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves((args, kwargs))):
+        return False
+    n = PROBE_PARTICLES
+    leaves, tree = jax.tree_util.tree_leaves, jax.tree_util.tree_structure
+    def probe():
+        call = _prefix(model, args, kwargs, {}, jax.random.key(0))[0]
+        f, x_1 = call.f, time_slice(call.xs, min(1, call.length - 1))
+        keys = jax.random.split(jax.random.key(1), 2 * n)
+        tiled = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n,) + jnp.shape(a)), call.init)
+        per_particle = jax.vmap(lambda k, c: run_body(f, c, x_1, k))
+        carry = per_particle(keys[:n], tiled)[0]  # distinct per particle
+        c1, z1, lf1, lg1 = per_particle(keys[n:], carry)
+        cd, zd, _, _ = run_body(f, carry, x_1, jax.random.key(2), num_particles=n)
+        cb, _, lfb, lgb = run_body(f, carry, x_1, latent=z1, num_particles=n)
+        return (cd, zd), (c1, z1), (cb, lfb, lgb), (c1, lf1, lg1)
+
+    try:
+        with jax.ensure_compile_time_eval():
+            drawn, expected, batched, reference = jax.jit(probe)()
+        if tree(drawn) != tree(expected) or any(jnp.shape(a) != jnp.shape(b)
+                                                for a, b in zip(leaves(drawn), leaves(expected))):
+            return False
+        return all(np.allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5, equal_nan=True)
+                   for a, b in zip(leaves(batched), leaves(reference)))
+    except Exception:  # a body that does not broadcast may raise (shapes); the per-particle vmap then runs it
+        return False
 
 
 def time_slice(inputs: Any, t: ArrayLike) -> Any:
@@ -248,14 +300,19 @@ def static_log_prior(model: Callable, static_sites: Sequence[str], u: dict, *arg
     return {k: tr[k]["value"] for k in static_sites}, sum((_site_log_prob(tr[k]) for k in names), jnp.zeros(()))
 
 
-def scan_state_space(model: Callable, theta: dict, *args, check_markov: bool = True, **kwargs) -> StateSpace:
+def scan_state_space(model: Callable, theta: dict, *args, check_markov: bool = True,
+                     vectorize: Optional[bool] = None, **kwargs) -> StateSpace:
     """The lower-level form of a scan-declared model for static parameters ``theta`` (site -> constrained
     value; missing static sites are an error). States are ``{"carry", "prev", "latent", "initial"}`` dicts
     (module docstring; ``initial``: the initial-state sites' values, carried along each path); ``inputs`` are the
     scan's ``xs``. Key use: ``sample_initial(key)`` splits ``key`` into
     ``(k_init, k_step)``: the initial-state sites are drawn under ``handlers.seed(k_init)`` and step 0 under
     ``handlers.seed(k_step)``; ``sample_transition(key, ...)`` runs the body under ``handlers.seed(key)``.
-    ``check_markov=False`` skips the check that gates ``log_transition`` (module docstring) and keeps it."""
+    ``check_markov=False`` skips the check that gates ``log_transition`` (module docstring) and keeps it.
+    ``vectorize``: give ``population_step``, the body run once on the whole population under
+    ``handlers.seed(key)`` (``N`` draws from one key, no per-particle key split), when the body broadcasts over
+    a leading particle axis; None (default) decides by :func:`body_broadcasts`, False never (the filters then
+    ``vmap`` ``step`` over split keys, the same draws as a lower-level form with the same functions)."""
     def call_for(key):
         return _prefix(model, args, kwargs, dict(theta), key)[0]
 
@@ -281,6 +338,11 @@ def scan_state_space(model: Callable, theta: dict, *args, check_markov: bool = T
         carry, z, _, log_g = run_body(f, x_prev["carry"], x_t, key)
         return state(carry, x_prev, z), log_g
 
+    def population_step(key, x_prev, x_t, t):
+        n = jax.tree_util.tree_leaves(x_prev)[0].shape[0]
+        carry, z, _, log_g = run_body(f, x_prev["carry"], x_t, key, num_particles=n)
+        return state(carry, x_prev, z), log_g
+
     def log_observation(x, x_t, t):
         return run_body(f, x["prev"], x_t, latent=x["latent"])[3]
 
@@ -299,8 +361,11 @@ def scan_state_space(model: Callable, theta: dict, *args, check_markov: bool = T
         return run_body(f, v["carry"], x0, latent=v["latent"])[0]
 
     markov = not check_markov or "carry" not in inputs_used(next_carry, {"carry": call.init, "latent": z0})
+    if vectorize is None:
+        vectorize = body_broadcasts(model, args, kwargs)
     return StateSpace(lambda key, x_0: initial(key, x_0)[0], lambda key, x_prev, x_t, t: step(key, x_prev, x_t, t)[0],
                       log_observation,
                       log_transition=log_transition if markov else None,
                       inputs=call.xs, num_steps=call.length, step=step, step_initial=initial,
-                      complete=complete, record=lambda x: x["latent"])
+                      complete=complete, record=lambda x: x["latent"],
+                      population_step=population_step if vectorize else None)

@@ -30,6 +30,8 @@ from numpyro import handlers
 from numpyro.distributions import ImproperUniform, biject_to
 from numpyro.infer.util import _unconstrain_reparam
 
+from smcppl.core.plan import split_data
+
 __all__ = ["ModelError", "NumPyroDensity", "numpyro_density", "split_data"]
 
 
@@ -58,22 +60,6 @@ class NumPyroDensity(NamedTuple):
     log_jacobian: Optional[Callable] = None  # (u [d], data=construction data) -> log |det dT/du| (inside logprior)
     merge: Optional[Callable] = None  # data -> (args, kwargs)
     log_parts: Optional[Callable] = None  # (u [d], data) -> (log prior, log lik) from one model evaluation
-
-
-def split_data(args: Sequence, kwargs: dict, static: bool = False) -> tuple[list, Callable]:
-    """Split model inputs into array leaves (traced by jit) and a function rebuilding the inputs.
-    Python scalars and 0-d arrays stay static (compile-time constants); ``static=True`` keeps every input
-    static (for models that turn an input into a Python value, e.g. ``int(counts.sum())``)."""
-    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
-    is_array = [not static and isinstance(x, (np.ndarray, jax.Array)) and np.ndim(x) > 0 for x in leaves]
-    dyn = [jnp.asarray(x) for x, a in zip(leaves, is_array) if a]
-
-    def merge(dyn_values):
-        it = iter(dyn_values)
-        full = [next(it) if a else x for x, a in zip(leaves, is_array)]
-        return jax.tree_util.tree_unflatten(treedef, full)
-
-    return dyn, merge
 
 
 TRACING_ERRORS = (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError,
