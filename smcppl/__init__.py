@@ -16,8 +16,8 @@ from smcppl.diagnostics.health import SMCHealthWarning
 from smcppl.inference.correctors import FeynmanKacCorrector, annealed, fk_steering, guided, product_of_experts
 from smcppl.inference.sequence import (LookAhead, ParticleFilter, SequenceState, TemperedProposal, ead_rollouts,
                                       ead_schedule, particle_filter, run_host)
-from smcppl.inference.state_space import (PMMH, ParticleGibbs, StateSpaceFilter, StateSpaceModelError, bootstrap_filter,
-                                         smooth)
+from smcppl.inference.state_space import (PMMH, SMC2, ParticleGibbs, StateSpaceFilter, StateSpaceModelError,
+                                         bootstrap_filter, smooth)
 from smcppl.inference.tempered import AnnealedLangevin, ModelError, TemperedSMC
 from smcppl.inference.tempered.blackjax_api import legacy_tempered_smc as tempered_smc  # deprecated
 from smcppl.models.sde import VESDE, VPSDE

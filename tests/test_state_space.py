@@ -22,6 +22,8 @@ from smcppl.models.state_space import LinearGaussian, StateSpace, kalman_filter,
 from smcppl.models.state_space import lg_model as lg_zoo  # a ~ U(-1, 1) the only static parameter
 from smcppl.runner import SMC
 
+from lg_grid import lg_grid_posterior
+
 A, Q, R = 0.9, 0.5, 1.0
 S0 = Q / (1 - A**2)  # stationary variance of x_init
 LG = LinearGaussian(np.eye(1) * A, np.eye(1) * Q, np.eye(1), np.eye(1) * R, np.eye(1) * (A**2 * S0 + Q))
@@ -261,13 +263,7 @@ def test_scan_log_transition_only_for_markov_carries():
 @pytest.fixture(scope="module")
 def grid_posterior():
     """Exact posterior mean and sd of ``a`` in ``lg_zoo``: Kalman likelihood on a fine grid times the flat prior."""
-    grid = np.linspace(-0.999, 0.999, 2001)
-    ll = np.array([kalman_filter(LinearGaussian(np.eye(1) * a, np.eye(1) * Q, np.eye(1), np.eye(1) * R,
-                                                np.eye(1) * Q / (1 - a * a)), YS)[2] for a in grid])
-    w = np.exp(ll - ll.max())
-    w /= w.sum()
-    mean = (w * grid).sum()
-    return mean, np.sqrt((w * (grid - mean) ** 2).sum())
+    return lg_grid_posterior(YS, Q, R)[:2]
 
 
 def _check_posterior(draws, idata, mean, sd):

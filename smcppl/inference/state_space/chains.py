@@ -8,7 +8,16 @@ import numpy as np
 
 from smcppl.inference.state_space.scan import StateSpaceModelError, inspect_scan_model
 
-__all__ = ["ParameterChains"]
+__all__ = ["ParameterChains", "static_structure"]
+
+
+def static_structure(model: Any, args: tuple, kwargs: dict, hint: str) -> Any:
+    """The scan structure of ``model`` on these arguments; a :class:`StateSpaceModelError` ending with
+    ``hint`` when the model has no static parameter to sample (PMMH, particle Gibbs, SMC²)."""
+    structure = inspect_scan_model(model, *args, **kwargs)
+    if not structure.static_sites:
+        raise StateSpaceModelError("The model has no static parameter (no latent site before its scan): " + hint)
+    return structure
 
 
 class ParameterChains:
@@ -19,12 +28,8 @@ class ParameterChains:
     static_sites: tuple = ()
 
     def _structure(self, args: tuple, kwargs: dict, hint: str) -> Any:
-        """The scan structure of ``self.model`` on these arguments; a :class:`StateSpaceModelError` ending
-        with ``hint`` when the model has no static parameter to sample."""
-        structure = inspect_scan_model(self.model, *args, **kwargs)
-        if not structure.static_sites:
-            raise StateSpaceModelError("The model has no static parameter (no latent site before its scan): " + hint)
-        return structure
+        """:func:`static_structure` of ``self.model`` on these arguments."""
+        return static_structure(self.model, args, kwargs, hint)
 
     def _check(self) -> None:
         if self._samples is None:
