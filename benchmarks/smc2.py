@@ -27,10 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from lg_grid import lg_grid_posterior  # noqa: E402
+from lg_grid import lg_grid_posterior
 
-from smcppl import PMMH, SMC, SMC2  # noqa: E402
-from smcppl.models.state_space import LinearGaussian, lg_model, simulate  # noqa: E402
+from smcppl import PMMH, SMC, SMC2
+from smcppl.models.state_space import LinearGaussian, lg_model, simulate
 
 A, Q, R, T = 0.9, 0.5, 1.0, 50
 N_THETA, N_X, K, CHAINS = 256, 64, 3, 4

@@ -37,45 +37,24 @@ The per-stage acceptance rate of the rejuvenation (NaN at stages without one) go
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from smcppl.core.checks import positive_float, positive_int
 from smcppl.core.engine import FeynmanKac, SMCState, build_step, init
-from smcppl.core.plan import Plan
+from smcppl.core.plan import Plan, split_data
 from smcppl.core.policy import Resampling
 from smcppl.core.weights import log_mean_exp, normalize, sanitize
 from smcppl.inference.state_space.chains import static_structure
 from smcppl.inference.state_space.filter import complete_state_space, filter_feynman_kac
-from smcppl.inference.state_space.scan import prior_draw, scan_state_space, static_log_prior
+from smcppl.inference.state_space.scan import body_broadcasts, prior_draw, scan_state_space, static_log_prior
 
 __all__ = ["SMC2"]
 
 JITTER = 1e-8  # added to the diagonal of the proposal covariance (a population of identical u)
-
-
-def _is_data(x: Any) -> bool:
-    """An array input that the compiled code takes as an argument (``Plan.data``), as the runner counts them."""
-    return isinstance(x, (np.ndarray, jax.Array)) and np.ndim(x) > 0
-
-
-def _split_data(args: tuple, kwargs: dict) -> tuple:
-    """``(data, rebuild)``: the array inputs (leaves of ndim > 0) and ``rebuild(data) -> (args, kwargs)``."""
-    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
-    where = [i for i, x in enumerate(leaves) if _is_data(x)]
-    data = tuple(jnp.asarray(leaves[i]) for i in where)
-
-    def rebuild(values):
-        out = list(leaves)
-        for i, v in zip(where, values):
-            out[i] = v
-        return jax.tree_util.tree_unflatten(treedef, out)
-
-    return data, rebuild
 
 
 def log_likelihood(state: SMCState) -> jax.Array:
@@ -108,11 +87,13 @@ class SMC2:
         self.num_mcmc_steps = 0 if num_mcmc_steps == 0 else positive_int(num_mcmc_steps, "num_mcmc_steps")
         self.scale = positive_float(scale, "scale")
         self.filter_resampling = Resampling()
+        self._vectorize = False  # the inner filters' population step (set by build: body_broadcasts)
 
     def _inner(self, flat: jax.Array, unravel: Callable, static: tuple, args: tuple, kwargs: dict) -> tuple:
         """``(FeynmanKac of the inner filter, log p(u))`` for unconstrained parameters ``flat``."""
         theta, log_prior = static_log_prior(self.model, static, unravel(flat), *args, **kwargs)
-        ssm = complete_state_space(scan_state_space(self.model, theta, *args, check_markov=False, **kwargs))
+        ssm = complete_state_space(scan_state_space(self.model, theta, *args, check_markov=False,
+                                                    vectorize=self._vectorize, **kwargs))
         return filter_feynman_kac(ssm, self.num_state_particles), log_prior
 
     def _feynman_kac(self, num_particles: int, static: tuple, unravel: Callable, dim: int, args: tuple,
@@ -192,7 +173,9 @@ class SMC2:
         model = self.model
         flat0, unravel = ravel_pytree(prior_draw(model, static, jax.random.key(0), *args, **kwargs))
         dim = int(flat0.shape[0])
-        data, rebuild = _split_data(args, kwargs)
+        data, rebuild = split_data(args, kwargs)
+        # decided here, on the concrete arguments (inside the compiled run they are traced)
+        self._vectorize = body_broadcasts(model, args, kwargs)
 
         def fk(values):
             a, kw = rebuild(values)
