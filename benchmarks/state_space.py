@@ -276,14 +276,16 @@ def bench_pmmh(n, iterations, peers):
         from particles import mcmc
         from particles import state_space_models as ssms
 
-        prior = dists.StructDist({"mu": dists.Normal(scale=3.0), "rho": dists.LinearD(dists.Beta(20.0, 1.5), a=2.0,
-                                                                                       b=-1.0),
-                                  "sigma": dists.TruncNormal(mu=0.0, sigma=1.0, a=0.0, b=np.inf)})
+        class Prior(dists.StructDist):  # particles 0.4 on NumPy 2: its PMMH stores logpdf of one theta in a scalar
+            def logpdf(self, theta):
+                lp = super().logpdf(theta)
+                return lp.item() if np.size(lp) == 1 else lp
+
+        prior = Prior({"mu": dists.Normal(scale=3.0), "rho": dists.LinearD(dists.Beta(20.0, 1.5), a=2.0, b=-1.0),
+                       "sigma": dists.TruncNormal(mu=0.0, sigma=1.0, a=0.0, b=np.inf)})
         niter = iterations[0]
         np.random.seed(0)
-        alg = mcmc.PMMH(ssm_cls=ssms.StochVol, prior=prior, data=list(ys), Nx=n, niter=niter,
-                        theta0=np.array([(SV["mu"], SV["phi"], SV["sigma"])],
-                                        dtype=[("mu", float), ("rho", float), ("sigma", float)]))
+        alg = mcmc.PMMH(ssm_cls=ssms.StochVol, prior=prior, data=list(ys), Nx=n, niter=niter)
         t0 = time.perf_counter()
         alg.run()
         dt = time.perf_counter() - t0
@@ -335,7 +337,7 @@ def main():
     if "sv" in sections:
         rows += bench_sv(sizes, steps, repeats, peers)
     if "pmmh" in sections:
-        rows += bench_pmmh(256 if args.quick else 1000, [50, 150] if args.quick else [100, 400], peers)
+        rows += bench_pmmh(256 if args.quick else 1000, [100, 1100] if args.quick else [100, 600], peers)
     print(table(rows))
 
 

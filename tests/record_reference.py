@@ -79,6 +79,16 @@ def cases():
     _, ys = simulate(lg, 20, seed=6)
     o = jax.jit(lambda k: bootstrap_filter(k, ssm, ys, 64))(jax.random.key(7))
     out["bootstrap"] = [float(o.log_evidence), float(np.asarray(o.state.particles).sum())]
+
+    from smcppl import SMC2, StateSpaceFilter
+    from smcppl.models.state_space import lg_model
+    y = jnp.asarray(ys[:, 0], jnp.float32)
+    smc = SMC(StateSpaceFilter(lg_model, theta={"a": 0.9}), 64, 1).run(jax.random.key(9), y)
+    out["state_space_filter"] = [float(np.asarray(smc.log_evidence).sum()),
+                                 float(np.asarray(smc.get_samples()["x"], np.float64).sum())]
+    smc = SMC(SMC2(lg_model, 16, num_mcmc_steps=1), 32, 1).run(jax.random.key(10), y)
+    out["smc2"] = [float(np.asarray(smc.log_evidence).sum()),
+                   float(np.asarray(smc.get_samples()["a"], np.float64).sum())]
     return out
 
 
