@@ -85,9 +85,11 @@ class _Generation:
     def __init__(self, keys: list, values: list, mask: "torch.Tensor"):
         self.keys, self.values, self.mask = keys, values, mask
 
-    def select(self, rows: "torch.Tensor") -> "_Generation":
-        return _Generation([k.index_select(0, rows) for k in self.keys], [v.index_select(0, rows) for v in self.values],
-                           self.mask.index_select(0, rows))
+    def select(self, index: "torch.Tensor", rows: bool = True) -> "_Generation":
+        """The given rows (batch axis), or columns (sequence axis) with ``rows=False``."""
+        kv, m = (0, 0) if rows else (2, 1)
+        return _Generation([k.index_select(kv, index) for k in self.keys],
+                           [v.index_select(kv, index) for v in self.values], self.mask.index_select(m, index))
 
     def left_pad(self, length: int) -> "_Generation":
         extra = length - self.mask.shape[1]
@@ -156,15 +158,14 @@ class LMPolicy:
     def device(self) -> "torch.device":
         return next(self.model.parameters()).device
 
-    def _forward(self, ids: "torch.Tensor", mask: "torch.Tensor", pos: "torch.Tensor", gen: Optional[_Generation]):
-        """``(log p [B, V] float64 of the last position, keys, values)`` after feeding ``ids [B, S]``."""
-        cache = transformers.DynamicCache() if gen is None else _dynamic_cache(gen.keys, gen.values)
+    def _forward(self, ids: "torch.Tensor", mask: "torch.Tensor", pos: "torch.Tensor", cache: Any):
+        """``(log p [B, V] float64 of the last position, cache)`` after feeding ``ids [B, S]`` to the model with
+        the ``transformers`` cache object ``cache`` (which the model extends by new tensors)."""
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                          **{self._cache_kw: cache})
         self.forward_calls += 1
         cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-        keys, values = _cache_tensors(cache)
-        return torch.log_softmax(out.logits[:, -1].double(), dim=-1), keys, values
+        return torch.log_softmax(out.logits[:, -1].double(), dim=-1), cache
 
     def _store(self, gen: _Generation) -> int:
         g = self._next_gen
@@ -177,8 +178,8 @@ class LMPolicy:
         dev = self.device
         missing = sorted(set(gens.tolist()) - set(self._gens))
         if missing:
-            raise RuntimeError(f"LMPolicy: cache generation(s) {missing} were dropped; was a state kept from an earlier "
-                               "run, or is one policy object used by two filters at once?")
+            raise RuntimeError(f"LMPolicy: cache generation(s) {missing} were dropped; was a state kept from an "
+                               "earlier run, or is one policy object used by two filters at once?")
         parts, order = [], []
         for g in np.unique(gens):
             sel = np.flatnonzero(gens == g)
@@ -196,9 +197,7 @@ class LMPolicy:
                               cat([p.mask for p in parts]))
         keep = out.mask.bool().any(0)
         if not bool(keep.all()):  # columns masked in every row (left padding, idle holes) cost attention time
-            cols = torch.nonzero(keep)[:, 0]
-            out = _Generation([k.index_select(2, cols) for k in out.keys], [v.index_select(2, cols) for v in out.values],
-                              out.mask.index_select(1, cols))
+            out = out.select(torch.nonzero(keep)[:, 0], rows=False)
         return out
 
     def _temperature(self, units: np.ndarray) -> "torch.Tensor":
@@ -220,8 +219,8 @@ class LMPolicy:
             prompt = self.tokenizer.encode(prompt)
         ids = np.asarray([] if prompt is None else prompt, dtype=np.int64).ravel()
         if ids.size == 0 or ids.size >= self.max_length:
-            raise ValueError(f"LMPolicy.init: the prompt must hold between 1 and max_length - 1 = {self.max_length - 1} "
-                             f"token ids (start with a BOS token if it is empty), got {ids.size}.")
+            raise ValueError(f"LMPolicy.init: the prompt must hold between 1 and max_length - 1 = "
+                             f"{self.max_length - 1} token ids (start with a BOS token if empty), got {ids.size}.")
         self._gens.clear()
         self._next_gen = 0
         dev = self.device
@@ -229,8 +228,9 @@ class LMPolicy:
         if p > 1:
             with torch.inference_mode():
                 x = torch.as_tensor(ids[None, :-1], device=dev)
-                _, keys, values = self._forward(x, torch.ones_like(x), torch.arange(p - 1, device=dev)[None], None)
-            gen = _Generation(keys, values, torch.ones((1, p - 1), dtype=torch.long, device=dev))
+                _, cache = self._forward(x, torch.ones_like(x), torch.arange(p - 1, device=dev)[None],
+                                         transformers.DynamicCache())
+            gen = _Generation(*_cache_tensors(cache), torch.ones((1, p - 1), dtype=torch.long, device=dev))
         else:
             gen = _Generation([], [], torch.zeros((1, 0), dtype=torch.long, device=dev))
         g = self._store(gen)
@@ -240,7 +240,8 @@ class LMPolicy:
         return SequenceState(tokens, np.int32(p), np.bool_(False), aux)
 
     def _start(self, state: SequenceState, rows: np.ndarray):
-        """Gathered cache of ``rows`` of ``state`` and the log p of their next token (the last token fed)."""
+        """``(log p [B, V], cache, mask)``: the log p of the next token of ``rows`` of ``state``, from their
+        gathered cache with the last token fed (then in ``cache``, a ``transformers`` cache object)."""
         aux = state.aux
         gen = self._gather(np.asarray(aux["gen"])[rows], np.asarray(aux["row"])[rows])
         lengths = np.asarray(state.lengths)[rows]
@@ -248,8 +249,9 @@ class LMPolicy:
         last = torch.as_tensor(np.asarray(state.tokens)[rows, lengths - 1], dtype=torch.long, device=dev)[:, None]
         mask = torch.cat([gen.mask, torch.ones((rows.size, 1), dtype=gen.mask.dtype, device=dev)], 1)
         pos = torch.as_tensor(lengths - 1, dtype=torch.long, device=dev)[:, None]
-        log_p, keys, values = self._forward(last, mask, pos, gen if gen.keys else None)
-        return log_p, _Generation(keys, values, mask)
+        cache = _dynamic_cache(gen.keys, gen.values) if gen.keys else transformers.DynamicCache()
+        log_p, cache = self._forward(last, mask, pos, cache)
+        return log_p, cache, mask
 
     def next_token_log_probs(self, state: SequenceState) -> np.ndarray:
         """``log p(v | x) [N, V]`` of the next token of every unfinished sequence, from the gathered cache (what
@@ -257,7 +259,7 @@ class LMPolicy:
         state = _np_state(state)
         rows = np.flatnonzero(~state.done)
         with torch.inference_mode():
-            log_p, _ = self._start(state, rows)
+            log_p, _, _ = self._start(state, rows)
         out = np.full((state.done.size, log_p.shape[-1]), np.nan)
         out[rows] = log_p.cpu().numpy()
         return out
@@ -284,7 +286,7 @@ class LMPolicy:
         for g in [g for g in self._gens if g < oldest]:
             del self._gens[g]  # no later step's state can refer to them (module docstring)
         with torch.inference_mode():
-            log_p, gen = self._start(state, rows)
+            log_p, cache, mask = self._start(state, rows)
             while True:
                 log_q = log_p if exact else proposal_log_q(log_p, temps, self.top_p)
                 tok = _draw(rng, log_q)
@@ -311,10 +313,10 @@ class LMPolicy:
                 if not live.any():
                     break
                 feed = torch.as_tensor(np.where(live, v, self.pad_token_id), dtype=torch.long, device=dev)[:, None]
-                gen.mask = torch.cat([gen.mask, torch.as_tensor(live, dtype=gen.mask.dtype, device=dev)[:, None]], 1)
+                mask = torch.cat([mask, torch.as_tensor(live, dtype=mask.dtype, device=dev)[:, None]], 1)
                 pos = torch.as_tensor(lengths[rows] - 1, dtype=torch.long, device=dev)[:, None]
-                log_p, gen.keys, gen.values = self._forward(feed, gen.mask, pos, gen)
-        g = self._store(gen)
+                log_p, cache = self._forward(feed, mask, pos, cache)
+        g = self._store(_Generation(*_cache_tensors(cache), mask))
         aux["gen"][rows], aux["row"][rows] = g, np.arange(b)
         aux["units"][rows] += 1
         done[rows] |= eos | (lengths[rows] >= t_max)
@@ -470,6 +472,7 @@ class RewardModelPRM(_MemoPRM):
                 for j in range(0, len(idx), self.batch_size):
                     chunk = idx[j:j + self.batch_size]
                     logits = self.model(input_ids=torch.as_tensor([seqs[i] for i in chunk], device=dev)).logits.double()
-                    r = torch.sigmoid(logits[:, 0]) if logits.shape[-1] == 1 else torch.softmax(logits, -1)[:, self.label]
+                    r = (torch.sigmoid(logits[:, 0]) if logits.shape[-1] == 1
+                         else torch.softmax(logits, -1)[:, self.label])
                     out[chunk] = r.cpu().numpy()
         return out
