@@ -31,7 +31,10 @@ model is data, the samplers live in ``smcppl.inference.sequence``).
   rows ``0..B-1``. A ``step`` never changes an existing generation, so the look-ahead's ``k`` calls on one
   state (and the stored successors of ``LookAhead(reuse=True)``) are correct. Generations older than
   every handle of an unfinished particle in the current call are dropped (every later call's state
-  descends from this one); ``init`` starts afresh (one run of a filter at a time per policy object).
+  descends from this one), so about two stages' generations (plus the look-ahead's ``k``) are held;
+  ``init`` starts afresh (one run of a filter at a time per policy object). The gather works on the
+  tensors (``index_select``) rather than on ``DynamicCache.batch_select_indices`` (in place, one cache)
+  because one batch may take rows of several generations; a ``DynamicCache`` is built once per ``step``.
 * **State.** ``tokens [T_max]`` holds the prompt's token ids then the generated ones, ``lengths`` counts
   tokens (prompt included), ``aux`` also carries ``units`` (units generated: the EAD index) and
   ``prompt_length`` (what the PRM adapters split on). The policy works on token ids (``decode`` and a
