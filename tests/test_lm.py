@@ -291,6 +291,12 @@ def test_prm_adapters_give_log_scores():
                 logits = rm(torch.as_tensor([st.tokens[i, :st.lengths[i]].tolist()])).logits[0].double()
             ref = torch.nn.functional.logsigmoid(logits[0]) if labels == 1 else logits.log_softmax(-1)[-1]
             assert abs(got[i] - float(ref)) < 1e-6
+    # with the reward model's own tokenizer: texts decoded by the policy's decoder, prompt + text re-encoded
+    chars = type("Chars", (), {"encode": staticmethod(lambda text: [ord(c) - 97 for c in text])})()
+    via_text = RewardModelPRM(rm, tokenizer=chars, decode=lambda ids: "".join(chr(97 + i) for i in ids)).prefix(st)
+    np.testing.assert_allclose(via_text, got, atol=1e-12)
+    with pytest.raises(ValueError, match="decode="):
+        RewardModelPRM(rm, tokenizer=chars)
 
 
 def test_bad_input_is_refused():
