@@ -26,7 +26,7 @@ import numpy as np
 from smcppl.core.entropic import with_entropic_correction
 from smcppl.core.engine import SMCError, SMCOutput, StepInfo, raise_if_failed, validate_num_particles
 from smcppl.core.chain import count_distinct, final_draws, make_run_one
-from smcppl.core.plan import Pilot, Plan
+from smcppl.core.plan import Pilot, Plan, input_signature
 from smcppl.core.result import SMCResult
 from smcppl.core.policy import Resampling, validate_resampling
 from smcppl.core.watchdog import call_with_timeout, validate_timeout
@@ -67,26 +67,6 @@ def enable_compilation_cache(path: Optional[str] = None) -> Optional[str]:
         # 0.02-0.2 s but loads in milliseconds, and a first call has ~50 of them
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return path
-
-
-def _input_signature(args, kwargs):
-    """Hashable description of model inputs for the compiled-code cache: structure, array shapes and
-    dtypes (arrays are arguments of the compiled code) and the values of everything else (Python numbers,
-    0-d arrays, strings: compile-time constants). None if a value cannot be hashed (then no caching)."""
-    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
-    sig = []
-    for x in leaves:
-        if isinstance(x, (np.ndarray, jax.Array)) and np.ndim(x) > 0:
-            sig.append(("array", tuple(np.shape(x)), str(x.dtype)))
-        elif isinstance(x, (np.ndarray, jax.Array, np.generic)):
-            sig.append(("scalar", str(x.dtype), np.asarray(x).item()))
-        else:
-            try:
-                hash(x)
-            except TypeError:
-                return None
-            sig.append(("value", type(x).__name__, x))
-    return (treedef, tuple(sig))
 
 
 def _data_holds_every_array(args, kwargs, data) -> bool:
@@ -260,7 +240,7 @@ class SMC:
             resampling = with_entropic_correction(resampling, plan.name)
         method = resolve_chain_method(self.chain_method, self.num_chains)
         keys = jax.random.split(rng_key, self.num_chains)
-        signature = _input_signature(args, kwargs) if _data_holds_every_array(args, kwargs, plan.data) else None
+        signature = input_signature(args, kwargs) if _data_holds_every_array(args, kwargs, plan.data) else None
         cache_key = None
         if signature is not None:
             cache_key = (id(self.algorithm), signature, self.num_chains, method, self.record_ancestors,

@@ -285,6 +285,27 @@ def test_pmmh_recovers_grid_posterior(grid_posterior):
     assert np.all((pmmh.acceptance_rate > 0.05) & (pmmh.acceptance_rate < 0.6))
     assert idata.posterior["a"].shape == (4, 800)
 
+    # a second run on new data of the same shape reuses the compiled chains (jit(chains) is not compiled
+    # again, nor looked up in the persistent cache: counted through JAX's compile log) and runs on the new data
+    import logging
+
+    class Compilations(logging.Handler):
+        count = 0
+
+        def emit(self, record):
+            Compilations.count += record.getMessage().startswith("Compiling jit(chain")
+
+    first = pmmh.log_target.copy()
+    handler, logger = Compilations(), logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles():
+            pmmh.run(jax.random.key(0), Y[::-1])
+    finally:
+        logger.removeHandler(handler)
+    assert Compilations.count == 0
+    assert not np.allclose(pmmh.log_target, first)
+
 
 def test_particle_gibbs_recovers_grid_posterior(grid_posterior):
     """Particle Gibbs with ancestor sampling: p(a | y) against the exact posterior, and the paths' means

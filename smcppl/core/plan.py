@@ -17,7 +17,7 @@ from smcppl.core.checks import renamed_keyword
 from smcppl.core.engine import FeynmanKac
 from smcppl.core.policy import Resampling
 
-__all__ = ["Plan", "Pilot", "split_data"]
+__all__ = ["Plan", "Pilot", "split_data", "input_signature"]
 
 
 class Pilot(NamedTuple):
@@ -95,3 +95,23 @@ def split_data(args: Sequence, kwargs: dict, static: bool = False) -> tuple[list
         return jax.tree_util.tree_unflatten(treedef, full)
 
     return dyn, merge
+
+
+def input_signature(args: Sequence, kwargs: dict) -> Optional[tuple]:
+    """Hashable description of model inputs for the compiled-code cache: structure, array shapes and
+    dtypes (arrays are arguments of the compiled code) and the values of everything else (Python numbers,
+    0-d arrays, strings: compile-time constants). None if a value cannot be hashed (then no caching)."""
+    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
+    sig = []
+    for x in leaves:
+        if isinstance(x, (np.ndarray, jax.Array)) and np.ndim(x) > 0:
+            sig.append(("array", tuple(np.shape(x)), str(x.dtype)))
+        elif isinstance(x, (np.ndarray, jax.Array, np.generic)):
+            sig.append(("scalar", str(x.dtype), np.asarray(x).item()))
+        else:
+            try:
+                hash(x)
+            except TypeError:
+                return None
+            sig.append(("value", type(x).__name__, x))
+    return (treedef, tuple(sig))

@@ -2,10 +2,12 @@
 parameters, read back as NumPyro's ``MCMC`` does (``get_samples``) with ArviZ's split R-hat."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
+import jax
 import numpy as np
 
+from smcppl.core.plan import input_signature, split_data
 from smcppl.inference.state_space.scan import StateSpaceModelError, inspect_scan_model
 
 __all__ = ["ParameterChains", "static_structure"]
@@ -30,6 +32,29 @@ class ParameterChains:
     def _structure(self, args: tuple, kwargs: dict, hint: str) -> Any:
         """:func:`static_structure` of ``self.model`` on these arguments."""
         return static_structure(self.model, args, kwargs, hint)
+
+    def _program(self, args: tuple, kwargs: dict, chain_fn: Callable, settings: tuple) -> tuple:
+        """``(program, data)``: ``program(keys, data)`` runs one chain per key (a ``vmap``) under ``jit``, with
+        the model's array arguments as its input ``data`` (:func:`~smcppl.core.plan.split_data`);
+        ``chain_fn(args, kwargs) -> chain(key)`` gets the arguments rebuilt from the traced data. Built once
+        per input signature and ``settings``: a second ``run`` on data of the same shapes (new observations,
+        a new key) compiles nothing, as ``SMC.run`` and NumPyro's ``MCMC`` do."""
+        data, merge = split_data(args, kwargs)
+        signature = input_signature(args, kwargs)
+        key = None if signature is None else (signature, settings)
+        cache = self.__dict__.setdefault("_programs", {})
+        if key is not None and key in cache:
+            return cache[key], data
+
+        def chains(keys, values):
+            a, kw = merge(values)
+            return jax.vmap(chain_fn(a, kw))(keys)
+
+        program = jax.jit(chains)
+        if key is not None:
+            cache.clear()  # the latest inputs only
+            cache[key] = program
+        return program, data
 
     def _check(self) -> None:
         if self._samples is None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from smcppl.core.checks import open_unit_interval
 from smcppl.core.engine import FeynmanKac
-from smcppl.core.plan import Plan, split_data
+from smcppl.core.plan import Plan, input_signature, split_data
 from smcppl.core.policy import as_resampling
 from smcppl.core.weights import normalize
 from smcppl.inference.state_space.export import filtering_dataset
@@ -219,15 +219,12 @@ class StateSpaceFilter:
         """:meth:`_declared` (the declaration and broadcasting checks, ~0.5 s of tracing), once per input
         signature (tree structure, array shapes and dtypes, other values); what :meth:`build` takes from it
         (the check, ``num_steps``, ``record``, whether to vectorize) depends on nothing else."""
-        leaves, tree = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
-        signature = (tree, tuple((np.shape(x), np.result_type(x)) if isinstance(x, (np.ndarray, jax.Array)) else x
-                                 for x in leaves))
+        signature = input_signature(args, kwargs)
         cache = self.__dict__.setdefault("_declared_cache", {})
-        try:
-            if signature in cache:
-                return cache[signature]
-        except TypeError:  # an unhashable argument: no caching
+        if signature is None:  # an unhashable argument: no caching
             return self._declared(*args, **kwargs)
+        if signature in cache:
+            return cache[signature]
         cache.clear()  # the latest signature only
         cache[signature] = self._declared(*args, **kwargs)
         return cache[signature]

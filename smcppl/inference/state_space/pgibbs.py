@@ -160,8 +160,10 @@ class ParticleGibbs(ParameterChains):
         if scan_state_space(self.model, theta0, *args, **kwargs).log_transition is None:
             raise StateSpaceModelError("Particle Gibbs with ancestor sampling needs f_t(x_t | x_{t-1}) as a density of "
                                        "the state: the scan body's new carry must be a function of its latent sites.")
-        chain = self._chain_fn(args, kwargs, structure.static_sites)
-        thetas, latents, accepts = jax.jit(jax.vmap(chain))(jax.random.split(rng_key, self.num_chains))
+        static = structure.static_sites
+        settings = (self.num_particles, self.num_warmup, self.num_samples, self.target_acceptance)
+        program, data = self._program(args, kwargs, lambda a, kw: self._chain_fn(a, kw, static), settings)
+        thetas, latents, accepts = program(jax.random.split(rng_key, self.num_chains), data)
         self._samples = {k: np.asarray(v) for k, v in {**thetas, **latents}.items()}
         self.static_sites = structure.static_sites
         self.accepted = np.asarray(accepts)

@@ -27,8 +27,7 @@ from smcppl.core.policy import as_resampling
 from smcppl.core.weights import sanitize
 from smcppl.inference.state_space.filter import complete_state_space, filter_feynman_kac
 from smcppl.inference.state_space.chains import ParameterChains
-from smcppl.inference.state_space.scan import (prior_draw,
-                                               scan_state_space, static_log_prior)
+from smcppl.inference.state_space.scan import body_broadcasts, prior_draw, scan_state_space, static_log_prior
 
 __all__ = ["PMMH"]
 
@@ -60,7 +59,7 @@ class PMMH(ParameterChains):
         self.target_acceptance = open_unit_interval(target_acceptance, "target_acceptance")
         self._samples = None
 
-    def _chain_fn(self, args, kwargs, static):
+    def _chain_fn(self, args, kwargs, static, vectorize=None):
         model, n, res = self.model, self.num_particles, self.resampling
         u_example = prior_draw(model, static, jax.random.key(0), *args, **kwargs)
         flat0, unravel = ravel_pytree(u_example)
@@ -68,7 +67,8 @@ class PMMH(ParameterChains):
 
         def log_target(flat, key):
             theta, log_prior = static_log_prior(model, static, unravel(flat), *args, **kwargs)
-            ssm = complete_state_space(scan_state_space(model, theta, *args, check_markov=False, **kwargs))
+            ssm = complete_state_space(scan_state_space(model, theta, *args, check_markov=False, vectorize=vectorize,
+                                                        **kwargs))
             out = run_fixed(key, filter_feynman_kac(ssm, n), ssm.num_steps - 1, res)
             return sanitize(log_prior + out.log_evidence), theta
 
@@ -119,8 +119,11 @@ class PMMH(ParameterChains):
         """Run ``num_chains`` chains on the model's arguments (the observations)."""
         structure = self._structure(args, kwargs, "there is nothing for PMMH to sample. Use StateSpaceFilter to "
                                                   "filter it.")
-        chain = self._chain_fn(args, kwargs, structure.static_sites)
-        thetas, lts, accepts, scales = jax.jit(jax.vmap(chain))(jax.random.split(rng_key, self.num_chains))
+        static = structure.static_sites
+        vectorize = body_broadcasts(self.model, args, kwargs)  # on the concrete arguments
+        settings = (self.num_particles, self.num_warmup, self.num_samples, self.resampling, self.target_acceptance)
+        program, data = self._program(args, kwargs, lambda a, kw: self._chain_fn(a, kw, static, vectorize), settings)
+        thetas, lts, accepts, scales = program(jax.random.split(rng_key, self.num_chains), data)
         self._samples = {k: np.asarray(v) for k, v in thetas.items()}
         self.log_target = np.asarray(lts)
         self.accepted = np.asarray(accepts)
