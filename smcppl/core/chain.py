@@ -30,14 +30,16 @@ def count_distinct(particles: Any) -> jax.Array:
 
 
 def final_draws(rng_key: jax.Array, particles: Any, log_weights: jax.Array, postprocess: Callable,
-                lineage: Optional[jax.Array] = None, resample_final: bool = True) -> tuple:
+                lineage: Optional[jax.Array] = None, resample_final: bool = True,
+                draw_identity: Optional[Callable] = None) -> tuple:
     """Equally weighted draws: systematic resampling of the final weights, then a random order in which
     the draws of one lineage (same ancestor ``LINEAGE_LAG`` resampling events back, see
     :func:`smcppl.core.engine.update_lineage`) stay contiguous — so that ArviZ's autocorrelation-based
     ESS and MCSE see their correlation instead of counting copies as independent draws.
 
     Returns ``(postprocess(draws), draws, draw_stats)``, ``draw_stats = {"lineage": [N] cluster id of
-    each draw, "n_unique": number of distinct draws}``."""
+    each draw, "n_unique": number of distinct draws}`` (distinct in ``draw_identity(particles)``, default
+    the whole particles)."""
     k1, k2, k3 = jax.random.split(rng_key, 3)
     n = log_weights.shape[0]
     idx = systematic(k1, normalize(log_weights), n) if resample_final else jnp.arange(n)
@@ -47,7 +49,8 @@ def final_draws(rng_key: jax.Array, particles: Any, log_weights: jax.Array, post
     order = jnp.lexsort((jax.random.uniform(k3, (n,)), cluster_rank))
     idx, cluster = idx[order], cluster[order]
     particles = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), particles)
-    draw_stats = {"lineage": cluster.astype(jnp.int32), "n_unique": count_distinct(particles)}
+    identity = particles if draw_identity is None else draw_identity(particles)
+    draw_stats = {"lineage": cluster.astype(jnp.int32), "n_unique": count_distinct(identity)}
     return postprocess(particles), particles, draw_stats
 
 
@@ -68,6 +71,7 @@ def make_run_one(plan: Plan, resampling: Resampling, record_ancestors: bool = Fa
         else:
             out = run_adaptive(k_run, fk, plan.max_stages, resampling, record_ancestors, progress, plan.summary_fn)
         post = plan.postprocess if plan.data is None else (lambda p: plan.postprocess(p, data))
-        return (out,) + final_draws(k_draw, out.state.particles, out.state.log_weights, post, out.state.lineage)
+        return (out,) + final_draws(k_draw, out.state.particles, out.state.log_weights, post, out.state.lineage,
+                                    draw_identity=plan.draw_identity)
 
     return run_one

@@ -53,6 +53,7 @@ class _PlanFields(NamedTuple):
     data: Any = None
     entropic_correction: bool = False  # an unset Entropic.correct means True (the plan estimates log Z)
     pilot: Optional[Pilot] = None
+    draw_identity: Optional[Callable] = None
 
 
 class Plan(_PlanFields):
@@ -69,7 +70,9 @@ class Plan(_PlanFields):
     ``Entropic.correct`` to True (samplers that estimate ``log Z``). metadata: anything the exporter needs
     (observed data, dims, log-likelihood function, site names); attrs: settings (str/int/float only).
     pilot: an optional :class:`Pilot` run before the main runs. progress_name: what ``fk.progress``
-    measures, shown by progress bars (e.g. ``"beta"``).
+    measures, shown by progress bars (e.g. ``"beta"``). draw_identity(particles) -> the part of the
+    particles that tells draws apart in the distinct-draw count behind the health check's ``collapse``
+    flag (default: the whole particle; SMC² counts its parameters, not the inner filters they carry).
     """
 
     __slots__ = ()

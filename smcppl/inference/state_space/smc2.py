@@ -186,7 +186,9 @@ class SMC2:
             return jax.vmap(lambda f: static_log_prior(model, static, unravel(f), *a, **kw)[0])(particles["u"])
 
         attrs = {"num_state_particles": self.num_state_particles, "num_mcmc_steps": self.num_mcmc_steps,
-                 "scale": self.scale, "num_time_steps": num_steps}
+                 "scale": self.scale, "num_time_steps": num_steps,
+                 "continuous_state": 1}  # continuous parameters: exact copies come from resampling only
         return Plan(fk=fk, num_stages=num_steps - 1, max_stages=num_steps - 1, postprocess=postprocess,
                     resampling=Resampling(), name="SMC2", progress_name="t", data=data, entropic_correction=True,
-                    attrs=attrs, metadata={"latent_sites": tuple(static)})
+                    attrs=attrs, metadata={"latent_sites": tuple(static)},
+                    draw_identity=lambda particles: particles["u"])  # the parameters, not the inner filters
