@@ -161,6 +161,8 @@ def test_body_broadcast_check():
     assert body_broadcasts(vector_state(True), (Y,), {})
     assert not body_broadcasts(vector_state(False), (Y,), {})
     assert not body_broadcasts(shared_noise, (Y,), {})
+    with pytest.raises(StateSpaceModelError, match="vectorize=True, but the scan body"):
+        scan_state_space(shared_noise, {}, Y, vectorize=True)
 
 
 def test_filter_matches_kalman(scan_run):

@@ -237,6 +237,10 @@ def run_body(f: Callable, carry: Any, x_t: Any, key: Optional[jax.Array] = None,
     return new_carry, z, log_f, log_g
 
 
+def _traced(args: tuple, kwargs: dict) -> bool:
+    return any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves((args, kwargs)))
+
+
 PROBE_PARTICLES = 5  # population size of the broadcasting check (not a dimension a model is likely to have)
 
 
@@ -250,7 +254,7 @@ def body_broadcasts(model: Callable, args: tuple, kwargs: dict) -> bool:
     state, a latent site whose distribution does not depend on the state), when the check fails for any
     reason, or when the model's arguments are traced (nothing concrete can be run). Elementwise bodies (most
     one-dimensional models) broadcast."""
-    if any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves((args, kwargs))):
+    if _traced(args, kwargs):
         return False
     n = PROBE_PARTICLES
     leaves, tree = jax.tree_util.tree_leaves, jax.tree_util.tree_structure
@@ -311,8 +315,10 @@ def scan_state_space(model: Callable, theta: dict, *args, check_markov: bool = T
     ``check_markov=False`` skips the check that gates ``log_transition`` (module docstring) and keeps it.
     ``vectorize``: give ``population_step``, the body run once on the whole population under
     ``handlers.seed(key)`` (``N`` draws from one key, no per-particle key split), when the body broadcasts over
-    a leading particle axis; None (default) decides by :func:`body_broadcasts`, False never (the filters then
-    ``vmap`` ``step`` over split keys, the same draws as a lower-level form with the same functions)."""
+    a leading particle axis; None (default) decides by :func:`body_broadcasts`, True requires it (a body that
+    fails the check raises :class:`StateSpaceModelError`; not checked when the arguments are traced), False
+    never (the filters then ``vmap`` ``step`` over split keys, the same draws as a lower-level form with the
+    same functions)."""
     def call_for(key):
         return _prefix(model, args, kwargs, dict(theta), key)[0]
 
@@ -363,6 +369,12 @@ def scan_state_space(model: Callable, theta: dict, *args, check_markov: bool = T
     markov = not check_markov or "carry" not in inputs_used(next_carry, {"carry": call.init, "latent": z0})
     if vectorize is None:
         vectorize = body_broadcasts(model, args, kwargs)
+    elif vectorize and not _traced(args, kwargs) and not body_broadcasts(model, args, kwargs):
+        raise StateSpaceModelError(
+            "vectorize=True, but the scan body does not give the per-particle results when run on the whole "
+            "population at once (a carry with a leading particle axis): e.g. a matrix applied as A @ x to a "
+            "vector state (write x @ A.T), or a latent site whose distribution does not depend on the state. "
+            "Use vectorize=None (decide by this check) or False.")
     return StateSpace(lambda key, x_0: initial(key, x_0)[0], lambda key, x_prev, x_t, t: step(key, x_prev, x_t, t)[0],
                       log_observation,
                       log_transition=log_transition if markov else None,
