@@ -96,3 +96,11 @@ def test_training_reduces_the_loss_and_weights_round_trip(tmp_path, monkeypatch)
     texts = policy.texts(res.output.state.particles.seq)[1]
     assert len(texts) == 4 and all(set(t) <= set(A.VOCAB) for t in texts)
     assert res.policy_calls <= 16 and res.potential_calls >= res.policy_calls
+
+
+def test_shipped_default_weights_load(tmp_path, monkeypatch):
+    """The package's weights are those of the default settings (an empty user cache falls back to them)."""
+    monkeypatch.setenv("SMCPPL_CACHE_DIR", str(tmp_path))
+    model, info = A.load_or_train()
+    assert info["source"] == "package" and info["steps"] == A.TrainConfig().max_steps
+    assert sum(p.numel() for p in model.parameters()) < 200_000 and not model.training

@@ -113,6 +113,7 @@ def solution_text(problem: tuple) -> str:
 
 
 def random_problem(rng: np.random.Generator) -> tuple:
+    """A problem ``(a, o1, b, o2, c, o3, d)``: digits uniform on 1..9, operators uniform on ``+ - *``."""
     d = rng.integers(1, 10, 4)
     o = rng.integers(0, 3, 3)
     return (int(d[0]), OPS[o[0]], int(d[1]), OPS[o[1]], int(d[2]), OPS[o[2]], int(d[3]))
@@ -196,6 +197,7 @@ class StepVerifier:
         return self.r_done if finished else self.r_ok
 
     def score_one(self, problem: tuple, text: str) -> float:
+        """The score of one solution prefix (class docstring; the over-confident mix on early steps)."""
         r = self.honest(problem, text)
         c = self.overconfidence
         if c == 0.0 or len(parse_steps(text)[0]) > self.early_steps or text.endswith("$"):
