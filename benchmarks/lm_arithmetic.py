@@ -32,15 +32,15 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import jax
+import numpy as np
+import torch
 
-from sequence import BASELINE, bootstrap_ci, emit, equal_compute  # noqa: E402
-from smcppl.core import Resampling  # noqa: E402
-from smcppl.inference.sequence import LookAhead, ParticleFilter, ead_schedule, run_host  # noqa: E402
-from smcppl.models import arithmetic_lm as A  # noqa: E402
-from smcppl.models.lm import CallablePRM  # noqa: E402
+from sequence import BASELINE, bootstrap_ci, emit, equal_compute
+from smcppl.core import Resampling
+from smcppl.inference.sequence import LookAhead, ParticleFilter, ead_schedule, run_host
+from smcppl.models import arithmetic_lm as A
+from smcppl.models.lm import CallablePRM
 
 UNITS = 4  # three steps and the end token
 EAD = ead_schedule("cosine", 1.5, 1.0, UNITS)  # exploratory first step, the policy itself at the end

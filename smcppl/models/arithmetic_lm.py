@@ -293,7 +293,8 @@ def train(model: Any, train_config: TrainConfig = TrainConfig(), log_every: int 
             losses.append(float(loss.detach()))
             step += 1
             if log_every and step % log_every == 0:
-                print(f"step {step} loss {np.mean(losses[-log_every:]):.4f} {time.perf_counter() - t0:.0f}s", flush=True)
+                elapsed = time.perf_counter() - t0
+                print(f"step {step} loss {np.mean(losses[-log_every:]):.4f} {elapsed:.0f}s", flush=True)
         model.eval()
     finally:
         torch.set_num_threads(threads)
