@@ -7,6 +7,8 @@ from typing import Any, Callable, Mapping, Optional
 import jax
 import numpy as np
 
+from smcppl.core.checks import open_unit_interval, positive_int
+from smcppl.core.engine import validate_num_particles
 from smcppl.core.plan import input_signature, split_data
 from smcppl.inference.state_space.scan import StateSpaceModelError, inspect_scan_model
 
@@ -28,6 +30,19 @@ class ParameterChains:
 
     _samples: dict = None
     static_sites: tuple = ()
+
+    def _settings(self, name: str, model: Callable, num_particles: int, num_warmup: int, num_samples: int,
+                  num_chains: int, target_acceptance: float) -> None:
+        """Check and store the settings every parameter sampler has (``name`` is the sampler's, for errors)."""
+        if not callable(model):
+            raise TypeError(f"{name} takes a NumPyro model whose time loop is scan, got {type(model).__name__}.")
+        self.model = model
+        self.num_particles = validate_num_particles(num_particles)
+        self.num_warmup = positive_int(num_warmup, "num_warmup")
+        self.num_samples = positive_int(num_samples, "num_samples")
+        self.num_chains = positive_int(num_chains, "num_chains")
+        self.target_acceptance = open_unit_interval(target_acceptance, "target_acceptance")
+        self._samples = None
 
     def _structure(self, args: tuple, kwargs: dict, hint: str) -> Any:
         """:func:`static_structure` of ``self.model`` on these arguments."""

@@ -26,8 +26,6 @@ from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer.util import _unconstrain_reparam, log_density
 
-from smcppl.core.checks import open_unit_interval, positive_int
-from smcppl.core.engine import validate_num_particles
 from smcppl.core.weights import sanitize
 from smcppl.inference.state_space.filter import complete_state_space
 from smcppl.inference.state_space.chains import ParameterChains
@@ -86,15 +84,7 @@ class ParticleGibbs(ParameterChains):
 
     def __init__(self, model: Callable, num_particles: int = 64, num_warmup: int = 300, num_samples: int = 1000,
                  num_chains: int = 4, *, target_acceptance: float = 0.3):
-        if not callable(model):
-            raise TypeError(f"ParticleGibbs takes a NumPyro model whose time loop is scan, got {type(model).__name__}.")
-        self.model = model
-        self.num_particles = validate_num_particles(num_particles)
-        self.num_warmup = positive_int(num_warmup, "num_warmup")
-        self.num_samples = positive_int(num_samples, "num_samples")
-        self.num_chains = positive_int(num_chains, "num_chains")
-        self.target_acceptance = open_unit_interval(target_acceptance, "target_acceptance")
-        self._samples = None
+        self._settings("ParticleGibbs", model, num_particles, num_warmup, num_samples, num_chains, target_acceptance)
 
     def _chain_fn(self, args, kwargs, static):
         model, n = self.model, self.num_particles

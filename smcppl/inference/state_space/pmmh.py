@@ -21,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from smcppl.core.checks import open_unit_interval, positive_int
-from smcppl.core.engine import run_fixed, validate_num_particles
+from smcppl.core.engine import run_fixed
 from smcppl.core.policy import as_resampling
 from smcppl.core.weights import sanitize
 from smcppl.inference.state_space.filter import complete_state_space, filter_feynman_kac
@@ -48,16 +47,8 @@ class PMMH(ParameterChains):
 
     def __init__(self, model: Callable, num_particles: int = 256, num_warmup: int = 300, num_samples: int = 1000,
                  num_chains: int = 4, *, resampling=None, entropic=None, target_acceptance: float = 0.25):
-        if not callable(model):
-            raise TypeError(f"PMMH takes a NumPyro model whose time loop is scan, got {type(model).__name__}.")
-        self.model = model
-        self.num_particles = validate_num_particles(num_particles)
-        self.num_warmup = positive_int(num_warmup, "num_warmup")
-        self.num_samples = positive_int(num_samples, "num_samples")
-        self.num_chains = positive_int(num_chains, "num_chains")
+        self._settings("PMMH", model, num_particles, num_warmup, num_samples, num_chains, target_acceptance)
         self.resampling = as_resampling(resampling, entropic)
-        self.target_acceptance = open_unit_interval(target_acceptance, "target_acceptance")
-        self._samples = None
 
     def _chain_fn(self, args, kwargs, static, vectorize=None):
         model, n, res = self.model, self.num_particles, self.resampling
