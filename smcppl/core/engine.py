@@ -47,6 +47,7 @@ __all__ = [
     "init",
     "build_step",
     "run_fixed",
+    "running_log_evidence",
     "run_adaptive",
     "raise_if_failed",
     "validate_num_particles",
@@ -148,7 +149,9 @@ def validate_num_particles(num_particles: int) -> int:
     return n
 
 
-def _running_log_evidence(log_evidence, log_weights):
+def running_log_evidence(log_evidence: jax.Array, log_weights: jax.Array) -> jax.Array:
+    """``log Z_hat`` so far: the resampling increments ``log_evidence`` plus ``log mean exp`` of the current
+    log-weights."""
     return log_evidence + log_mean_exp(log_weights)
 
 
@@ -159,7 +162,7 @@ def _info(log_weights, log_evidence, tau, resampled, n_unique, params, move_info
         entropy=normalized_entropy(lw),
         tau=jnp.asarray(tau, lw.dtype),
         resampled=jnp.asarray(resampled),
-        log_evidence=_running_log_evidence(log_evidence, lw),
+        log_evidence=running_log_evidence(log_evidence, lw),
         n_unique_ancestors=jnp.asarray(n_unique, jnp.int32),
         dead=all_dead(lw),
         params=params,
@@ -257,7 +260,7 @@ def run_fixed(rng_key: jax.Array, fk: FeynmanKac, num_stages: int, resampling: R
     dead_any = jnp.any(trace.dead)
     dead_stage = jnp.where(dead_any, jnp.argmax(trace.dead), -1)
     return SMCOutput(state, trace, jnp.asarray(num_stages + 1),
-                     _running_log_evidence(state.log_evidence, state.log_weights), dead_stage)
+                     running_log_evidence(state.log_evidence, state.log_weights), dead_stage)
 
 
 def _pad_like(x, capacity):
@@ -304,7 +307,7 @@ def run_adaptive(rng_key: jax.Array, fk: FeynmanKac, max_stages: int, resampling
     state, trace, _, dead = jax.lax.while_loop(cond, body, (state, trace, k_run, info0.dead))
     n_stages = state.stage + 1
     dead_stage = jnp.where(dead, state.stage, -1)
-    return SMCOutput(state, trace, n_stages, _running_log_evidence(state.log_evidence, state.log_weights), dead_stage)
+    return SMCOutput(state, trace, n_stages, running_log_evidence(state.log_evidence, state.log_weights), dead_stage)
 
 
 def raise_if_failed(output: SMCOutput, what: str = "SMC run") -> SMCOutput:

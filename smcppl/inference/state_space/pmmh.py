@@ -111,9 +111,13 @@ class PMMH(ParameterChains):
         structure = self._structure(args, kwargs, "there is nothing for PMMH to sample. Use StateSpaceFilter to "
                                                   "filter it.")
         static = structure.static_sites
-        vectorize = body_broadcasts(self.model, args, kwargs)  # on the concrete arguments
         settings = (self.num_particles, self.num_warmup, self.num_samples, self.resampling, self.target_acceptance)
-        program, data = self._program(args, kwargs, lambda a, kw: self._chain_fn(a, kw, static, vectorize), settings)
+
+        def chain_fn(a, kw):  # called when the program is traced (once per signature and settings)
+            vectorize = body_broadcasts(self.model, args, kwargs)  # on the concrete arguments, not the traced a, kw
+            return self._chain_fn(a, kw, static, vectorize)
+
+        program, data = self._program(args, kwargs, chain_fn, settings)
         thetas, lts, accepts, scales = program(jax.random.split(rng_key, self.num_chains), data)
         self._samples = {k: np.asarray(v) for k, v in thetas.items()}
         self.log_target = np.asarray(lts)

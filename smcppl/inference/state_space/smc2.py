@@ -44,10 +44,10 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from smcppl.core.checks import positive_float, positive_int
-from smcppl.core.engine import FeynmanKac, SMCState, build_step, init
+from smcppl.core.engine import FeynmanKac, SMCState, build_step, init, running_log_evidence
 from smcppl.core.plan import Plan, split_data
 from smcppl.core.policy import Resampling
-from smcppl.core.weights import log_mean_exp, normalize, sanitize
+from smcppl.core.weights import normalize, sanitize
 from smcppl.inference.state_space.chains import static_structure
 from smcppl.inference.state_space.filter import complete_state_space, filter_feynman_kac
 from smcppl.inference.state_space.scan import body_broadcasts, prior_draw, scan_state_space, static_log_prior
@@ -59,7 +59,7 @@ JITTER = 1e-8  # added to the diagonal of the proposal covariance (a population 
 
 def log_likelihood(state: SMCState) -> jax.Array:
     """``log Z_hat`` of an inner filter so far: resampling increments plus ``log mean exp`` of its weights."""
-    return state.log_evidence + log_mean_exp(state.log_weights)
+    return running_log_evidence(state.log_evidence, state.log_weights)
 
 
 class SMC2:
