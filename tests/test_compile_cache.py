@@ -47,21 +47,26 @@ def test_second_run_reuses_compiled_code_and_matches_a_fresh_object():
 
 
 class _CompileLog(logging.Handler):
-    """Counts XLA compilations of the runner's program (``jit(run_one)``) through JAX's compile log."""
+    """Counts XLA compilations of the runner's program (``jit(run_one)``) through JAX's compile log, and
+    every XLA compilation (``names``: the compiled functions, in order)."""
 
     def __init__(self):
         super().__init__()
-        self.count = 0
+        self.count, self.names = 0, []
 
     def emit(self, record):
-        if "Finished XLA compilation of jit(run_one)" in record.getMessage():
+        message = record.getMessage()
+        if message.startswith("Finished XLA compilation of "):
+            self.names.append(message.split("Finished XLA compilation of ", 1)[1].split(" in ")[0])
+        if "Finished XLA compilation of jit(run_one)" in message:
             self.count += 1
 
 
 def test_pilot_and_chains_share_one_compilation_and_a_second_run_compiles_nothing():
     """Default tuning="pilot": the pilot and the three chains run one compiled program (one XLA compilation
-    of the runner's program on the first call, none on the second), and the second call gives what a
-    fresh object gives for the same key."""
+    of the runner's program on the first call, none on the second; the second call compiles nothing at all,
+    the model check on the new call's data included), and the second call gives what a fresh object gives
+    for the same key."""
     log = _CompileLog()
     logger = logging.getLogger("jax")
     logger.addHandler(log)
@@ -70,12 +75,13 @@ def test_pilot_and_chains_share_one_compilation_and_a_second_run_compiles_nothin
             smc = SMC(TemperedSMC(zoo.conjugate_gaussian, move="rwm", num_mcmc_steps=2), num_particles=200,
                       num_chains=3, chain_method="sequential")
             smc.run(jax.random.key(0), **DATA)
-            first = log.count
+            first, compiled_before = log.count, len(log.names)
             smc.run(jax.random.key(1), **DATA)
-            second = log.count - first
+            second, compiled_second = log.count - first, log.names[compiled_before:]
     finally:
         logger.removeHandler(log)
     assert (first, second) == (1, 0), (first, second)
+    assert compiled_second == [], compiled_second
     assert smc.timing["reused_compiled"] == 1 and smc.timing["pilot_seconds"] > 0
     again = np.asarray(smc.log_evidence)
     fresh = SMC(smc.algorithm, num_particles=200, num_chains=3, chain_method="sequential").run(jax.random.key(1),

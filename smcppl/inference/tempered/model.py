@@ -267,6 +267,7 @@ class TemperedSMC:
         self.schedule = None if schedule is None else validate_schedule(schedule)
         self.likelihood_sites = likelihood_sites
         self.factors_as_likelihood = factors_as_likelihood
+        self._evaluation_cache: dict = {}  # the model check's compiled evaluation, by input signature
         self.tuning = _validate_tuning(tuning)
         if pilot_particles is not None and positive_int(pilot_particles, "pilot_particles") < 2:
             raise ValueError(f"pilot_particles must be >= 2, got {pilot_particles}.")
@@ -283,7 +284,8 @@ class TemperedSMC:
         """The model's tempering split on these inputs: ``log p(u)`` and ``log L(u)`` (tempered sites:
         ``likelihood_sites``) on the flat unconstrained position ``u``, prior draws and the map back to
         the model's values (:func:`~smcppl.inference.tempered.numpyro_model.numpyro_density`)."""
-        return numpyro_density(self.model, args, kwargs, self.likelihood_sites, self.factors_as_likelihood)
+        return numpyro_density(self.model, args, kwargs, self.likelihood_sites, self.factors_as_likelihood,
+                               cache=self._evaluation_cache)
 
     def build(self, num_particles: int, *args, **kwargs) -> Plan:
         """The :class:`~smcppl.core.plan.Plan` for ``num_particles`` particles on the model's inputs
