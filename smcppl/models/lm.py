@@ -34,7 +34,9 @@ model is data, the samplers live in ``smcppl.inference.sequence``).
   descends from this one), so about two stages' generations (plus the look-ahead's ``k``) are held;
   ``init`` starts afresh (one run of a filter at a time per policy object). The gather works on the
   tensors (``index_select``) rather than on ``DynamicCache.batch_select_indices`` (in place, one cache)
-  because one batch may take rows of several generations; a ``DynamicCache`` is built once per ``step``.
+  because one batch may take rows of several generations; a ``DynamicCache`` is built once per ``step``
+  over the gathered tensors (no copy). When the ancestors are the identity (no resampling) nothing is
+  gathered, and while no cache column is masked the model is called without an attention mask.
 * **State.** ``tokens [T_max]`` holds the prompt's token ids then the generated ones, ``lengths`` counts
   tokens (prompt included), ``aux`` also carries ``units`` (units generated: the EAD index) and
   ``prompt_length`` (what the PRM adapters split on). The policy works on token ids (``decode`` and a
