@@ -34,7 +34,9 @@ model is data, the samplers live in ``smcppl.inference.sequence``).
   descends from this one), so about two stages' generations (plus the look-ahead's ``k``) are held;
   ``init`` starts afresh (one run of a filter at a time per policy object). The gather works on the
   tensors (``index_select``) rather than on ``DynamicCache.batch_select_indices`` (in place, one cache)
-  because one batch may take rows of several generations; a ``DynamicCache`` is built once per ``step``.
+  because one batch may take rows of several generations; a ``DynamicCache`` is built once per ``step``
+  over the gathered tensors (no copy). When the ancestors are the identity (no resampling) nothing is
+  gathered, and while no cache column is masked the model is called without an attention mask.
 * **State.** ``tokens [T_max]`` holds the prompt's token ids then the generated ones, ``lengths`` counts
   tokens (prompt included), ``aux`` also carries ``units`` (units generated: the EAD index) and
   ``prompt_length`` (what the PRM adapters split on). The policy works on token ids (``decode`` and a
@@ -161,14 +163,15 @@ class LMPolicy:
     def device(self) -> "torch.device":
         return next(self.model.parameters()).device
 
-    def _forward(self, ids: "torch.Tensor", mask: "torch.Tensor", pos: "torch.Tensor", cache: Any):
-        """``(log p [B, V] float64 of the last position, cache)`` after feeding ``ids [B, S]`` to the model with
-        the ``transformers`` cache object ``cache`` (which the model extends by new tensors)."""
+    def _forward(self, ids: "torch.Tensor", mask: Optional["torch.Tensor"], pos: "torch.Tensor", cache: Any):
+        """``(logits [B, V] of the last position, cache)`` after feeding ``ids [B, S]`` to the model with the
+        ``transformers`` cache object ``cache`` (which the model extends by new tensors); ``mask=None``: no
+        column of the cache is masked (the model attends to all of them, as with a mask of ones)."""
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                          **{self._cache_kw: cache})
         self.forward_calls += 1
         cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-        return torch.log_softmax(out.logits[:, -1].double(), dim=-1), cache
+        return out.logits[:, -1], cache
 
     def _store(self, gen: _Generation) -> int:
         g = self._next_gen
@@ -184,6 +187,9 @@ class LMPolicy:
             raise RuntimeError(f"LMPolicy: cache generation(s) {missing} were dropped; was a state kept from an "
                                "earlier run, or is one policy object used by two filters at once?")
         parts, order = [], []
+        if np.all(gens == gens[0]) and rows.size == self._gens[int(gens[0])].mask.shape[0] \
+                and np.array_equal(rows, np.arange(rows.size)):
+            return self._gens[int(gens[0])]  # the ancestors are the identity: nothing to gather (nor copy)
         for g in np.unique(gens):
             sel = np.flatnonzero(gens == g)
             parts.append(self._gens[int(g)].select(torch.as_tensor(rows[sel], dtype=torch.long, device=dev)))
@@ -243,18 +249,20 @@ class LMPolicy:
         return SequenceState(tokens, np.int32(p), np.bool_(False), aux)
 
     def _start(self, state: SequenceState, rows: np.ndarray):
-        """``(log p [B, V], cache, mask)``: the log p of the next token of ``rows`` of ``state``, from their
-        gathered cache with the last token fed (then in ``cache``, a ``transformers`` cache object)."""
+        """``(logits [B, V], cache, mask, full)``: the logits of the next token of ``rows`` of ``state``, from
+        their gathered cache with the last token fed (then in ``cache``, a ``transformers`` cache object);
+        ``full``: no column of ``mask`` is masked."""
         aux = state.aux
         gen = self._gather(np.asarray(aux["gen"])[rows], np.asarray(aux["row"])[rows])
         lengths = np.asarray(state.lengths)[rows]
         dev = self.device
         last = torch.as_tensor(np.asarray(state.tokens)[rows, lengths - 1], dtype=torch.long, device=dev)[:, None]
         mask = torch.cat([gen.mask, torch.ones((rows.size, 1), dtype=gen.mask.dtype, device=dev)], 1)
+        full = bool(gen.mask.all())
         pos = torch.as_tensor(lengths - 1, dtype=torch.long, device=dev)[:, None]
         cache = _dynamic_cache(gen.keys, gen.values) if gen.keys else transformers.DynamicCache()
-        log_p, cache = self._forward(last, mask, pos, cache)
-        return log_p, cache, mask
+        logits, cache = self._forward(last, None if full else mask, pos, cache)
+        return logits, cache, mask, full
 
     def next_token_log_probs(self, state: SequenceState) -> np.ndarray:
         """``log p(v | x) [N, V]`` of the next token of every unfinished sequence, from the gathered cache (what
@@ -262,13 +270,18 @@ class LMPolicy:
         state = _np_state(state)
         rows = np.flatnonzero(~state.done)
         with torch.inference_mode():
-            log_p, _, _ = self._start(state, rows)
-        out = np.full((state.done.size, log_p.shape[-1]), np.nan)
-        out[rows] = log_p.cpu().numpy()
+            logits, _, _, _ = self._start(state, rows)
+        out = np.full((state.done.size, logits.shape[-1]), np.nan)
+        out[rows] = torch.log_softmax(logits.double(), -1).cpu().numpy()
         return out
 
     def step(self, rng: np.random.Generator, state: SequenceState):
-        """One unit for every unfinished sequence: ``(state, log_p [N], log_q [N])`` (module docstring)."""
+        """One unit for every unfinished sequence: ``(state, log_p [N], log_q [N])`` (module docstring).
+
+        The per-token work stays in torch on the batch (no host round trip but the one ``live.any()`` that
+        ends the unit): the float32 logits are taken to float64, the token is drawn by inversion
+        (:func:`_sample`, uniforms from ``rng`` drawn once per unit) and ``log p``/``log q`` of the drawn
+        tokens are accumulated in float64 on ``[B]`` vectors; the state's NumPy arrays are written once."""
         state = _np_state(state)
         tokens, lengths, done = state.tokens.copy(), state.lengths.copy(), state.done.copy()
         aux = {k: np.array(v) for k, v in state.aux.items()}
@@ -280,50 +293,55 @@ class LMPolicy:
         b, dev = rows.size, self.device
         temps = self._temperature(aux["units"][rows])
         exact = self.top_p is None and bool(torch.all(temps == 1.0))
-        cap = np.minimum(self.max_unit_tokens, t_max - lengths[rows])
-        live = np.ones(b, bool)
-        unit_len = np.zeros(b, np.int64)
-        lp, lq = np.zeros(b), np.zeros(b)
-        eos = np.zeros(b, bool)
+        cap_np = np.minimum(self.max_unit_tokens, t_max - lengths[rows])
+        width = int(cap_np.max())
+        cap = torch.as_tensor(cap_np, device=dev)
+        uniforms = torch.as_tensor(rng.random((width, b)), device=dev)
+        delims = [(len(d), torch.as_tensor(d, device=dev)) for d in self.delimiters]
+        buf = torch.full((b, width), self.pad_token_id, dtype=torch.long, device=dev)  # the unit's tokens
+        live = torch.ones(b, dtype=torch.bool, device=dev)
+        unit_len = torch.zeros(b, dtype=torch.long, device=dev)
+        lp = torch.zeros(b, dtype=torch.float64, device=dev)
+        lq = lp if exact else torch.zeros(b, dtype=torch.float64, device=dev)
+        eos = torch.zeros(b, dtype=torch.bool, device=dev)
         oldest = int(np.min(aux["gen"][rows]))
         for g in [g for g in self._gens if g < oldest]:
             del self._gens[g]  # no later step's state can refer to them (module docstring)
         with torch.inference_mode():
-            log_p, cache, mask = self._start(state, rows)
-            while True:
-                log_q = log_p if exact else proposal_log_q(log_p, temps, self.top_p)
-                tok = _draw(rng, log_q)
-                pick = lambda a: a.gather(1, tok[:, None])[:, 0].cpu().numpy()  # noqa: E731
-                v = tok.cpu().numpy()
-                lp_v, lq_v = pick(log_p), (None if exact else pick(log_q))
-                idx = rows[live]
-                tokens[idx, lengths[idx]] = v[live]
-                lengths[idx] += 1
-                unit_len[live] += 1
-                lp[live] += lp_v[live]
-                lq[live] += (lp_v if exact else lq_v)[live]
+            logits, cache, mask, full = self._start(state, rows)
+            pos = torch.as_tensor(lengths[rows] - 1, dtype=torch.long, device=dev)[:, None]
+            for t in range(width):
+                tok, lp_v, lq_v = _sample(logits, uniforms[t], None if exact else temps, self.top_p)
+                buf[:, t] = tok
+                unit_len += live
+                lp += torch.where(live, lp_v, 0.0)
+                if not exact:
+                    lq += torch.where(live, lq_v, 0.0)
                 ended = unit_len >= cap
                 if self.eos_token_id is not None:
-                    eos |= live & (v == self.eos_token_id)
+                    eos |= live & (tok == self.eos_token_id)
                     ended |= eos
-                for d in self.delimiters:
-                    m = len(d)
-                    ok = unit_len >= m
-                    if np.any(ok & live):
-                        tail = tokens[rows[:, None], np.maximum(lengths[rows][:, None] - m, 0) + np.arange(m)[None, :]]
-                        ended |= ok & np.all(tail == np.asarray(d)[None, :], axis=1)
+                for m, d in delims:
+                    if t + 1 >= m:  # every live row holds t + 1 tokens of this unit
+                        ended |= (buf[:, t + 1 - m:t + 1] == d).all(1)
                 live &= ~ended
-                if not live.any():
+                num_live = int(live.sum())
+                if num_live == 0:
                     break
-                feed = torch.as_tensor(np.where(live, v, self.pad_token_id), dtype=torch.long, device=dev)[:, None]
-                mask = torch.cat([mask, torch.as_tensor(live, dtype=mask.dtype, device=dev)[:, None]], 1)
-                pos = torch.as_tensor(lengths[rows] - 1, dtype=torch.long, device=dev)[:, None]
-                log_p, cache = self._forward(feed, mask, pos, cache)
+                full = full and num_live == b
+                mask = torch.cat([mask, live[:, None].to(mask.dtype)], 1)
+                pos = pos + live[:, None]
+                feed = torch.where(live, tok, self.pad_token_id)[:, None]
+                logits, cache = self._forward(feed, None if full else mask, pos, cache)
         g = self._store(_Generation(*_cache_tensors(cache), mask))
+        new = unit_len.cpu().numpy()
+        i, j = np.nonzero(np.arange(width)[None, :] < new[:, None])
+        tokens[rows[i], lengths[rows][i] + j] = buf.cpu().numpy()[i, j]
+        lengths[rows] += new
         aux["gen"][rows], aux["row"][rows] = g, np.arange(b)
         aux["units"][rows] += 1
-        done[rows] |= eos | (lengths[rows] >= t_max)
-        log_p_out[rows], log_q_out[rows] = lp, lq
+        done[rows] |= eos.cpu().numpy() | (lengths[rows] >= t_max)
+        log_p_out[rows], log_q_out[rows] = lp.cpu().numpy(), lq.cpu().numpy()
         return SequenceState(tokens, lengths, done, aux), log_p_out, log_q_out
 
     # ------------------------------------------------------------------ texts
@@ -351,19 +369,41 @@ def _np_state(state: Any) -> SequenceState:
                          {k: np.asarray(v) for k, v in aux.items()})
 
 
-def _draw(rng: np.random.Generator, log_q: "torch.Tensor") -> "torch.Tensor":
-    """One token per row from ``exp(log_q)`` by inversion with uniforms from ``rng`` (zero-probability tokens
-    are never drawn: the first index whose cumulative mass exceeds ``u * total``)."""
-    cdf = torch.cumsum(torch.exp(log_q), dim=-1)
-    u = torch.as_tensor(rng.random(log_q.shape[0]), dtype=cdf.dtype, device=cdf.device)[:, None] * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=log_q.shape[-1] - 1)
+def _sample(logits: "torch.Tensor", u: "torch.Tensor", temperature: Optional["torch.Tensor"] = None,
+            top_p: Optional[float] = None) -> tuple:
+    """``(v [B], log p(v) [B], log q(v) [B])``: one token per row of ``logits [B, V]`` drawn from ``q`` by
+    inversion with the uniforms ``u [B]``, in float64. With ``temperature=None`` (``T = 1``, no truncation)
+    ``q = p`` and only ``z = logits``, ``e = exp(z - max z)`` and its cumulative sum ``c`` are formed: ``v``
+    is the first index with ``c_v > u c_V`` and ``log p(v) = z_v - max z - log c_V`` (no ``[B, V]``
+    log-softmax); otherwise ``log q`` is :func:`proposal_log_q`. Zero-probability tokens are never drawn."""
+    z = logits.double()
+    if temperature is None:
+        zmax = z.amax(-1, keepdim=True)
+        cdf = torch.sub(z, zmax).exp_().cumsum_(-1)
+        total = cdf[:, -1:]
+        tok = torch.searchsorted(cdf, u[:, None] * total, right=True).clamp_(max=z.shape[-1] - 1)
+        log_p = (z.gather(1, tok) - zmax - total.log())[:, 0]
+        return tok[:, 0], log_p, log_p
+    log_p = torch.log_softmax(z, dim=-1)
+    log_q = proposal_log_q(log_p, temperature, top_p)
+    cdf = torch.exp(log_q).cumsum_(-1)
+    tok = torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).clamp_(max=z.shape[-1] - 1)
+    return tok[:, 0], log_p.gather(1, tok)[:, 0], log_q.gather(1, tok)[:, 0]
 
 
 def _dynamic_cache(keys: list, values: list):
+    """A ``transformers`` cache object over the given per-layer tensors, without copying them where the cache
+    has ``layers`` (``DynamicCache(list)`` concatenates each tensor onto an empty one: a copy of the whole
+    cache per ``step``; here it is built on empty slices and the layers then point at the tensors)."""
     try:
-        return transformers.DynamicCache(list(zip(keys, values)))
+        cache = transformers.DynamicCache([(k[..., :0, :], v[..., :0, :]) for k, v in zip(keys, values)])
     except TypeError:  # transformers 4.x
         return transformers.DynamicCache.from_legacy_cache(tuple(zip(keys, values)))
+    if not all(hasattr(layer, "keys") for layer in getattr(cache, "layers", [None])):
+        return transformers.DynamicCache(list(zip(keys, values)))
+    for layer, k, v in zip(cache.layers, keys, values):
+        layer.keys, layer.values = k, v
+    return cache
 
 
 def _cache_tensors(cache: Any) -> tuple[list, list]:
