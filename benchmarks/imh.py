@@ -32,7 +32,7 @@ from smcppl import SMC, TemperedSMC
 from smcppl.models import zoo
 
 MOVES = {
-    "hmc": {"move": "hmc"},  # the default move and settings (5 transitions x 10 leapfrog steps)
+    "hmc": {"move": "hmc", "num_integration_steps": 10},  # the default move of the recorded runs (5 x 10 leapfrog steps)
     "rwm": {"move": "rwm"},
     "imh": {"move": "imh"},  # t proposal (default dof), 5 transitions
     "imh_gauss": {"move": "imh", "proposal_dof": None},  # Gaussian proposal
