@@ -15,10 +15,13 @@ particles, mean policy and potential calls. Then an equal-compute comparison: fo
 (policy + potential calls of PF at N), each method's reward at its largest N within that budget.
 A markdown table goes to ``--table`` (default ``benchmarks/results/sequence.md``).
 
-Throughput (``kind = "throughput"``): particle-steps per second of the jitted filter (one run per call,
-and vmapped over the instances) against a plain NumPy implementation of the same filter (same policy
-and PRM code through ``numpy``, multinomial resampling with NumPy) in the same process, N = 64. Compile
-time is reported separately; timings are medians of repeated calls after compilation.
+Throughput (``kind = "throughput"``, one line per task and N, ``--throughput-N``, default 16 64 256):
+particle-steps per second of the jitted filter (one run per call, returning the answer or the whole
+output, and vmapped over the instances) against a plain NumPy implementation of the same filter (same
+policy and PRM code through ``numpy``, multinomial resampling with NumPy) in the same process, with the
+per-stage cost of the pieces every stage needs (``stage_parts_us``: the policy's categorical draw, a key
+split, multinomial resampling). Compile time is reported separately; timings are medians of interleaved
+repeated calls after compilation (and the fastest call).
 """
 from __future__ import annotations
 
@@ -182,46 +185,105 @@ def _median_time(fn, repeats):
     return statistics.median(ts)
 
 
+def _interleaved_medians(fns, rounds, repeats):
+    """``{name: (median, min)}`` seconds per call: ``rounds`` rounds, each calling every function ``repeats``
+    times in turn (so that load from other processes hits every variant alike); median over all calls and
+    the fastest call (the cost without interference)."""
+    ts = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                ts[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(v), min(v)) for name, v in ts.items()}
+
+
+def step_parts(n, vocab, length=16):
+    """Cost per engine stage of the pieces a sequence-filter stage cannot avoid, each in a ``lax.scan`` of
+    ``length`` stages (minus an empty scan): the policy's unit draw ``jax.random.categorical`` on ``[N, V]``,
+    one key split, and multinomial resampling (``N`` uniforms and an inverse-CDF search)."""
+    from smcppl.core.resampling import multinomial
+
+    def scan_of(fn):
+        def run(key):
+            def body(c, k):
+                return c + fn(k), None
+            return jax.lax.scan(body, jnp.zeros((), jnp.float32), jax.random.split(key, length))[0]
+        return jax.jit(run).lower(jax.random.key(0)).compile()
+
+    logits = jnp.log(jnp.full((n, vocab), 1.0 / vocab))
+    w = jnp.linspace(1.0, 2.0, n)
+    fns = {"empty": lambda k: jnp.zeros((), jnp.float32),
+           "categorical": lambda k: jax.random.categorical(k, logits, axis=-1).sum().astype(jnp.float32),
+           "split": lambda k: jax.random.key_data(jax.random.split(k)).sum().astype(jnp.float32),
+           "resample_multinomial": lambda k: multinomial(k, w, n).sum().astype(jnp.float32)}
+    compiled = {name: scan_of(fn) for name, fn in fns.items()}
+    key = jax.random.key(3)
+    for c in compiled.values():
+        jax.block_until_ready(c(key))
+    t = _interleaved_medians({name: (lambda c=c: jax.block_until_ready(c(key))) for name, c in compiled.items()}, 5, 40)
+    return {f"{name}_us": (t[name][0] - t["empty"][0]) / length * 1e6 for name in fns if name != "empty"}
+
+
 def throughput(args):
-    n = 64
+    """One JSON line per (task, N): particle-steps/s of one jitted run (the answer only: the trace is dead
+    code and compiled away), of the same run returning its whole ``SMCOutput`` (trace diagnostics included),
+    of a vmapped batch, and of the NumPy filter; medians (and fastest calls) of interleaved repeats in one
+    process, compile times separate, and the per-stage cost of the unavoidable pieces (:func:`step_parts`)."""
     recs = []
     for task_name in args.tasks:
         task = make_task(task_name)
         steps = task.T  # policy steps per run
-        pf = ParticleFilter(task.policy(), task.potential(), weights="score", resampling="multinomial",
-                            check_scores=args.check_scores)
+        for n in args.throughput_N:
+            pf = ParticleFilter(task.policy(), task.potential(), weights="score", resampling="multinomial",
+                                check_scores=args.check_scores)
 
-        def one(key):
-            out = particle_filter(key, pf, n, task.prompt())
-            return task.reward_of(out.state.particles.seq)[select_index(None, out.state.log_weights)]
+            def one(key, pf=pf, n=n):
+                out = particle_filter(key, pf, n, task.prompt())
+                return task.reward_of(out.state.particles.seq)[select_index(None, out.state.log_weights)]
 
-        t0 = time.perf_counter()
-        single = jax.jit(one).lower(jax.random.key(0)).compile()
-        c1 = time.perf_counter() - t0
-        keys = jax.random.split(jax.random.key(1), args.instances)
-        t0 = time.perf_counter()
-        batched = jax.jit(jax.vmap(one)).lower(keys).compile()
-        c2 = time.perf_counter() - t0
-        key = jax.random.key(2)
-        jax.block_until_ready(single(key))
-        t_single = _median_time(lambda: jax.block_until_ready(single(key)), 50)
-        jax.block_until_ready(batched(keys))
-        t_batch = _median_time(lambda: jax.block_until_ready(batched(keys)), 5)
-        rng = np.random.default_rng(0)
-        with np.errstate(divide="ignore"):
-            numpy_pf(task, n, rng)
-            t_np = _median_time(lambda: numpy_pf(task, n, rng), 50)
-        ps = n * steps
-        rec = {"kind": "throughput", "task": task_name, "N": n, "steps": steps,
-               "jax_single_particle_steps_per_s": ps / t_single,
-               "jax_vmapped_particle_steps_per_s": ps * args.instances / t_batch,
-               "numpy_particle_steps_per_s": ps / t_np,
-               "speedup_single": t_np / t_single, "speedup_vmapped": t_np * args.instances / t_batch,
-               "jax_single_run_s": t_single, "jax_batch_s": t_batch, "batch": args.instances, "numpy_run_s": t_np,
-               "compile_single_s": c1, "compile_vmapped_s": c2,
-               "platform": platform.platform(), "jax": jax.__version__, "cpu_count": os.cpu_count()}
-        emit(rec)
-        recs.append(rec)
+            def full(key, pf=pf, n=n):
+                return particle_filter(key, pf, n, task.prompt())
+
+            compile_s = {}
+            keys = jax.random.split(jax.random.key(1), args.instances)
+            programs = {}
+            for name, fn, arg in (("single", one, jax.random.key(0)), ("single_full", full, jax.random.key(0)),
+                                  ("vmapped", jax.vmap(one), keys)):
+                t0 = time.perf_counter()
+                programs[name] = jax.jit(fn).lower(arg).compile()
+                compile_s[name] = time.perf_counter() - t0
+            key = jax.random.key(2)
+            calls = {"single": lambda: jax.block_until_ready(programs["single"](key)),
+                     "single_full": lambda: jax.block_until_ready(programs["single_full"](key))}
+            rng = np.random.default_rng(0)
+            with np.errstate(divide="ignore"):
+                numpy_pf(task, n, rng)
+                calls["numpy"] = lambda: numpy_pf(task, n, rng)
+                for c in calls.values():
+                    c()
+                t = _interleaved_medians(calls, 5, 20)
+            jax.block_until_ready(programs["vmapped"](keys))
+            t_batch = _median_time(lambda: jax.block_until_ready(programs["vmapped"](keys)), 5)
+            t_np = t["numpy"][0]
+            ps = n * steps
+            rec = {"kind": "throughput", "task": task_name, "N": n, "steps": steps,
+                   "jax_single_particle_steps_per_s": ps / t["single"][0],
+                   "jax_single_full_particle_steps_per_s": ps / t["single_full"][0],
+                   "jax_vmapped_particle_steps_per_s": ps * args.instances / t_batch,
+                   "numpy_particle_steps_per_s": ps / t_np,
+                   "speedup_single": t_np / t["single"][0], "speedup_single_full": t_np / t["single_full"][0],
+                   "speedup_vmapped": t_np * args.instances / t_batch,
+                   "jax_single_run_us": t["single"][0] * 1e6, "jax_single_run_min_us": t["single"][1] * 1e6,
+                   "jax_single_full_run_us": t["single_full"][0] * 1e6, "numpy_run_us": t_np * 1e6,
+                   "numpy_run_min_us": t["numpy"][1] * 1e6, "jax_batch_s": t_batch, "batch": args.instances,
+                   "compile_single_s": compile_s["single"], "compile_single_full_s": compile_s["single_full"],
+                   "compile_vmapped_s": compile_s["vmapped"],
+                   "stage_parts_us": step_parts(n, task.vocab_size),
+                   "platform": platform.platform(), "jax": jax.__version__, "cpu_count": os.cpu_count()}
+            emit(rec)
+            recs.append(rec)
     return recs
 
 
@@ -250,11 +312,13 @@ def markdown(rows, eq, thr, path):
                 lines.append(f"| {b:.0f} | " + " | ".join(row.get(m, "-") for m in sorted({e['method'] for e in sub})) + " |")
             lines.append("")
     if thr:
-        lines += ["## Throughput, N = 64 (particle-steps per second, after compilation)", "",
-                  "| task | JAX single run | JAX vmapped | NumPy | speed-up single | speed-up vmapped | compile single / vmapped (s) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["## Throughput (particle-steps per second, after compilation; medians of interleaved repeats)", "",
+                  "| task | N | JAX single run | single, whole output | JAX vmapped | NumPy | speed-up single "
+                  "| speed-up vmapped | compile single / vmapped (s) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for t in thr:
-            lines.append(f"| {t['task']} | {t['jax_single_particle_steps_per_s']:.3g} | {t['jax_vmapped_particle_steps_per_s']:.3g} "
+            lines.append(f"| {t['task']} | {t['N']} | {t['jax_single_particle_steps_per_s']:.3g} "
+                         f"| {t['jax_single_full_particle_steps_per_s']:.3g} | {t['jax_vmapped_particle_steps_per_s']:.3g} "
                          f"| {t['numpy_particle_steps_per_s']:.3g} | {t['speedup_single']:.1f}x | {t['speedup_vmapped']:.1f}x "
                          f"| {t['compile_single_s']:.1f} / {t['compile_vmapped_s']:.1f} |")
         lines.append("")
@@ -274,6 +338,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", default="benchmarks/results/sequence.md")
     ap.add_argument("--throughput-only", action="store_true")
+    ap.add_argument("--throughput-N", type=int, nargs="+", default=[16, 64, 256],
+                    help="population sizes of the throughput cells (default 16 64 256)")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--check-scores", action="store_true", help="keep the score-range check (a host callback) in the timed filter")
     args = ap.parse_args(argv)

