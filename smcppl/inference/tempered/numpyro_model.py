@@ -30,7 +30,7 @@ from numpyro import handlers
 from numpyro.distributions import ImproperUniform, biject_to
 from numpyro.infer.util import _unconstrain_reparam
 
-from smcppl.core.plan import split_data
+from smcppl.core.plan import input_signature, split_data
 
 __all__ = ["ModelError", "NumPyroDensity", "numpyro_density", "split_data"]
 
@@ -211,9 +211,14 @@ def _classify_sites(tr, name: str, likelihood_sites: Optional[Sequence[str]], fa
 
 def _observed_values(tr, observed: Sequence[str], name: str) -> dict:
     """Observed site -> its data (numpy), refusing non-finite observations."""
+    return _checked_observations({s: tr[s]["value"] for s in observed}, name)
+
+
+def _checked_observations(raw: dict, name: str) -> dict:
+    """``raw`` (observed site -> data) as numpy arrays, refusing non-finite observations."""
     values = {}
-    for s in observed:
-        v = np.asarray(tr[s]["value"])
+    for s, raw_value in raw.items():
+        v = np.asarray(raw_value)
         if np.issubdtype(v.dtype, np.number) and not np.all(np.isfinite(v)):
             raise ModelError(f"Observed site {s!r} of {name!r} contains NaN or infinite values; remove or mask them "
                              "(numpyro.handlers.mask or obs_mask=) before sampling.")
@@ -269,7 +274,8 @@ def _compile_first_evaluation(model, args: tuple, kwargs: dict, evaluate_with: C
     that a model that cannot be evaluated fails here. ``evaluate_with(merge)`` builds the evaluation for a
     way of splitting the inputs. Array inputs are traced (compiled code is reused for new data); if the
     model needs one as a concrete value (e.g. ``int(counts.sum())`` as a total count) they stay static, as
-    NumPyro's MCMC does. Returns ``(data, merge, evaluate, (lp0, ll0, values0))``."""
+    NumPyro's MCMC does. Returns ``(data, merge, evaluate, (lp0, ll0, values0), first)``, ``first`` the
+    compiled ``(u, data) -> (lp, ll, values)`` when the array inputs are traced (None when static)."""
     name = _model_name(model)
 
     def attempt(static):
@@ -280,14 +286,15 @@ def _compile_first_evaluation(model, args: tuple, kwargs: dict, evaluate_with: C
             lp, ll, _, t = evaluate(u, d)
             return lp, ll, _constrained_values(t, latent)
 
-        return data, merge, evaluate, jax.jit(first)(u0, data)
+        first = jax.jit(first)
+        return data, merge, evaluate, first(u0, data), None if static else first
 
     try:
         try:
-            data, merge, evaluate, (lp0, ll0, values0) = attempt(static=False)
+            data, merge, evaluate, (lp0, ll0, values0), first = attempt(static=False)
         except TRACING_ERRORS:
             try:
-                data, merge, evaluate, (lp0, ll0, values0) = attempt(static=True)
+                data, merge, evaluate, (lp0, ll0, values0), first = attempt(static=True)
             except TRACING_ERRORS as e:
                 raise ModelError(
                     f"The model {name!r} turns a traced value into a Python value ({type(e).__name__}): a latent "
@@ -300,12 +307,12 @@ def _compile_first_evaluation(model, args: tuple, kwargs: dict, evaluate_with: C
         raise _failure(model, args, kwargs, f"Evaluating the log density of {name!r} failed with "
                        f"{type(e).__name__}: {e}",
                        "Check that each observed array has the shape its plates and distribution expect.") from e
-    return data, merge, evaluate, (lp0, ll0, values0)
+    return data, merge, evaluate, (lp0, ll0, values0), first
 
 
 def numpyro_density(model: Callable, model_args: Sequence = (), model_kwargs: Optional[dict] = None,
                     likelihood_sites: Optional[Sequence[str]] = None, factors_as_likelihood: bool = True,
-                    require_continuous: bool = True) -> NumPyroDensity:
+                    require_continuous: bool = True, cache: Optional[dict] = None) -> NumPyroDensity:
     """Inspect ``model`` with its data and return its tempering split ``(logprior, loglik)`` on the flat
     unconstrained position ``u`` (module docstring), in four steps:
 
@@ -317,29 +324,97 @@ def numpyro_density(model: Callable, model_args: Sequence = (), model_kwargs: Op
     4. the log densities ``logprior(u) + loglik(u) = -potential_energy(u)`` from one model run
        (:func:`_log_density`), evaluated once at the seed-0 prior draw, compiled, so that every error
        surfaces here, before a sampler is compiled.
+
+    ``cache``: a dict kept by the caller (:class:`~smcppl.inference.tempered.TemperedSMC` keeps one per
+    object) in which the inspection of a model is stored by its inputs' structure, shapes and dtypes
+    (:func:`~smcppl.core.plan.input_signature`). A later call with inputs of the same signature reuses it:
+    it re-reads the observed data from the new inputs and re-checks them and the log density at the
+    stored prior draw with the compiled first evaluation, instead of tracing, inspecting and compiling
+    the model again (hundreds of milliseconds per call, the larger part of a run on a small model). Not
+    stored: models whose array inputs must stay static, and models whose observed values are not inputs
+    passed as they are (``obs=y`` with ``y`` an argument).
     """
     model_kwargs = dict(model_kwargs or {})
     model_args = tuple(model_args)
-    name = _model_name(model)
+    key = _cache_key(model, model_args, model_kwargs, likelihood_sites, factors_as_likelihood, require_continuous)
+    if cache is not None and key is not None and key in cache:
+        return _reuse(cache[key], model, model_args, model_kwargs)
+    dens, entry = _inspect(model, model_args, model_kwargs, likelihood_sites, factors_as_likelihood,
+                           require_continuous)
+    if cache is not None and key is not None and entry is not None:
+        while len(cache) >= DENSITY_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[key] = entry
+    return dens
 
+
+DENSITY_CACHE_SIZE = 8  # model inspections kept per cache (input signatures), oldest dropped first
+
+
+class _Inspected(NamedTuple):
+    """What :func:`numpyro_density` keeps of a model's inspection for inputs of one signature."""
+
+    density: NumPyroDensity
+    first: Callable  # compiled (u, data) -> (log prior, log lik, values)
+    evaluate: Callable  # (u, data) -> (log prior, log lik, pointwise log lik, trace)
+    u0: jax.Array  # the prior draw the first evaluation checks
+    observed_leaf: dict  # observed site -> index of its value among the input leaves
+
+
+def _cache_key(model, args, kwargs, likelihood_sites, factors_as_likelihood, require_continuous):
+    signature = input_signature(args, kwargs)
+    if signature is None:
+        return None
+    key = (model, None if likelihood_sites is None else tuple(likelihood_sites), bool(factors_as_likelihood),
+           bool(require_continuous), bool(jax.config.jax_enable_x64), signature)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _check_first_evaluation(lp0, ll0, model, args, kwargs):
+    """Refuse a log density that is not finite at the prior draw (a NaN likelihood from NaN inputs too)."""
+    lp0, ll0 = float(lp0), float(ll0)
+    if not np.isfinite(lp0) or (np.isnan(ll0) and _non_finite_inputs(model, args, kwargs)):
+        raise _failure(model, args, kwargs,
+                       f"The log density of {_model_name(model)!r} is not finite at a prior draw (log prior {lp0}, "
+                       f"log likelihood {ll0})", "Check the priors' parameters.")
+
+
+def _log_jacobian_fn(evaluate, latent, data0):
+    def log_jacobian(u, data=None):
+        t = evaluate(u, data0 if data is None else data)[3]
+        return sum((jnp.sum(_log_prob(t[f"_{s}_log_det"])) for s in latent if f"_{s}_log_det" in t), jnp.zeros(()))
+    return log_jacobian
+
+
+def _reuse(entry: _Inspected, model, args, kwargs) -> NumPyroDensity:
+    """The stored inspection on new inputs of the same signature: new data and observations, checked."""
+    leaves = jax.tree_util.tree_leaves((tuple(args), dict(kwargs)))
+    observed = _checked_observations({s: leaves[i] for s, i in entry.observed_leaf.items()}, _model_name(model))
+    data, _ = split_data(args, kwargs)
+    lp0, ll0, _ = entry.first(entry.u0, data)
+    _check_first_evaluation(lp0, ll0, model, args, kwargs)
+    return entry.density._replace(data=data, observed_data=observed,
+                                  log_jacobian=_log_jacobian_fn(entry.evaluate, entry.density.latent_sites, data))
+
+
+def _inspect(model, model_args, model_kwargs, likelihood_sites, factors_as_likelihood, require_continuous):
+    """The four steps of :func:`numpyro_density`; returns ``(density, _Inspected or None)``."""
+    name = _model_name(model)
     tr = _trace_model(model, model_args, model_kwargs)
     sites = _classify_sites(tr, name, likelihood_sites, factors_as_likelihood, require_continuous)
     observed_data = _observed_values(tr, sites.observed, name)
     latent = sites.latent
 
     flat0, unravel = ravel_pytree(_unconstrain(tr, latent))
-    data0, merge, evaluate, (lp0, ll0, values0) = _compile_first_evaluation(
+    data0, merge, evaluate, (lp0, ll0, values0), first = _compile_first_evaluation(
         model, model_args, model_kwargs, lambda mg: _log_density(model, mg, unravel, sites.likelihood, sites.observed),
         flat0, latent)
-    lp0, ll0 = float(lp0), float(ll0)
-    if not np.isfinite(lp0) or (np.isnan(ll0) and _non_finite_inputs(model, model_args, model_kwargs)):
-        raise _failure(model, model_args, model_kwargs,
-                       f"The log density of {name!r} is not finite at a prior draw (log prior {lp0}, log likelihood "
-                       f"{ll0})", "Check the priors' parameters.")
-
-    def log_jacobian(u, data=None):
-        t = evaluate(u, data0 if data is None else data)[3]
-        return sum((jnp.sum(_log_prob(t[f"_{s}_log_det"])) for s in latent if f"_{s}_log_det" in t), jnp.zeros(()))
+    _check_first_evaluation(lp0, ll0, model, model_args, model_kwargs)
+    log_jacobian = _log_jacobian_fn(evaluate, latent, data0)
 
     def sample_prior(key, n, data):
         args, kwargs = merge(data)
@@ -352,9 +427,15 @@ def numpyro_density(model: Callable, model_args: Sequence = (), model_kwargs: Op
     dims = {s: _site_dims(tr[s], np.shape(v))
             for s, v in {**values0, **observed_data}.items()}
     coords = {f.name: np.arange(f.size) for site in tr.values() for f in site.get("cond_indep_stack", [])}
-    return NumPyroDensity(
+    dens = NumPyroDensity(
         logprior=lambda u, data: evaluate(u, data)[0], loglik=lambda u, data: evaluate(u, data)[1],
         pointwise_loglik=lambda u, data: evaluate(u, data)[2], sample_prior=sample_prior, postprocess=postprocess,
         dim=int(flat0.shape[0]), latent_sites=tuple(latent), likelihood_sites=tuple(sites.likelihood),
         observed_data=observed_data, dims=dims, coords=coords, data=data0, unravel=unravel,
         log_jacobian=log_jacobian, merge=merge, log_parts=lambda u, data: evaluate(u, data)[:2])
+    # reusable for inputs of the same signature if the array inputs are traced and every observed value is
+    # an input passed as it is (then the new inputs give the new observations)
+    leaves = jax.tree_util.tree_leaves((model_args, model_kwargs))
+    observed_leaf = {s: next((i for i, x in enumerate(leaves) if x is tr[s]["value"]), None) for s in sites.observed}
+    reusable = first is not None and all(i is not None for i in observed_leaf.values())
+    return dens, (_Inspected(dens, first, evaluate, flat0, observed_leaf) if reusable else None)
