@@ -42,6 +42,11 @@ Methods (SMC methods: all started from prior draws, target ESS 0.5, N particles,
   run from the weighted particles, no pilot): the same work per stage as BlackJAX, which tunes in-run.
 * ``smcppl-vmap`` (not run by default): ``smcppl-weighted`` with ``chain_method="vectorized"`` (a
   ``vmap`` over the one chain), to show that cost.
+* ``smcppl-rwm`` / ``smcppl-imh`` (not run by default): ``smcppl`` with ``move="rwm"`` / ``"imh"`` and the
+  same K transitions per stage (a random-walk transition costs one likelihood evaluation, an HMC one L
+  gradients); ``smcppl-rwm-weighted``: ``move="rwm"`` with ``tuning="weighted"``, particles' recipe
+  (K random-walk transitions scaled by the particle covariance, tuned inside the run, no pilot): the
+  like-for-like comparison with ``particles``.
 * ``blackjax``: raw ``blackjax.adaptive_tempered_smc`` wrapped in ``blackjax.inner_kernel_tuning``
   (BlackJAX's recipe: the inverse mass matrix is the particle covariance, recomputed after every step),
   HMC with the same K, L, the same step-size jitter (uniform in [h/2, 3h/2] per transition) and the
@@ -391,11 +396,11 @@ class SmcpplMethod:
     (``smc.timing["reused_compiled"] == 1``). The wall time is the whole ``run`` call: plan, compilation,
     pilot (default ``tuning="pilot"``), the chain, final draws and health checks."""
 
-    def __init__(self, model, data, n, k, L, tuning=None, chain_method=None):
+    def __init__(self, model, data, n, k, L, tuning=None, chain_method=None, move="hmc"):
         from smcppl import SMC, TemperedSMC
 
         kw = {} if tuning is None else {"tuning": tuning}
-        alg = TemperedSMC(model, move="hmc", num_mcmc_steps=k, num_integration_steps=L, target_ess=TARGET_ESS, **kw)
+        alg = TemperedSMC(model, move=move, num_mcmc_steps=k, num_integration_steps=L, target_ess=TARGET_ESS, **kw)
         self.smc = SMC(alg, num_particles=n, num_chains=1, chain_method=chain_method)
         self.data = data
 
@@ -646,7 +651,8 @@ def particles_model(problem, data):
     raise ValueError(problem)
 
 
-METHODS = ("smcppl", "smcppl-weighted", "smcppl-vmap", "blackjax", "nuts", "pymc", "particles")
+METHODS = ("smcppl", "smcppl-weighted", "smcppl-vmap", "smcppl-rwm", "smcppl-rwm-weighted", "smcppl-imh", "blackjax",
+           "nuts", "pymc", "particles")
 
 
 def make_method(m, problem, model, data, n, a):
@@ -657,6 +663,10 @@ def make_method(m, problem, model, data, n, a):
         return SmcpplMethod(model, data, n, k, L, tuning="weighted")
     if m == "smcppl-vmap":
         return SmcpplMethod(model, data, n, k, L, tuning="weighted", chain_method="vectorized")
+    if m in ("smcppl-rwm", "smcppl-imh"):  # the same number of transitions, cheaper ones (default pilot tuning)
+        return SmcpplMethod(model, data, n, k, L, move=m.split("-")[1])
+    if m == "smcppl-rwm-weighted":  # particles' recipe: K random-walk transitions, tuned in the run
+        return SmcpplMethod(model, data, n, k, L, tuning="weighted", move="rwm")
     if m == "blackjax":
         return BlackJAXMethod(model, data, n, k, L)
     if m == "nuts":
