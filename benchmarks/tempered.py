@@ -11,6 +11,7 @@ Peers: NumPyro NUTS, raw BlackJAX tempered SMC, PyMC ``sample_smc`` and ``partic
     python benchmarks/tempered.py --check-reference          # only: NUTS + large-smcppl checks of Challenger
     python benchmarks/tempered.py --breast-cancer-reference  # only: recompute the breast-cancer reference
     python benchmarks/tempered.py --table-from out.jsonl     # the markdown tables of a saved run
+    python benchmarks/tempered.py --overhead --problems bimodal2d,challenger   # where an smcppl call's time goes
 
 Problems (``--problems``):
 
@@ -42,6 +43,11 @@ Methods (SMC methods: all started from prior draws, target ESS 0.5, N particles,
   run from the weighted particles, no pilot): the same work per stage as BlackJAX, which tunes in-run.
 * ``smcppl-vmap`` (not run by default): ``smcppl-weighted`` with ``chain_method="vectorized"`` (a
   ``vmap`` over the one chain), to show that cost.
+* ``smcppl-rwm`` / ``smcppl-imh`` (not run by default): ``smcppl`` with ``move="rwm"`` / ``"imh"`` and the
+  same K transitions per stage (a random-walk transition costs one likelihood evaluation, an HMC one L
+  gradients); ``smcppl-rwm-weighted``: ``move="rwm"`` with ``tuning="weighted"``, particles' recipe
+  (K random-walk transitions scaled by the particle covariance, tuned inside the run, no pilot): the
+  like-for-like comparison with ``particles``.
 * ``blackjax``: raw ``blackjax.adaptive_tempered_smc`` wrapped in ``blackjax.inner_kernel_tuning``
   (BlackJAX's recipe: the inverse mass matrix is the particle covariance, recomputed after every step),
   HMC with the same K, L, the same step-size jitter (uniform in [h/2, 3h/2] per transition) and the
@@ -391,11 +397,11 @@ class SmcpplMethod:
     (``smc.timing["reused_compiled"] == 1``). The wall time is the whole ``run`` call: plan, compilation,
     pilot (default ``tuning="pilot"``), the chain, final draws and health checks."""
 
-    def __init__(self, model, data, n, k, L, tuning=None, chain_method=None):
+    def __init__(self, model, data, n, k, L, tuning=None, chain_method=None, move="hmc"):
         from smcppl import SMC, TemperedSMC
 
         kw = {} if tuning is None else {"tuning": tuning}
-        alg = TemperedSMC(model, move="hmc", num_mcmc_steps=k, num_integration_steps=L, target_ess=TARGET_ESS, **kw)
+        alg = TemperedSMC(model, move=move, num_mcmc_steps=k, num_integration_steps=L, target_ess=TARGET_ESS, **kw)
         self.smc = SMC(alg, num_particles=n, num_chains=1, chain_method=chain_method)
         self.data = data
 
@@ -646,7 +652,8 @@ def particles_model(problem, data):
     raise ValueError(problem)
 
 
-METHODS = ("smcppl", "smcppl-weighted", "smcppl-vmap", "blackjax", "nuts", "pymc", "particles")
+METHODS = ("smcppl", "smcppl-weighted", "smcppl-vmap", "smcppl-rwm", "smcppl-rwm-weighted", "smcppl-imh", "blackjax",
+           "nuts", "pymc", "particles")
 
 
 def make_method(m, problem, model, data, n, a):
@@ -657,6 +664,10 @@ def make_method(m, problem, model, data, n, a):
         return SmcpplMethod(model, data, n, k, L, tuning="weighted")
     if m == "smcppl-vmap":
         return SmcpplMethod(model, data, n, k, L, tuning="weighted", chain_method="vectorized")
+    if m in ("smcppl-rwm", "smcppl-imh"):  # the same number of transitions, cheaper ones (default pilot tuning)
+        return SmcpplMethod(model, data, n, k, L, move=m.split("-")[1])
+    if m == "smcppl-rwm-weighted":  # particles' recipe: K random-walk transitions, tuned in the run
+        return SmcpplMethod(model, data, n, k, L, tuning="weighted", move="rwm")
     if m == "blackjax":
         return BlackJAXMethod(model, data, n, k, L)
     if m == "nuts":
@@ -928,6 +939,92 @@ def child(a):
           "second_wall_s": r2["wall_s"], **reported(r2, "second_"), **{"second_" + k: v for k, v in acc2.items()}})
 
 
+def _min_time(fn, reps):
+    ts = []
+    for i in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(i))
+        ts.append(time.perf_counter() - t0)
+    return min(ts)
+
+
+def overhead(a, problems, sizes, moves=("hmc", "rwm"), reps=15):
+    """Where the time of one smcppl call goes on a problem (``--overhead``; ``"bench": "overhead"``):
+
+    * the whole ``SMC(TemperedSMC(model, move=m), N, num_chains=1).run`` call (median of ``a.seeds + 2``
+      calls after the first), split into the runner's pilot and chain times and the rest (building the
+      plan, final draws, health checks);
+    * per move round of one chain (``tuning="weighted"``, compiled alone, min over ``reps`` runs, the
+      variants interleaved): the whole engine step, and the step with the move replaced by the identity
+      (resampling, ESS/entropy/unique-ancestor count/lineage bookkeeping, the temperature bisection, the
+      preconditioner, the trace): the move's share is the difference;
+    * the temperature bisection alone (``next_temperature`` on the final particles)."""
+    from smcppl import SMC, TemperedSMC
+    from smcppl.core import engine
+    from smcppl.core.schedules import next_temperature
+    from smcppl.inference.tempered.model import tempered_feynman_kac
+
+    rows = []
+    for problem in problems:
+        model, data, exact = get_problem(problem)
+        for n in sizes:
+            for move in moves:
+                smc = SMC(TemperedSMC(model, move=move, num_mcmc_steps=a.num_mcmc_steps,
+                                      num_integration_steps=a.num_integration_steps, target_ess=TARGET_ESS), n)
+                calls = []
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    for seed in range(a.seeds + 3):
+                        t0 = time.perf_counter()
+                        smc.run(jax.random.key(seed), **data)
+                        calls.append((time.perf_counter() - t0, smc.timing["run_seconds"], smc.timing["pilot_seconds"],
+                                      float(smc.log_evidence[0]) - exact["log_evidence"]))
+                calls = calls[1:]
+                dens, res = TemperedSMC(model).density(**data), smc.resampling_used
+                fk = tempered_feynman_kac(lambda u: dens.log_parts(u, dens.data), None,
+                                          lambda k, m: dens.sample_prior(k, m, dens.data), dens.dim, n,
+                                          smc.algorithm.move, TARGET_ESS, "cess", None, "weighted")
+
+                def identity(key, particles, log_weights, params, ancestry, _move=fk.move):
+                    info = jax.eval_shape(lambda: _move(key, particles, log_weights, params, ancestry)[1])
+                    return particles, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info)
+
+                progs = {}
+                for name, f in (("step", fk), ("no_move", fk._replace(move=identity))):
+                    progs[name] = jax.jit(lambda k, f=f: (lambda o: (o.n_stages, o.state))(
+                        engine.run_adaptive(k, f, 500, res)))
+                    jax.block_until_ready(progs[name](jax.random.key(0)))
+                times = {name: [] for name in progs}
+                stages = {}
+                for i in range(reps):
+                    for name, prog in progs.items():
+                        t0 = time.perf_counter()
+                        stages[name], state = jax.block_until_ready(prog(jax.random.key(i)))
+                        times[name].append(time.perf_counter() - t0)
+                per_round = {name: 1e3 * min(t) / max(int(stages[name]) - 1, 1) for name, t in times.items()}
+                bis = jax.jit(lambda ll, lw, b: next_temperature(ll, lw, b, TARGET_ESS, "cess"))
+                ll = state.particles["loglik"]
+                bis_ms = 1e3 * _min_time(lambda i: bis(ll, jnp.zeros_like(ll), 0.01 + 1e-4 * i), reps)
+                med = {k: statistics.median(c[j] for c in calls) for j, k in enumerate(("wall", "run", "pilot"))}
+                errs = [c[3] for c in calls]
+                rows.append(emit({
+                    "bench": "overhead", "problem": problem, "N": n, "move": move,
+                    "call_ms": 1e3 * med["wall"], "pilot_ms": 1e3 * med["pilot"], "chain_ms": 1e3 * (med["run"] - med["pilot"]),
+                    "other_ms": 1e3 * (med["wall"] - med["run"]), "log_z_rmse": math.sqrt(statistics.mean(e * e for e in errs)),
+                    "stages": int(smc.output.n_stages[0]), "round_ms": per_round["step"],
+                    "round_without_move_ms": per_round["no_move"], "move_ms": per_round["step"] - per_round["no_move"],
+                    "bisection_ms": bis_ms, "calls": len(calls), "load_average": os.getloadavg()}))
+    print()
+    print("| problem | N | move | call (ms) | pilot (ms) | chain (ms) | other (ms) | stages | round (ms) | move (ms) | "
+          "rest of round (ms) | of which bisection (ms) | log Z RMSE |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['problem']} | {r['N']} | {r['move']} | {r['call_ms']:.1f} | {r['pilot_ms']:.1f} | {r['chain_ms']:.1f} | "
+              f"{r['other_ms']:.1f} | {r['stages']} | {r['round_ms']:.2f} | {r['move_ms']:.2f} | "
+              f"{r['round_without_move_ms']:.2f} | {r['bisection_ms']:.2f} | {r['log_z_rmse']:.3f} |")
+    return rows
+
+
 PROBLEMS = ("conjugate", "bimodal2d", "challenger", "breast_cancer")
 
 
@@ -951,6 +1048,8 @@ def main(argv=None):
     p.add_argument("--nuts-samples", type=int, default=1000)
     p.add_argument("--child-timeout", type=float, default=1800.0, help="seconds per fresh process")
     p.add_argument("--check-reference", action="store_true")
+    p.add_argument("--overhead", action="store_true",
+                   help="only: where the time of an smcppl call goes (move vs the rest of a stage, pilot, plan)")
     p.add_argument("--breast-cancer-reference", action="store_true",
                    help="only: recompute benchmarks/data/breast_cancer_reference.json (NUTS + importance sampling)")
     p.add_argument("--table-from", default=None, help="only print the markdown tables of a saved JSON-lines output")
@@ -1001,6 +1100,9 @@ def main(argv=None):
           "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None})
     if a.check_reference:
         check_reference(k, L)
+        return
+    if a.overhead:
+        overhead(a, problems, sizes)
         return
     for problem in problems:
         _, _, exact = get_problem(problem)

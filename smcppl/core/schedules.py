@@ -41,14 +41,24 @@ def next_temperature(log_likelihood, log_weights, beta, target=0.5, criterion="c
     else:
         raise ValueError(f"criterion must be 'ess' or 'cess', got {criterion!r}.")
 
-    def body(_, bounds):
-        lo, hi = bounds
+    def halve(lo, hi):
         mid = 0.5 * (lo + hi)
         ok = measure(mid) >= target
         return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
 
+    # num_iter halvings, stopped once the bracket no longer changes (its midpoint rounds to an end: in
+    # float32 after ~25-30 of the 50): a fixed point of halve, so the result is the same as after all of them
+    def cond(carry):
+        i, _, _, changed = carry
+        return (i < num_iter) & changed
+
+    def body(carry):
+        i, lo, hi, _ = carry
+        new_lo, new_hi = halve(lo, hi)
+        return i + 1, new_lo, new_hi, (new_lo != lo) | (new_hi != hi)
+
     full_ok = measure(remaining) >= target
-    lo, _ = jax.lax.fori_loop(0, num_iter, body, (jnp.zeros_like(remaining), remaining))
+    _, lo, _, _ = jax.lax.while_loop(cond, body, (0, jnp.zeros_like(remaining), remaining, jnp.array(True)))
     delta = jnp.where(full_ok, remaining, jnp.maximum(lo, jnp.minimum(min_increment, remaining)))
     new_beta = beta + delta
     # snap to 1 when within float tolerance

@@ -211,9 +211,14 @@ def _classify_sites(tr, name: str, likelihood_sites: Optional[Sequence[str]], fa
 
 def _observed_values(tr, observed: Sequence[str], name: str) -> dict:
     """Observed site -> its data (numpy), refusing non-finite observations."""
+    return _checked_observations({s: tr[s]["value"] for s in observed}, name)
+
+
+def _checked_observations(raw: dict, name: str) -> dict:
+    """``raw`` (observed site -> data) as numpy arrays, refusing non-finite observations."""
     values = {}
-    for s in observed:
-        v = np.asarray(tr[s]["value"])
+    for s, raw_value in raw.items():
+        v = np.asarray(raw_value)
         if np.issubdtype(v.dtype, np.number) and not np.all(np.isfinite(v)):
             raise ModelError(f"Observed site {s!r} of {name!r} contains NaN or infinite values; remove or mask them "
                              "(numpyro.handlers.mask or obs_mask=) before sampling.")
@@ -264,47 +269,32 @@ def _log_density(model, merge: Callable, unravel: Callable, likelihood: Sequence
 
 
 def _compile_first_evaluation(model, args: tuple, kwargs: dict, evaluate_with: Callable, u0,
-                              latent: Sequence[str], cache: Optional[dict] = None, identity: tuple = ()):
+                              latent: Sequence[str]):
     """Evaluate ``(logprior, loglik, constrained values)`` at ``u0``, compiled (faster than op by op), so
     that a model that cannot be evaluated fails here. ``evaluate_with(merge)`` builds the evaluation for a
     way of splitting the inputs. Array inputs are traced (compiled code is reused for new data); if the
     model needs one as a concrete value (e.g. ``int(counts.sum())`` as a total count) they stay static, as
-    NumPyro's MCMC does. Returns ``(data, merge, evaluate, (lp0, ll0, values0))``.
-
-    ``cache`` (a dict owned by the caller, e.g. one per algorithm object, whose model and site settings are
-    fixed): the compiled evaluation is kept under the inputs' signature (:func:`~smcppl.core.plan.
-    input_signature`: structure, array shapes and dtypes, the other values) and reused for new data of the
-    same signature, so that a second ``SMC.run`` still checks the model on its data without compiling (the
-    check used to compile on every call: 0.3 of a 0.45 s second call on a 2-parameter model). Only traced
-    inputs are cached: with static inputs the data are baked into the code. ``identity``: what else the
-    evaluation depends on (the site classification), part of the cache key with the model."""
+    NumPyro's MCMC does. Returns ``(data, merge, evaluate, (lp0, ll0, values0), first)``, ``first`` the
+    compiled ``(u, data) -> (lp, ll, values)`` when the array inputs are traced (None when static)."""
     name = _model_name(model)
-    signature = input_signature(args, kwargs) if cache is not None else None
-    key = None if signature is None else (model, signature, tuple(latent), identity)
 
     def attempt(static):
         data, merge = split_data(args, kwargs, static=static)
         evaluate = evaluate_with(merge)
-        if not static and key is not None and key in cache:
-            return data, merge, evaluate, cache[key](u0, data)
 
         def first(u, d):
             lp, ll, _, t = evaluate(u, d)
             return lp, ll, _constrained_values(t, latent)
 
-        compiled = jax.jit(first)
-        out = compiled(u0, data)
-        if not static and key is not None:
-            cache.clear()  # the latest signature only, like the runner's compiled runs
-            cache[key] = compiled
-        return data, merge, evaluate, out
+        first = jax.jit(first)
+        return data, merge, evaluate, first(u0, data), None if static else first
 
     try:
         try:
-            data, merge, evaluate, (lp0, ll0, values0) = attempt(static=False)
+            data, merge, evaluate, (lp0, ll0, values0), first = attempt(static=False)
         except TRACING_ERRORS:
             try:
-                data, merge, evaluate, (lp0, ll0, values0) = attempt(static=True)
+                data, merge, evaluate, (lp0, ll0, values0), first = attempt(static=True)
             except TRACING_ERRORS as e:
                 raise ModelError(
                     f"The model {name!r} turns a traced value into a Python value ({type(e).__name__}): a latent "
@@ -317,7 +307,7 @@ def _compile_first_evaluation(model, args: tuple, kwargs: dict, evaluate_with: C
         raise _failure(model, args, kwargs, f"Evaluating the log density of {name!r} failed with "
                        f"{type(e).__name__}: {e}",
                        "Check that each observed array has the shape its plates and distribution expect.") from e
-    return data, merge, evaluate, (lp0, ll0, values0)
+    return data, merge, evaluate, (lp0, ll0, values0), first
 
 
 def numpyro_density(model: Callable, model_args: Sequence = (), model_kwargs: Optional[dict] = None,
@@ -335,32 +325,101 @@ def numpyro_density(model: Callable, model_args: Sequence = (), model_kwargs: Op
        (:func:`_log_density`), evaluated once at the seed-0 prior draw, compiled, so that every error
        surfaces here, before a sampler is compiled.
 
-    ``cache``: a dict in which the compiled evaluation of step 4 is kept for the next call with inputs of the
-    same signature and the same ``model``/site settings (the caller's promise: one dict per model and
-    settings, as :class:`~smcppl.inference.tempered.model.TemperedSMC` keeps one per object).
+    ``cache``: a dict kept by the caller (:class:`~smcppl.inference.tempered.TemperedSMC` keeps one per
+    object) in which the inspection of a model is stored by its inputs' structure, shapes and dtypes
+    (:func:`~smcppl.core.plan.input_signature`). A later call with inputs of the same signature reuses it:
+    it re-reads the observed data from the new inputs and re-checks them and the log density at the
+    stored prior draw with the compiled first evaluation (inputs holding NaN or infinite values are
+    inspected afresh), instead of tracing, inspecting and compiling the model again (hundreds of
+    milliseconds per call, the larger part of a run on a small model). Not stored: models whose array
+    inputs must stay static, and models whose observed values are not inputs passed as they are
+    (``obs=y`` with ``y`` an argument).
     """
     model_kwargs = dict(model_kwargs or {})
     model_args = tuple(model_args)
-    name = _model_name(model)
+    key = _cache_key(model, model_args, model_kwargs, likelihood_sites, factors_as_likelihood, require_continuous)
+    if cache is not None and key is not None and key in cache and not _non_finite_inputs(model, model_args,
+                                                                                          model_kwargs):
+        return _reuse(cache[key], model, model_args, model_kwargs)
+    # non-finite inputs are inspected afresh: the compiled check cannot be trusted to see them (a NaN
+    # covariate under Bernoulli(logits=...) gives a finite log-likelihood there, NumPyro masking the invalid
+    # logits), while the eager trace of a fresh inspection raises with the input named
+    dens, entry = _inspect(model, model_args, model_kwargs, likelihood_sites, factors_as_likelihood,
+                           require_continuous)
+    if cache is not None and key is not None and entry is not None:
+        while len(cache) >= DENSITY_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[key] = entry
+    return dens
 
+
+DENSITY_CACHE_SIZE = 8  # model inspections kept per cache (input signatures), oldest dropped first
+
+
+class _Inspected(NamedTuple):
+    """What :func:`numpyro_density` keeps of a model's inspection for inputs of one signature."""
+
+    density: NumPyroDensity
+    first: Callable  # compiled (u, data) -> (log prior, log lik, values)
+    evaluate: Callable  # (u, data) -> (log prior, log lik, pointwise log lik, trace)
+    u0: jax.Array  # the prior draw the first evaluation checks
+    observed_leaf: dict  # observed site -> index of its value among the input leaves
+
+
+def _cache_key(model, args, kwargs, likelihood_sites, factors_as_likelihood, require_continuous):
+    signature = input_signature(args, kwargs)
+    if signature is None:
+        return None
+    key = (model, None if likelihood_sites is None else tuple(likelihood_sites), bool(factors_as_likelihood),
+           bool(require_continuous), bool(jax.config.jax_enable_x64), signature)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _check_first_evaluation(lp0, ll0, model, args, kwargs):
+    """Refuse a log density that is not finite at the prior draw (a NaN likelihood from NaN inputs too)."""
+    lp0, ll0 = float(lp0), float(ll0)
+    if not np.isfinite(lp0) or (np.isnan(ll0) and _non_finite_inputs(model, args, kwargs)):
+        raise _failure(model, args, kwargs,
+                       f"The log density of {_model_name(model)!r} is not finite at a prior draw (log prior {lp0}, "
+                       f"log likelihood {ll0})", "Check the priors' parameters.")
+
+
+def _log_jacobian_fn(evaluate, latent, data0):
+    def log_jacobian(u, data=None):
+        t = evaluate(u, data0 if data is None else data)[3]
+        return sum((jnp.sum(_log_prob(t[f"_{s}_log_det"])) for s in latent if f"_{s}_log_det" in t), jnp.zeros(()))
+    return log_jacobian
+
+
+def _reuse(entry: _Inspected, model, args, kwargs) -> NumPyroDensity:
+    """The stored inspection on new inputs of the same signature: new data and observations, checked."""
+    leaves = jax.tree_util.tree_leaves((tuple(args), dict(kwargs)))
+    observed = _checked_observations({s: leaves[i] for s, i in entry.observed_leaf.items()}, _model_name(model))
+    data, _ = split_data(args, kwargs)
+    lp0, ll0, _ = entry.first(entry.u0, data)
+    _check_first_evaluation(lp0, ll0, model, args, kwargs)
+    return entry.density._replace(data=data, observed_data=observed,
+                                  log_jacobian=_log_jacobian_fn(entry.evaluate, entry.density.latent_sites, data))
+
+
+def _inspect(model, model_args, model_kwargs, likelihood_sites, factors_as_likelihood, require_continuous):
+    """The four steps of :func:`numpyro_density`; returns ``(density, _Inspected or None)``."""
+    name = _model_name(model)
     tr = _trace_model(model, model_args, model_kwargs)
     sites = _classify_sites(tr, name, likelihood_sites, factors_as_likelihood, require_continuous)
     observed_data = _observed_values(tr, sites.observed, name)
     latent = sites.latent
 
     flat0, unravel = ravel_pytree(_unconstrain(tr, latent))
-    data0, merge, evaluate, (lp0, ll0, values0) = _compile_first_evaluation(
+    data0, merge, evaluate, (lp0, ll0, values0), first = _compile_first_evaluation(
         model, model_args, model_kwargs, lambda mg: _log_density(model, mg, unravel, sites.likelihood, sites.observed),
-        flat0, latent, cache, (tuple(sites.likelihood), tuple(sites.observed)))
-    lp0, ll0 = float(lp0), float(ll0)
-    if not np.isfinite(lp0) or (np.isnan(ll0) and _non_finite_inputs(model, model_args, model_kwargs)):
-        raise _failure(model, model_args, model_kwargs,
-                       f"The log density of {name!r} is not finite at a prior draw (log prior {lp0}, log likelihood "
-                       f"{ll0})", "Check the priors' parameters.")
-
-    def log_jacobian(u, data=None):
-        t = evaluate(u, data0 if data is None else data)[3]
-        return sum((jnp.sum(_log_prob(t[f"_{s}_log_det"])) for s in latent if f"_{s}_log_det" in t), jnp.zeros(()))
+        flat0, latent)
+    _check_first_evaluation(lp0, ll0, model, model_args, model_kwargs)
+    log_jacobian = _log_jacobian_fn(evaluate, latent, data0)
 
     def sample_prior(key, n, data):
         args, kwargs = merge(data)
@@ -373,9 +432,15 @@ def numpyro_density(model: Callable, model_args: Sequence = (), model_kwargs: Op
     dims = {s: _site_dims(tr[s], np.shape(v))
             for s, v in {**values0, **observed_data}.items()}
     coords = {f.name: np.arange(f.size) for site in tr.values() for f in site.get("cond_indep_stack", [])}
-    return NumPyroDensity(
+    dens = NumPyroDensity(
         logprior=lambda u, data: evaluate(u, data)[0], loglik=lambda u, data: evaluate(u, data)[1],
         pointwise_loglik=lambda u, data: evaluate(u, data)[2], sample_prior=sample_prior, postprocess=postprocess,
         dim=int(flat0.shape[0]), latent_sites=tuple(latent), likelihood_sites=tuple(sites.likelihood),
         observed_data=observed_data, dims=dims, coords=coords, data=data0, unravel=unravel,
         log_jacobian=log_jacobian, merge=merge, log_parts=lambda u, data: evaluate(u, data)[:2])
+    # reusable for inputs of the same signature if the array inputs are traced and every observed value is
+    # an input passed as it is (then the new inputs give the new observations)
+    leaves = jax.tree_util.tree_leaves((model_args, model_kwargs))
+    observed_leaf = {s: next((i for i, x in enumerate(leaves) if x is tr[s]["value"]), None) for s in sites.observed}
+    reusable = first is not None and all(i is not None for i in observed_leaf.values())
+    return dens, (_Inspected(dens, first, evaluate, flat0, observed_leaf) if reusable else None)
