@@ -121,3 +121,32 @@ def test_bisection_early_stop_is_bit_identical_to_fifty_halvings(criterion):
         for beta in (0.0, 0.37, 0.999):
             a, b = float(new(ll, lw, beta)), float(old(ll, lw, beta))
             assert a == b, (scale, beta, a, b)
+
+
+def test_tracing_a_tempered_run_runs_the_model_three_times_and_the_move_once():
+    """Tracing cost (issue 13): the program's tracing re-ran the NumPyro model (slow Python handlers) at every
+    density evaluation — 9 runs, the move traced twice (once for the stage-0 padding of its diagnostics).
+    Now the density is a jitted function traced once per input type and the engine step is traced once, so
+    tracing the whole run runs the model three times: the prior draw, the log density, the final values.
+    Tracing only: nothing is compiled."""
+    from smcppl.core.chain import make_run_one
+
+    x, y = _data(0)
+    plan = TemperedSMC(counted_regression).build(100, x, y=y)
+    fk_moves = {"n": 0}
+    fk_of = plan.fk
+
+    def counting_fk(data, tables=None):
+        fk = fk_of(data, tables)
+
+        def move(*a):
+            fk_moves["n"] += 1
+            return fk.move(*a)
+
+        return fk._replace(move=move)
+
+    plan = plan._replace(fk=counting_fk)
+    TRACES["n"] = 0
+    jax.jit(make_run_one(plan, plan.resampling)).trace(jax.random.key(0), plan.data, plan.pilot.blank)
+    assert fk_moves["n"] == 1
+    assert TRACES["n"] == 3

@@ -216,15 +216,17 @@ def build_step(fk: FeynmanKac, resampling: Resampling = Resampling(), record_anc
     return step
 
 
-def _move_info_template(fk, rng_key, state):
-    """Shape of move_info without running anything (for stage-0 padding)."""
-    def move_info(k, s):
-        n = s.log_weights.shape[0]
-        return fk.move(k, s.particles, s.log_weights, s.params, Ancestry(jnp.arange(n), jnp.array(False)))[1]
-
-    shapes = jax.eval_shape(move_info, rng_key, state)
-    return jax.tree_util.tree_map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype)
-                                  if jnp.issubdtype(s.dtype, jnp.floating) else jnp.zeros(s.shape, s.dtype), shapes)
+def _traced_step(fk, resampling, record_ancestors, summary_fn, rng_key, state):
+    """``(step, move-info template)``: the engine step under an inner ``jax.jit`` and the stage-0 padding of
+    ``move_info`` (NaN floats, zero ints) from its output shapes. The step is traced once: the shapes come
+    from that trace, and the loop body's call with the same input types re-uses it (tracing the move twice
+    — once for the template, once in the loop — cost ~half of a tempered program's tracing time)."""
+    step = jax.jit(build_step(fk, resampling, record_ancestors, summary_fn))
+    shapes = jax.eval_shape(step, rng_key, state)[1].move_info
+    template = jax.tree_util.tree_map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype)
+                                      if jnp.issubdtype(s.dtype, jnp.floating) else jnp.zeros(s.shape, s.dtype),
+                                      shapes)
+    return step, template
 
 
 def _stack(first, rest):
@@ -247,8 +249,8 @@ def run_fixed(rng_key: jax.Array, fk: FeynmanKac, num_stages: int, resampling: R
     """
     k_init, k_run = jax.random.split(rng_key)
     state, info0 = init(k_init, fk, None, record_ancestors, summary_fn)
-    info0 = info0._replace(move_info=_move_info_template(fk, k_run, state))
-    step = build_step(fk, resampling, record_ancestors, summary_fn)
+    step, template = _traced_step(fk, resampling, record_ancestors, summary_fn, k_run, state)
+    info0 = info0._replace(move_info=template)
 
     def body(s, k):
         s, info = step(k, s)
@@ -286,8 +288,8 @@ def run_adaptive(rng_key: jax.Array, fk: FeynmanKac, max_stages: int, resampling
     """
     k_init, k_run = jax.random.split(rng_key)
     state, info0 = init(k_init, fk, None, record_ancestors, summary_fn)
-    info0 = info0._replace(move_info=_move_info_template(fk, k_run, state))
-    step = build_step(fk, resampling, record_ancestors, summary_fn)
+    step, template = _traced_step(fk, resampling, record_ancestors, summary_fn, k_run, state)
+    info0 = info0._replace(move_info=template)
     capacity = max_stages + 1
     trace = jax.tree_util.tree_map(lambda x: _pad_like(x, capacity), info0)
     trace = jax.tree_util.tree_map(lambda t, x: t.at[0].set(x), trace, info0)

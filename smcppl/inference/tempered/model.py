@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from smcppl.core.checks import one_of, positive_int
 from smcppl.core.engine import FeynmanKac, SMCOutput, run_adaptive
@@ -63,10 +64,14 @@ def blank_pilot_tables(dim: int, capacity: int, preconditioning: str = "full", d
 def _blank_pilot_tables(dim, capacity, preconditioning, dtype, move):
     """:func:`blank_pilot_tables`, built once per setting (its proposal template traces a fit: ~30 ms)."""
     full = preconditioning == "full" and dim > 1
-    return {"use": jnp.zeros((), bool), "beta": jnp.zeros(capacity, dtype), "step_size": jnp.zeros(capacity, dtype),
-            "mu": jnp.zeros((capacity, dim), dtype),
-            "L": jnp.zeros((capacity, dim, dim) if full else (capacity, dim), dtype),
-            "proposal": jax.tree.map(lambda s: jnp.zeros((capacity,) + s.shape, s.dtype),
+
+    def zeros(shape, dt):  # device_put of NumPy zeros: jnp.zeros compiles small programs (~10 ms each, fresh process)
+        return jax.device_put(np.zeros(shape, dt))
+
+    return {"use": zeros((), bool), "beta": zeros(capacity, dtype), "step_size": zeros(capacity, dtype),
+            "mu": zeros((capacity, dim), dtype),
+            "L": zeros((capacity, dim, dim) if full else (capacity, dim), dtype),
+            "proposal": jax.tree.map(lambda s: zeros((capacity,) + s.shape, s.dtype),
                                      {} if move is None else proposal_fit_template(dim, move, dtype))}
 
 

@@ -406,6 +406,14 @@ def _reuse(entry: _Inspected, model, args, kwargs) -> NumPyroDensity:
                                   log_jacobian=_log_jacobian_fn(entry.evaluate, entry.density.latent_sites, data))
 
 
+def _traced_once(fn: Callable) -> Callable:
+    """``jax.jit(fn)`` used inside the samplers' programs: JAX traces the model (NumPyro's handlers, slow
+    Python) once per input type and re-uses that trace wherever the program evaluates the density again
+    (initial particles, the move's value and gradient, the moved particles); XLA inlines the calls, so
+    the compiled program is the same."""
+    return jax.jit(fn)
+
+
 def _inspect(model, model_args, model_kwargs, likelihood_sites, factors_as_likelihood, require_continuous):
     """The four steps of :func:`numpyro_density`; returns ``(density, _Inspected or None)``."""
     name = _model_name(model)
@@ -437,7 +445,7 @@ def _inspect(model, model_args, model_kwargs, likelihood_sites, factors_as_likel
         pointwise_loglik=lambda u, data: evaluate(u, data)[2], sample_prior=sample_prior, postprocess=postprocess,
         dim=int(flat0.shape[0]), latent_sites=tuple(latent), likelihood_sites=tuple(sites.likelihood),
         observed_data=observed_data, dims=dims, coords=coords, data=data0, unravel=unravel,
-        log_jacobian=log_jacobian, merge=merge, log_parts=lambda u, data: evaluate(u, data)[:2])
+        log_jacobian=log_jacobian, merge=merge, log_parts=_traced_once(lambda u, data: evaluate(u, data)[:2]))
     # reusable for inputs of the same signature if the array inputs are traced and every observed value is
     # an input passed as it is (then the new inputs give the new observations)
     leaves = jax.tree_util.tree_leaves((model_args, model_kwargs))
