@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
 __all__ = [
@@ -27,34 +26,12 @@ __all__ = [
 ]
 
 
-PREFIX_BLOCK = 64  # block length of prefix_sum's triangular products
-
-
 def prefix_sum(x: ArrayLike, axis: int = 0) -> jax.Array:
-    """Inclusive prefix sums ``s_i = sum_{j <= i} x_j`` along ``axis``, by blocks: the array is cut into
-    blocks of ``b = PREFIX_BLOCK``, each block's prefix sums are one product with the upper-triangular
-    ones matrix ``U`` (``s_block = x_block @ U``), and the blocks' totals get the same treatment
-    recursively to offset each block (``log_b N`` levels).
-
-    Written here, not ``jnp.cumsum`` or ``lax.associative_scan``: XLA's CPU ``cumsum`` (a ``reduce_window``)
-    costs ~2x more per element at 1e4 elements (the largest single cost of a bootstrap filter step,
-    ``benchmarks/state_space.py``), and the associative scan unrolls ~2 log2 N slicing levels that took
-    0.5-1.0 s to compile per use (a tempered run holds two); the blocks compile in ~0.15 s, run as fast up
-    to N ~ 1e4 (1.3x slower at 1e5) and round less (block sums of b terms, then ``N / b`` offsets)."""
-    x = jnp.moveaxis(jnp.asarray(x), axis, -1)
-    n, b = x.shape[-1], PREFIX_BLOCK
-    triangle = np.triu(np.ones((min(n, b), min(n, b)), np.float32)).astype(x.dtype)
-    precision = jax.lax.Precision.HIGHEST
-    if n <= b:
-        out = jnp.matmul(x, triangle, precision=precision)
-    else:
-        m = -(-n // b)
-        pad = [(0, 0)] * (x.ndim - 1) + [(0, m * b - n)]
-        blocks = jnp.matmul(jnp.pad(x, pad).reshape(x.shape[:-1] + (m, b)), triangle, precision=precision)
-        offsets = prefix_sum(blocks[..., -1], axis=-1)  # totals up to and including each block
-        exclusive = jnp.pad(offsets[..., :-1], [(0, 0)] * (x.ndim - 1) + [(1, 0)])
-        out = (blocks + exclusive[..., None]).reshape(x.shape[:-1] + (m * b,))[..., :n]
-    return jnp.moveaxis(out, -1, axis)
+    """Inclusive prefix sums ``s_i = sum_{j <= i} x_j`` along ``axis``, by a parallel scan
+    (``lax.associative_scan``): XLA's CPU ``cumsum`` (a ``reduce_window``) costs about 2.5x more per element
+    at 1e4 elements, which made it the largest single cost of a bootstrap filter step
+    (``benchmarks/state_space.py``); the tree order also accumulates less rounding error."""
+    return jax.lax.associative_scan(jnp.add, jnp.asarray(x), axis=axis)
 
 
 def sanitize(log_weights: ArrayLike) -> jax.Array:
