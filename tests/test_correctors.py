@@ -10,10 +10,11 @@ Monte Carlo error. The FKC weights of annealing and products (B = 2) have a larg
 the Gaussian high-noise phase the simulated SDE does not preserve ``q_t^B`` and the weights correct
 for it, so the population descends from few early ancestors and the error is far above the multinomial
 ``sqrt(p(1-p)/N)``. Calibration (16 seeds, the settings below) gave per-seed standard deviations:
-mode mass 0.014 (max deviation 0.040 over the 16), variance of the annealed Gaussian 0.022, log Z 0.10
-(bimodal) to 0.23 (Gaussian product), product mean/variance 0.046/0.030, and an Euler bias of
-+0.07 to +0.11 in log Z at 400 steps (O(1/num_steps)). Tolerances are about 3.5 standard deviations of
-the quantity tested (per seed, or of the mean of the 4 seeds, as stated) plus the measured bias; the
+mode mass 0.021 (remeasured over 64 runs, with a heavy tail: 2 of them more than 0.05 off, the largest
+0.068), variance of the annealed Gaussian 0.022, log Z 0.10 (bimodal) to 0.23 (Gaussian product), product
+mean/variance 0.046/0.030, and an Euler bias of +0.07 to +0.11 in log Z at 400 steps (O(1/num_steps)).
+Tolerances are about 3.5 standard deviations of the quantity tested (per seed, or of the mean of the 4
+seeds, as stated; per seed more where the tail is heavy) plus the measured bias; the
 effects they must detect (the uncorrected sampler's error, a dropped ``div f`` term) are 5 to 50 such
 standard deviations.
 """
@@ -32,7 +33,7 @@ from smcppl.inference.correctors.steering import POTENTIALS, block_potential
 from smcppl.runner import make_run_one
 from smcppl.models import diffusion_targets as dt
 from smcppl.models.sde import VESDE, VPSDE, from_denoiser, from_epsilon, x0_prediction
-from smcppl.diagnostics.health import MAX_RHAT, split_rhat
+from smcppl.diagnostics.health import rhat_bound, split_rhat
 
 SDE = VPSDE()
 SEEDS = 4
@@ -131,15 +132,18 @@ def test_product_of_two_gaussians_closed_form(prod1d):
 
 # ------------------------------------------------------------------------------- bimodal beta = 2
 def test_bimodal_beta2_mode_masses(bimodal_runs):
-    """0.5 N(-2, 0.3^2) + 0.5 N(2, 1) squared puts 0.77 of its mass on the narrow mode. FKC: each of 4
-    seeds within 0.05 (per-seed sd ~0.015 at N = 8000, i.e. > 3 sd). Uncorrected (same SDE, no weights):
-    ~0.57, outside the same bound on every seed."""
+    """0.5 N(-2, 0.3^2) + 0.5 N(2, 1) squared puts 0.77 of its mass on the narrow mode. Uncorrected (same
+    SDE, no weights): ~0.57, 0.2 off. Calibration over 64 runs (16 keys x 4 seeds, N = 8000): per-seed sd
+    0.021 with a heavy tail (2 of 64 runs more than 0.05 off, the largest 0.068), mean of 4 seeds sd 0.0105
+    (largest of 16: 0.022). FKC: each seed within 0.1 (4.7 sd, half the uncorrected error) and the mean of
+    the 4 within 0.04 (3.8 sd of the mean); uncorrected: every seed more than 0.1 off."""
     p, (out, x), (_, xu) = bimodal_runs
     exact = np.asarray(dt.exact_mode_masses(lambda z: 2.0 * p.log_prob(z), p))
     assert abs(exact[0] - 0.77) < 0.01
     m = np.stack([np.asarray(dt.mode_masses(xi, p.means)) for xi in x])
     mu = np.stack([np.asarray(dt.mode_masses(xi, p.means)) for xi in xu])
-    assert np.all(np.abs(m - exact) < 0.05), (m, exact)
+    assert np.all(np.abs(m - exact) < 0.1), (m, exact)
+    assert np.all(np.abs(m.mean(axis=0) - exact) < 0.04), (m, exact)
     assert np.all(np.abs(mu - exact) > 0.1), (mu, exact)
 
 
@@ -208,11 +212,13 @@ def test_exact_initial_weights_with_ve_and_small_sigma_max():
 def test_guidance_w3_energy_distance():
     """Classifier-free guidance p^(1-w) p_c^w, w = 3, on a 2-D labelled mixture; exact draws by rejection
     from p_c. B = 1 so there is no Gaussian-phase weight variance: FKC ED ~0.001-0.05 vs uncorrected
-    ~0.10-0.14; each seed must be at most half the best uncorrected seed, or else be flagged by the run's
-    health check. Measured over 24 runs (6 keys x 4 chains, Python 3.12): one run ended far off (ED 0.32, its
-    log Z 0.7 above the others, near-uniform weights throughout), and the front end flags that key's 4-chain
-    run (split R-hat 1.061 > 1.05, "chains disagree"): the sampler fails now and then, the product says so.
-    log Z (quadrature) within 0.2 (over the chains that meet the bound)."""
+    ~0.09-0.13. The sampler fails now and then: over 192 runs (48 keys x 4 chains, N = 2000) 9 ended
+    further than half the best uncorrected seed's ED (0.09-0.44, as far as the uncorrected sampler), with
+    log Z 0.2-0.7 above the others; their 4-chain runs had split R-hat 1.012-1.069, which the health
+    check's bound for 2000 draws per chain (1.01, ``rhat_bound``) flags, and the old fixed 1.05 did not
+    (1 of 8). So: each seed within half the best uncorrected seed's ED, or else the run is flagged; at most
+    2 such seeds (the most seen in one of the 48 runs). log Z (quadrature) within 0.2 over the chains
+    that meet the bound (their mean: sd 0.051, largest error of 48 runs 0.13)."""
     p = dt.labelled_2d()
     w = 3.0
     alg = guided(lambda x, t, q: q.score(x, t, SDE), lambda x, t, q: q.conditional(1).score(x, t, SDE), w, SDE, 200,
@@ -223,10 +229,10 @@ def test_guidance_w3_energy_distance():
     ed = np.array([float(dt.energy_distance(xi, exact)) for xi in x])
     ed_u = np.array([float(dt.energy_distance(xi, exact)) for xi in xu])
     good = ed <= 0.5 * ed_u.min()
-    assert good.sum() >= SEEDS - 1, (ed, ed_u)
+    assert good.sum() >= SEEDS - 2, (ed, ed_u)
     if not good.all():  # a run that misses the bound must be flagged: the chains' split R-hat (health check)
         rhat = max(split_rhat(x[..., k]) for k in range(x.shape[-1]))
-        assert rhat > MAX_RHAT, (ed, ed_u, rhat)
+        assert rhat > rhat_bound(x.shape[1]), (ed, ed_u, rhat)
     log_z = float(dt.log_integral(dt.guided_log_density(p, 1, w), p))
     assert abs(float(np.mean(np.asarray(out.log_evidence)[good])) - log_z) < 0.2, (out.log_evidence, log_z)
 

@@ -95,6 +95,35 @@ def test_healthy_run_passes(many_runs):
     assert many_runs.health.ok, many_runs.health
 
 
+def _rhat_stats(chains):
+    import xarray as xr
+    return xr.Dataset({"n_stages": ("chain", np.ones(chains, int)), "log_evidence": ("chain", np.zeros(chains)),
+                       "beta": (("chain", "stage"), np.ones((chains, 1)))}, attrs={"num_particles": 0})
+
+
+def test_rhat_bound_tightens_with_the_draws_per_chain():
+    """Four chains whose centres are 0.2 sd apart (split R-hat ~1.02-1.03): by chance with 300 draws per
+    chain (R-hat^2 - 1 ~ 1/ESS_chain, bound 1.05), not with 2000 (bound 1.01, which a fixed 1.05 missed:
+    guided diffusion runs as far off as the uncorrected sampler had R-hat 1.012-1.069, see
+    ``tests/test_correctors.py``). Draws are fixed normal quantiles, so the R-hats are deterministic."""
+    from scipy.special import ndtri
+
+    from smcppl.diagnostics.health import MAX_RHAT, MIN_RHAT, check_health, rhat_bound, split_rhat
+
+    assert rhat_bound(100) == rhat_bound(390) == MAX_RHAT and rhat_bound(2000) == rhat_bound(10**6) == MIN_RHAT
+    assert abs(rhat_bound(1000) - np.sqrt(1.04)) < 1e-12
+    shift = np.array([0.2, -0.2, 0.2, -0.2])[:, None]
+    for n, flagged in [(300, False), (2000, True)]:
+        z = ndtri((np.arange(n) + 0.5) / n)
+        draws = shift + np.random.default_rng(0).permuted(np.tile(z, (4, 1)), axis=1)
+        r = split_rhat(draws)
+        assert 1.015 < r < MAX_RHAT, r
+        report = check_health(_rhat_stats(4), {"x": draws})
+        assert ("rhat" in {f.check for f in report.flags}) == flagged, (n, r, report)
+    same = np.random.default_rng(1).permuted(np.tile(z, (4, 1)), axis=1)
+    assert check_health(_rhat_stats(4), {"x": same}).ok
+
+
 # ------------------------------------------------------------------------------------ divergences in every kernel
 def test_unstable_ula_is_detected_and_flagged():
     """ULA at whitened step 5 is unstable (|1 - h| > 1 on a Gaussian): states explode and log Z is far off.
