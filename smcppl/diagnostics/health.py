@@ -237,7 +237,7 @@ def check_health(stats: xr.Dataset, posterior: Optional[Mapping] = None, max_rha
                     bound = rhat_bound(flat.shape[1])
         if worst > bound:
             flags.append(HealthFlag("rhat", (
-                f"chains disagree: R-hat {worst:.3f} > {bound:.3f} for {where!r}: the independent runs describe "
+                f"chains disagree: R-hat {worst:.3f} > {bound:.4g} for {where!r}: the independent runs describe "
                 "different posteriors (modes found by some chains only, or too few effective draws per chain). "
                 "Use more particles or more MCMC steps per stage.")))
     max_stages = attrs.get("max_stages")
