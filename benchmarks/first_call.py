@@ -2,6 +2,7 @@
 
     python benchmarks/first_call.py                                  # this checkout, both problems, 3 rounds
     python benchmarks/first_call.py --trees /path/old,/path/new      # two checkouts side by side (before/after)
+    python benchmarks/first_call.py --xla-flags "|--xla_backend_optimization_level=1"   # XLA options side by side
 
 Each round starts, for every tree in turn (order alternating by round, so that a change in the machine's
 load falls on both), fresh Python processes that import smcppl from that tree and run a one-chain
@@ -18,7 +19,8 @@ run filled (**warm**, what a user meets re-running a notebook in a new kernel). 
 
 Problems: ``challenger`` (2-parameter logistic regression, ``zoo.logistic_regression``) and ``gauss20``
 (``zoo.conjugate_gaussian``, d = 20). Times are wall seconds on a shared machine: compare trees within a
-round (ratios), not across runs.
+round (ratios), not across runs. ``--xla-flags`` adds variants: ``|``-separated values of ``XLA_FLAGS``
+(an empty one = XLA's defaults), run for every tree in the same alternating order.
 """
 from __future__ import annotations
 
@@ -90,6 +92,7 @@ def main(argv=None):
     p.add_argument("--problems", default=",".join(PROBLEMS))
     p.add_argument("--N", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--xla-flags", default="", help="|-separated XLA_FLAGS variants (empty = XLA's defaults)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--launch-time", type=float, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -97,12 +100,13 @@ def main(argv=None):
         return child(a.child, a.N, a.launch_time)
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     trees = [os.path.abspath(t) for t in a.trees.split(",")] if a.trees else [here]
+    variants = [(tree, flags) for tree in trees for flags in a.xla_flags.split("|")]
     for r in range(a.rounds):
         for problem in a.problems.split(","):
-            for tree in (trees if r % 2 == 0 else trees[::-1]):
+            for tree, flags in (variants if r % 2 == 0 else variants[::-1]):
                 folder = tempfile.mkdtemp(prefix="smcppl-first-call-")
                 for cache in ("cold", "warm"):
-                    env = dict(os.environ, SMCPPL_COMPILATION_CACHE=folder, PYTHONPATH=tree)
+                    env = dict(os.environ, SMCPPL_COMPILATION_CACHE=folder, PYTHONPATH=tree, XLA_FLAGS=flags)
                     env.pop("JAX_COMPILATION_CACHE_DIR", None)
                     cmd = [sys.executable, os.path.abspath(__file__), "--child", problem, "--N", str(a.N),
                            "--launch-time", repr(time.time())]
@@ -112,7 +116,7 @@ def main(argv=None):
                         emit({"bench": "first_call_error", "tree": tree, "problem": problem, "cache": cache,
                               "stderr_tail": proc.stderr[-2000:]})
                         continue
-                    emit({**found[-1], "tree": tree, "cache": cache, "round": r,
+                    emit({**found[-1], "tree": tree, "xla_flags": flags, "cache": cache, "round": r,
                           "load_average": os.getloadavg()[0]})
                 shutil.rmtree(folder, ignore_errors=True)
 
