@@ -217,7 +217,7 @@ def test_guidance_w3_energy_distance():
     log Z 0.2-0.7 above the others; their 4-chain runs had split R-hat 1.012-1.069, which the health
     check's bound for 2000 draws per chain (1.01, ``rhat_bound``) flags, and the old fixed 1.05 did not
     (1 of 8). So: each seed within half the best uncorrected seed's ED, or else the run is flagged; at most
-    2 such seeds (the most seen in one of the 48 runs). log Z (quadrature) within 0.2 over the chains
+    2 such seeds (the most seen in one of the 48 keys). log Z (quadrature) within 0.2 over the chains
     that meet the bound (their mean: sd 0.051, largest error of 48 runs 0.13)."""
     p = dt.labelled_2d()
     w = 3.0

@@ -226,7 +226,7 @@ def check_health(stats: xr.Dataset, posterior: Optional[Mapping] = None, max_rha
                 f"{', '.join(f'{v:.2f}' for v in lz)}): the evidence estimate is unreliable. Use more particles, "
                 "more MCMC steps per stage, or a higher target_ess.")))
     if chains > 1 and posterior:
-        worst, where, bound = 1.0, None, MAX_RHAT
+        worst, where, draws = 1.0, None, 0
         for name, v in posterior.items():
             v = np.asarray(v)
             if v.ndim < 2 or v.shape[0] != chains or not np.issubdtype(v.dtype, np.number):
@@ -235,8 +235,8 @@ def check_health(stats: xr.Dataset, posterior: Optional[Mapping] = None, max_rha
             for k in range(flat.shape[2]):
                 r = split_rhat(flat[:, :, k])
                 if np.isfinite(r) and r > worst:
-                    worst, where = r, (name if flat.shape[2] == 1 else f"{name}[{k}]")
-                    bound = rhat_bound(flat.shape[1])
+                    worst, where, draws = r, (name if flat.shape[2] == 1 else f"{name}[{k}]"), flat.shape[1]
+        bound = rhat_bound(draws)
         if worst > bound:
             flags.append(HealthFlag("rhat", (
                 f"chains disagree: R-hat {worst:.3f} > {bound:.4g} for {where!r}: the independent runs describe "
