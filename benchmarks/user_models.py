@@ -138,15 +138,13 @@ def user_model(name):
     raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
 
 
-def linear_regression_log_evidence(beta: float = 1.0) -> float:
-    """Exact ``log Z(beta) = log int p(theta) L(theta)^beta dtheta`` of the ``linear_regression`` model (ours:
-    no sampler involved). Given ``sigma``, the intercept and coefficients (prior ``N(0, 10^2)``) integrate out
-    in closed form: ``L^beta = (2 pi sigma^2)^{n (1 - beta) / 2} beta^{-n/2} N(y; A theta, sigma^2 / beta)``, so
-    ``Z(beta | sigma) = (2 pi sigma^2)^{n (1 - beta) / 2} beta^{-n/2} N(y; 0, sigma^2 / beta I + 100 A A^T)``;
-    the remaining 1-d integral over ``sigma ~ HalfNormal(5)`` is a Riemann sum on 20,000 points of
-    (0, 25] (changing the grid moves the result by < 1e-9)."""
+def _noise_scale_marginal(beta: float, num_points: int) -> tuple:
+    """``(grid, log f, A, y)`` for the ``linear_regression`` model: ``log f(sigma) = log p(sigma) + log Z(beta |
+    sigma)`` on a grid of ``num_points`` in (0, 25], with the intercept and coefficients (prior ``N(0, 10^2)``)
+    integrated out in closed form: ``L^beta = (2 pi sigma^2)^{n (1 - beta) / 2} beta^{-n/2} N(y; A theta,
+    sigma^2 / beta)``, so ``Z(beta | sigma) = (2 pi sigma^2)^{n (1 - beta) / 2} beta^{-n/2} N(y; 0, sigma^2 /
+    beta I + 100 A A^T)``."""
     import numpy as np
-    from scipy.special import logsumexp
 
     _, data = user_model("linear_regression")
     y = data["y"]
@@ -154,31 +152,33 @@ def linear_regression_log_evidence(beta: float = 1.0) -> float:
     A = np.column_stack([np.ones(n), data["X"]])
     eig, vecs = np.linalg.eigh(100.0 * A @ A.T)
     y2 = (vecs.T @ y) ** 2
-    grid = np.linspace(1e-3, 25.0, 20001)
+    grid = np.linspace(1e-3, 25.0, num_points)
     var = eig[None, :] + grid[:, None] ** 2 / beta
     log_normal = -0.5 * np.sum(np.log(2 * np.pi * var) + y2[None, :] / var, axis=1)
     log_prior = 0.5 * np.log(2 / np.pi) - np.log(5.0) - 0.5 * (grid / 5.0) ** 2
     log_f = log_prior + 0.5 * n * (1 - beta) * np.log(2 * np.pi * grid**2) - 0.5 * n * np.log(beta) + log_normal
+    return grid, log_f, A, y
+
+
+def linear_regression_log_evidence(beta: float = 1.0) -> float:
+    """Exact ``log Z(beta) = log int p(theta) L(theta)^beta dtheta`` of the ``linear_regression`` model (ours:
+    no sampler involved): :func:`_noise_scale_marginal` integrated over ``sigma ~ HalfNormal(5)`` by a Riemann
+    sum on 20,000 points of (0, 25] (changing the grid moves the result by < 1e-9)."""
+    import numpy as np
+    from scipy.special import logsumexp
+
+    grid, log_f, _, _ = _noise_scale_marginal(beta, 20001)
     return float(logsumexp(log_f) + np.log(grid[1] - grid[0]))
 
 
 def linear_regression_tempered_draws(beta: float, num_draws: int, rng) -> tuple:
     """Exact draws ``(theta [M, 4] = (intercept, coef), sigma [M])`` of the ``linear_regression`` model's
-    tempered posterior ``p(theta, sigma) L^beta``: ``sigma`` by inverse CDF on the grid of
-    :func:`linear_regression_log_evidence`, then ``theta | sigma`` Gaussian (prior ``N(0, 100 I)``, likelihood
-    ``N(y; A theta, sigma^2 / beta)``)."""
+    tempered posterior ``p(theta, sigma) L^beta``: ``sigma`` by inverse CDF of :func:`_noise_scale_marginal` on
+    200,000 points, then ``theta | sigma`` Gaussian (prior ``N(0, 100 I)``, likelihood ``N(y; A theta,
+    sigma^2 / beta)``)."""
     import numpy as np
 
-    _, data = user_model("linear_regression")
-    y = data["y"]
-    n = y.shape[0]
-    A = np.column_stack([np.ones(n), data["X"]])
-    eig, vecs = np.linalg.eigh(100.0 * A @ A.T)
-    y2 = (vecs.T @ y) ** 2
-    grid = np.linspace(1e-3, 25.0, 200001)
-    var = eig[None, :] + grid[:, None] ** 2 / beta
-    log_f = (-0.5 * (grid / 5.0) ** 2 + 0.5 * n * (1 - beta) * np.log(grid**2)
-             - 0.5 * np.sum(np.log(var) + y2[None, :] / var, axis=1))
+    grid, log_f, A, y = _noise_scale_marginal(beta, 200001)
     cdf = np.cumsum(np.exp(log_f - log_f.max()))
     sigma = np.interp(rng.uniform(size=num_draws), cdf / cdf[-1], grid)
     theta = np.empty((num_draws, A.shape[1]))
