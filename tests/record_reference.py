@@ -1,6 +1,7 @@
 """Record the reference values of tests/test_reference_values.py (run from the repository root).
 
     python tests/record_reference.py > tests/reference_values_<jax version>.json
+    python tests/record_reference.py --add-to tests/reference_values.json    # another machine kind's values
 
 One small case per sampler family, a fixed key each; the test asserts that the refactored code gives
 the same numbers bit for bit (on the JAX version the values were recorded with)."""
@@ -92,6 +93,23 @@ def cases():
     return out
 
 
+def add_to(path: str) -> None:
+    """Append this machine's values to each family's list in ``path`` where they are not there yet (the
+    file holds ``{jax version: {family: [[log Z, sum of draws], ...]}}``, one pair per machine kind)."""
+    with open(path) as f:
+        recorded = json.load(f)
+    here = recorded.setdefault(jax.__version__, {})
+    for family, values in cases().items():
+        pairs = here.setdefault(family, [])
+        if values not in pairs:
+            pairs.append(values)
+    with open(path, "w") as f:
+        f.write(json.dumps(recorded, indent=1) + "\n")
+
+
 if __name__ == "__main__":
-    json.dump({"jax": jax.__version__, "values": cases()}, sys.stdout, indent=1)
-    print()
+    if sys.argv[1:2] == ["--add-to"]:
+        add_to(sys.argv[2])
+    else:
+        json.dump({"jax": jax.__version__, "values": cases()}, sys.stdout, indent=1)
+        print()

@@ -7,6 +7,15 @@ the bootstrap filter; later added: the scan-declared state-space filter and SMCÂ
 and a sum of draws for a fixed key. Refactoring must not change them: equal to the last bit, not
 within a tolerance. A change that alters a sampler's randomness or arithmetic on purpose re-records the
 file and says so in its commit message.
+
+The last bits depend on the CPU as well: XLA compiles for the host's vector instructions, and on an AMD
+EPYC with AVX-512 the tempered case's log Z differs from the first recording in the 7th digit and its
+draws by 0.7% (a last-bit difference that flips one accept/reject or resampling decision), annealed
+Langevin's draws in the 7th digit; the other families are equal. So each family keeps one recorded
+pair per machine kind where they differ (``"_machines"`` in the file names them), and the test asks for
+a bit-identical match with one of them. ``python tests/record_reference.py --add-to
+tests/reference_values.json`` adds a new machine kind's values (only on a tree whose values are known to
+be right, e.g. a landed commit).
 """
 import json
 import pathlib
@@ -37,4 +46,4 @@ def test_results_are_bit_identical_to_the_recorded_ones(current, family):
     recorded = RECORDED[jax.__version__]
     if family not in recorded:
         pytest.skip(f"no reference value recorded for {family} with JAX {jax.__version__}")
-    assert current[family] == recorded[family], (family, current[family])
+    assert current[family] in recorded[family], (family, current[family], recorded[family])
