@@ -207,19 +207,22 @@ def invariance_study(beta=0.05, num_draws=20000, ladder=(0.0011, 0.0068, 0.0187,
 
     model, kwargs = user_model("linear_regression")
     dens = TemperedSMC(model).density(**kwargs)
-    rng = np.random.default_rng(0)
-    theta, sigma = linear_regression_tempered_draws(beta, num_draws, rng)
-    u = jnp.asarray(np.stack([ravel_pytree({"coef": t[1:], "intercept": t[0], "sigma": np.log(s)})[0]
-                              for t, s in zip(theta, sigma)]), jnp.float32)
     loglik = jax.jit(jax.vmap(lambda x: dens.log_parts(x, dens.data)[1]))
+
+    def positions(theta, sigma):  # the model's flat unconstrained position of each exact draw
+        return jnp.asarray(np.stack([ravel_pytree({"coef": t[1:], "intercept": t[0], "sigma": np.log(s)})[0]
+                                     for t, s in zip(theta, sigma)]), jnp.float32)
+
+    rng = np.random.default_rng(0)
+    u = positions(*linear_regression_tempered_draws(beta, num_draws, rng))
     ll0 = np.asarray(loglik(u))
     pre = particle_preconditioner(u, jnp.zeros(num_draws), "full")
+    se = np.sqrt(2 / num_draws)
     for kind, h in (("hmc", 0.3), ("hmc", 0.8), ("nuts", 0.5), ("mala", 0.5), ("rwm", 0.5)):
         res = move_population(jax.random.key(1), u, jnp.zeros(num_draws),
                               lambda x: (lambda p: p[0] + beta * p[1])(dens.log_parts(x, dens.data)), h,
                               MoveSettings(kind, 5, "full", None, None, 5, False, False), pre, adapt=False)
         ll1 = np.asarray(loglik(res.position))
-        se = np.sqrt(2 / num_draws)
         emit({"bench": "user_models_invariance", "beta": beta, "move": kind, "step_size": h,
               "acceptance": float(jnp.mean(res.acceptance)), "loglik_mean_change": float(ll1.mean() - ll0.mean()),
               "loglik_se": float(ll0.std() * se),
@@ -227,14 +230,10 @@ def invariance_study(beta=0.05, num_draws=20000, ladder=(0.0011, 0.0068, 0.0187,
               "log_sigma_se": float(np.std(u[:, -1]) * se)})
     import arviz as az  # ArviZ 0.x: psislw
 
-    A = np.column_stack([np.ones(kwargs["y"].shape[0]), kwargs["X"]])
     for b0, b1 in zip(ladder[:-1], ladder[1:]):
         khat, ess = [], []
         for _ in range(5):
-            theta, sigma = linear_regression_tempered_draws(b0, 2000, rng)
-            resid = kwargs["y"][None, :] - theta @ A.T
-            ll = -0.5 * A.shape[0] * np.log(2 * np.pi * sigma**2) - 0.5 * np.sum(resid**2, axis=1) / sigma**2
-            lw = (b1 - b0) * ll
+            lw = (b1 - b0) * np.asarray(loglik(positions(*linear_regression_tempered_draws(b0, 2000, rng))), float)
             khat.append(float(az.psislw(lw.copy())[1]))
             w = np.exp(lw - lw.max())
             ess.append(float(w.sum() ** 2 / (w**2).sum() / lw.shape[0]))
