@@ -5,6 +5,7 @@ num_chains=4).run`` against NumPyro NUTS, each in a fresh process (CPU).
     python benchmarks/user_models.py --models eight_schools,radon --rounds 1
     python benchmarks/user_models.py --logz                   # linear regression: log Z against its exact value
     python benchmarks/user_models.py --invariance             # its moves and increments on exact tempered draws
+    python benchmarks/user_models.py --steps                  # fixed against adaptive transitions per stage
 
 The models are written here the way a NumPyro user writes them (not taken from ``smcppl.models.zoo``), on
 data simulated with fixed seeds: eight schools (centred, the funnel), a radon-like varying-intercept model
@@ -276,6 +277,41 @@ def logz_study(sizes=(500, 2000, 8000), num_chains=8, seed=7):
                   "chain0_error_path": np.round(path, 4).tolist()})
 
 
+STEPS_SETTINGS = ({}, {"num_mcmc_steps": 10}, {"max_mcmc_steps": 20}, {"num_mcmc_steps": 2, "max_mcmc_steps": 20})
+
+
+def steps_study(models=MODELS, num_chains=4, seed=7):
+    """Fixed against adaptive transitions per stage (``max_mcmc_steps``) on every model, in one process:
+    log Z over ``num_chains`` chains (the linear regression: its error against the exact value), the pilot's
+    transitions per stage, the largest per-coordinate correlation with the stage's start after each stage's
+    move (``smc_stats.start_correlation`` of chain 0), the second call's run time and the health flags."""
+    import warnings
+
+    import jax
+    import numpy as np
+
+    from smcppl import SMC, TemperedSMC
+
+    for name in models:
+        model, kwargs = user_model(name)
+        exact = linear_regression_log_evidence() if name == "linear_regression" else 0.0
+        for settings in STEPS_SETTINGS:
+            smc = SMC(TemperedSMC(model, **settings), 2000, num_chains=num_chains, progress_bar=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                smc.run(jax.random.key(seed), **kwargs)
+                smc.run(jax.random.key(seed + 1), **kwargs)  # compiled: the run time alone
+            lz = np.asarray(smc.log_evidence, float) - exact
+            k = int(np.asarray(smc.n_stages)[0])
+            info = smc.trace.move_info
+            emit({"bench": "user_models_steps", "model": name, "N": 2000, "num_chains": num_chains,
+                  "settings": settings, "log_evidence" if name != "linear_regression" else "error": float(lz.mean()),
+                  "se": float(lz.std(ddof=1) / np.sqrt(num_chains)), "stages": k,
+                  "steps_per_stage": np.asarray(info["num_mcmc_steps"])[0, 1:k].tolist(),
+                  "start_correlation": np.round(np.asarray(info["start_correlation"], float)[0, 1:k], 3).tolist(),
+                  "run_seconds": smc.timing["run_seconds"], "health_flags": [f.check for f in smc.health.flags]})
+
+
 def moments(samples, latent):
     """``{site[k]: [mean, sd]}`` over every scalar of the latent sites in ``samples {site: [draw, ...]}``."""
     import numpy as np
@@ -377,6 +413,7 @@ def main(argv=None):
     p.add_argument("--logz", action="store_true", help="the linear regression's log Z against its exact value")
     p.add_argument("--invariance", action="store_true", help="the linear regression's moves and increments on "
                    "exact tempered draws")
+    p.add_argument("--steps", action="store_true", help="fixed against adaptive transitions per stage")
     p.add_argument("--sizes", default="500,2000,8000", help="particle numbers of --logz")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--method", default=None, help=argparse.SUPPRESS)
@@ -389,6 +426,8 @@ def main(argv=None):
             return summarise([r for r in map(json.loads, f) if r.get("bench") == "user_models"])
     if a.invariance:
         return invariance_study()
+    if a.steps:
+        return steps_study(tuple(a.models.split(",")))
     if a.logz:
         return logz_study(tuple(int(x) for x in a.sizes.split(",")))
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -91,6 +91,9 @@ def _sampler_args(p):
                    help="MCMC move at each stage: random-walk Metropolis, MALA, HMC, NUTS or independent "
                         "Metropolis-Hastings with a particle-fitted t proposal (default hmc)")
     p.add_argument("--mcmc-steps", type=int, default=5, help="MCMC steps per stage (default 5)")
+    p.add_argument("--max-mcmc-steps", type=int, default=None,
+                   help="adaptive MCMC steps per stage: from --mcmc-steps up to this many, while the particles "
+                        "are still correlated with the stage's start (default: exactly --mcmc-steps)")
     p.add_argument("--target-ess", type=float, default=0.5,
                    help="adaptive tempering: each beta increment keeps this conditional ESS/N (default 0.5)")
     p.add_argument("--resampling", default="systematic",
@@ -107,7 +110,8 @@ def _make_smc(args):
     else:
         res = Resampling(args.resampling, "ess", 0.5)
     return lambda model: SMC(TemperedSMC(model, move=args.move, num_mcmc_steps=args.mcmc_steps,
-                                         target_ess=args.target_ess, resampling=res),
+                                         max_mcmc_steps=args.max_mcmc_steps, target_ess=args.target_ess,
+                                         resampling=res),
                              num_particles=args.particles, num_chains=args.chains)
 
 

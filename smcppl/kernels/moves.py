@@ -28,7 +28,7 @@ from smcppl.core.weights import normalize
 from smcppl.kernels.independent import DEFAULT_DOF, imh_kernel, proposal_fit, validate_imh
 
 __all__ = ["MOVES", "MoveSettings", "validate_move", "particle_preconditioner", "move_population",
-           "adapt_step_size", "default_step_size", "MoveResult"]
+           "adapt_step_size", "default_step_size", "MoveResult", "start_correlation"]
 
 MOVES = ("rwm", "mala", "hmc", "nuts", "ula", "imh")
 MOVE_ALIASES = {"independent": "imh"}
@@ -40,6 +40,11 @@ TARGET_ACCEPTANCE = {"rwm": 0.3, "mala": 0.57, "hmc": 0.65, "nuts": 0.8, "ula": 
 # targets acceptance stays high almost up to that limit, and adaptation toward the target acceptance
 # would otherwise overshoot into unstable, divergent trajectories.
 MAX_ADAPTED_STEP = {"hmc": 2.0 / 1.5, "nuts": 1.9}
+# adaptive transitions per stage (max_mcmc_steps): go on while some coordinate's correlation with the stage's
+# start exceeds this (PyMC's independent-MH kernel uses 0.01 with up to 25 steps). 0.05 measured on the
+# linear regression of benchmarks/user_models.py --steps: log Z error -0.19 +- 0.04 with 5 to 20 transitions
+# (fixed 5: -0.54 +- 0.04; fixed 10: -0.16 +- 0.03); 0.1, tried, stopped after 5-7 and left about -0.3
+CORRELATION_THRESHOLD = 0.05
 MAX_ADAPT_DIVERGENT = 0.05  # share of divergent transitions above which adaptation shrinks the step ...
 DIVERGENT_SHRINK = 0.7  # ... by this factor (at least)
 
@@ -85,6 +90,8 @@ class _MoveFields(NamedTuple):
     max_num_doublings: int = 6
     proposal_components: int = 1
     proposal_dof: Optional[float] = DEFAULT_DOF
+    max_mcmc_steps: Optional[int] = None  # None: exactly num_mcmc_steps per stage
+    correlation_threshold: float = CORRELATION_THRESHOLD
 
 
 class MoveSettings(_MoveFields):
@@ -101,6 +108,14 @@ class MoveSettings(_MoveFields):
     scale on the proposal). max_num_doublings: NUTS's tree depth limit. proposal_components /
     proposal_dof (imh only): mixture components fitted to the particles (1 = their mean and covariance)
     and the t's degrees of freedom (None = Gaussian).
+    max_mcmc_steps: None (every stage makes ``num_mcmc_steps`` transitions) or the most transitions a
+    stage of a tuning run may make: after ``num_mcmc_steps`` (the least) it goes on while some coordinate
+    ``j`` of the particles is still correlated with the stage's start by more than ``correlation_threshold``,
+    ``rho_j = 1 - D_j / (2 v_j) > threshold`` (:func:`start_correlation`: ``D_j`` the weighted mean squared
+    jump since the start, ``v_j`` the start's variance; a stationary chain has ``D_j = 2 v_j (1 - rho_j)``).
+    Main runs of ``tuning="pilot"`` repeat the pilot's count at every stage (not waste-free). Particles that
+    cannot cross between separated modes keep ``rho`` high (the between-mode share of ``v_j``): such
+    populations run to ``max_mcmc_steps`` without gain (measured: ``benchmarks/user_models.py``).
     """
 
     __slots__ = ()
@@ -137,6 +152,15 @@ def validate_move(m: MoveSettings) -> MoveSettings:
         positive_float(m.step_size, "step_size")
     if m.waste_free and m.num_mcmc_steps < 2:
         raise ValueError("waste_free=True needs num_mcmc_steps >= 2 (the chain length P).")
+    if m.max_mcmc_steps is not None:
+        top = positive_int(m.max_mcmc_steps, "max_mcmc_steps")
+        if top < m.num_mcmc_steps:
+            raise ValueError(f"max_mcmc_steps ({top}) must be >= num_mcmc_steps ({m.num_mcmc_steps}), the least "
+                             "transitions per stage; or None for exactly num_mcmc_steps.")
+        if m.waste_free and top > m.num_mcmc_steps:
+            raise ValueError("waste_free=True runs chains of exactly num_mcmc_steps states; leave max_mcmc_steps=None.")
+        m = m._replace(max_mcmc_steps=None if top == m.num_mcmc_steps else top)
+    open_unit_interval(m.correlation_threshold, "correlation_threshold")
     return validate_imh(m)
 
 
@@ -259,11 +283,13 @@ class MoveResult(NamedTuple):
     divergent: jax.Array  # [N] each particle's share of divergent transitions
     step_size: jax.Array  # the step size after the move's within-stage adaptation (= the input without it)
     step_size_tested: jax.Array  # the step size of the move's last transition
+    num_mcmc_steps: Optional[jax.Array] = None  # transitions made (int32 scalar)
+    start_correlation: Optional[jax.Array] = None  # the largest coordinate's start_correlation (NaN: waste-free)
 
 
 def move_population(rng_key: jax.Array, positions: jax.Array, log_weights: jax.Array, logdensity_fn: Callable,
                     step_size, m: MoveSettings, preconditioner: Optional[tuple] = None,
-                    adapt_target: Optional[float] = None, adapt=True) -> MoveResult:
+                    adapt_target: Optional[float] = None, adapt=True, num_mcmc_steps=None) -> MoveResult:
     """Move every particle (``positions [N, d]``) with ``m.num_mcmc_steps`` kernel transitions.
 
     ``preconditioner = (mu, L)`` (see :func:`particle_preconditioner`); if None it is fitted to the
@@ -280,6 +306,10 @@ def move_population(rng_key: jax.Array, positions: jax.Array, log_weights: jax.A
     covariance) recovers within the stage instead of diverging throughout it. The kernel then depends
     on the population, so this is for tuning runs (the pilot, ``tuning="weighted"/"resampled"``).
     ``adapt`` (a traced bool) switches that adaptation off at run time (one program for pilot and main runs).
+
+    With ``m.max_mcmc_steps`` set, a run that adapts makes between ``m.num_mcmc_steps`` and
+    ``m.max_mcmc_steps`` transitions by the jump rule of :class:`MoveSettings`; one that does not
+    (``adapt`` False) makes ``num_mcmc_steps`` (a traced int: the pilot's count for this stage).
 
     Returns a :class:`MoveResult`.
     """
@@ -304,27 +334,34 @@ def move_population(rng_key: jax.Array, positions: jax.Array, log_weights: jax.A
     logdens_z = _nan_safe(lambda z: logdensity_fn(_to_x(mu, L, z)))
     z0 = _to_z(mu, L, positions)
 
-    if not m.waste_free:
-        def transition(carry, key):
-            states, h, _, acc, div = carry
-            states, a, dv = jax.vmap(lambda k, st: step(k, st, logdens_z, h, imm))(jax.random.split(key, n), states)
-            h_tested = h
-            if adapt_target is not None:
-                h_new = jnp.minimum(adapt_step_size(h, jnp.mean(a), adapt_target),
-                                    MAX_ADAPTED_STEP.get(m.kind, jnp.inf))
-                # divergences shrink the step whatever the mean acceptance says: a step that suits the bulk
-                # of the population can still diverge where the curvature is high (a funnel's neck)
-                h_new = jnp.where(jnp.mean(dv) > MAX_ADAPT_DIVERGENT, jnp.minimum(h_new, DIVERGENT_SHRINK * h), h_new)
-                h = jnp.where(adapt, h_new, h)
-            return (states, h, h_tested, acc + a, div + dv), None
+    def transition(carry, key):
+        states, h, _, acc, div = carry
+        states, a, dv = jax.vmap(lambda k, st: step(k, st, logdens_z, h, imm))(jax.random.split(key, n), states)
+        h_tested = h
+        if adapt_target is not None:
+            h_new = jnp.minimum(adapt_step_size(h, jnp.mean(a), adapt_target),
+                                MAX_ADAPTED_STEP.get(m.kind, jnp.inf))
+            # divergences shrink the step whatever the mean acceptance says: a step that suits the bulk
+            # of the population can still diverge where the curvature is high (a funnel's neck)
+            h_new = jnp.where(jnp.mean(dv) > MAX_ADAPT_DIVERGENT, jnp.minimum(h_new, DIVERGENT_SHRINK * h), h_new)
+            h = jnp.where(adapt, h_new, h)
+        return (states, h, h_tested, acc + a, div + dv), None
 
+    if not m.waste_free:
         states = jax.vmap(lambda z: init(z, logdens_z))(z0)
         zeros = jnp.zeros(n, positions.dtype)
         h0 = jnp.asarray(step_size, positions.dtype)
-        (states, h, h_tested, acc, div), _ = jax.lax.scan(transition, (states, h0, h0, zeros, zeros),
-                                                          jax.random.split(rng_key, m.num_mcmc_steps))
-        return MoveResult(_batch_to_x(mu, L, states.position), acc / m.num_mcmc_steps, div / m.num_mcmc_steps, h,
-                          h_tested)
+        carry0 = (states, h0, h0, zeros, zeros)
+        if m.max_mcmc_steps is None:
+            (states, h, h_tested, acc, div), _ = jax.lax.scan(transition, carry0,
+                                                              jax.random.split(rng_key, m.num_mcmc_steps))
+            k = jnp.asarray(m.num_mcmc_steps, jnp.int32)
+        else:
+            (states, h, h_tested, acc, div), k = _adaptive_transitions(
+                transition, carry0, rng_key, z0, normalize(log_weights), m, adapt, num_mcmc_steps)
+        kf = k.astype(positions.dtype)
+        rho = jnp.max(start_correlation(z0, states.position, normalize(log_weights)))
+        return MoveResult(_batch_to_x(mu, L, states.position), acc / kf, div / kf, h, h_tested, k, rho)
 
     # waste-free: M = N // P starting points, chains of P states each
     p = m.num_mcmc_steps
@@ -350,7 +387,41 @@ def move_population(rng_key: jax.Array, positions: jax.Array, log_weights: jax.A
     div = jnp.repeat(jnp.mean(div.astype(positions.dtype), axis=1), p)
     x = _batch_to_x(mu, L, zs)
     h = jnp.asarray(step_size, positions.dtype)
-    return MoveResult(x, acc, div, h, h)
+    return MoveResult(x, acc, div, h, h, jnp.asarray(p - 1, jnp.int32), jnp.asarray(jnp.nan, positions.dtype))
+
+
+def start_correlation(z0: jax.Array, z: jax.Array, w: jax.Array) -> jax.Array:
+    """Per coordinate ``j``, the correlation of the particles' positions ``z`` with their stage's start ``z0``
+    (weights ``w``) read from the mean squared jump: ``rho_j = 1 - D_j / (2 v_j)``,
+    ``D_j = sum_i w_i (z_ij - z0_ij)^2``, ``v_j`` the start's weighted variance (stationary chains:
+    ``D_j = 2 v_j (1 - rho_j)``). Non-finite jumps count as none. ``[d]``."""
+    jump = z - z0
+    d_j = w @ jnp.where(jnp.isfinite(jump), jump, 0.0) ** 2
+    v_j = w @ (z0 - w @ z0) ** 2
+    return 1.0 - d_j / jnp.maximum(2.0 * v_j, jnp.finfo(z0.dtype).tiny)
+
+
+def _adaptive_transitions(transition, carry0, rng_key, z0, w, m: MoveSettings, adapt, num_mcmc_steps):
+    """``transition`` repeated by the rule of :class:`MoveSettings` (``adapt``: from ``m.num_mcmc_steps`` up
+    to ``m.max_mcmc_steps`` while the largest :func:`start_correlation` exceeds ``m.correlation_threshold``)
+    or ``num_mcmc_steps`` times (not ``adapt``): a ``while_loop``. Returns ``(carry, k)``."""
+    least, most = m.num_mcmc_steps, m.max_mcmc_steps
+    told = jnp.asarray(least if num_mcmc_steps is None else num_mcmc_steps, jnp.int32)
+    told = jnp.where(told > 0, told, least)  # a pilot row never filled (0): the least
+    lo = jnp.where(adapt, least, jnp.clip(told, 1, most)).astype(jnp.int32)
+    hi = jnp.where(adapt, most, lo).astype(jnp.int32)
+
+    def cond(c):
+        carry, k = c
+        correlated = jnp.max(start_correlation(z0, carry[0].position, w)) > m.correlation_threshold
+        return (k < lo) | ((k < hi) & correlated)
+
+    def body(c):
+        carry, k = c
+        carry, _ = transition(carry, jax.random.fold_in(rng_key, k))
+        return carry, k + 1
+
+    return jax.lax.while_loop(cond, body, (carry0, jnp.zeros((), jnp.int32)))
 
 
 def adapt_step_size(step_size: jax.Array, mean_acceptance: jax.Array, target: float) -> jax.Array:
