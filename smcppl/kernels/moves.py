@@ -352,15 +352,16 @@ def move_population(rng_key: jax.Array, positions: jax.Array, log_weights: jax.A
         zeros = jnp.zeros(n, positions.dtype)
         h0 = jnp.asarray(step_size, positions.dtype)
         carry0 = (states, h0, h0, zeros, zeros)
+        w = normalize(log_weights)
         if m.max_mcmc_steps is None:
             (states, h, h_tested, acc, div), _ = jax.lax.scan(transition, carry0,
                                                               jax.random.split(rng_key, m.num_mcmc_steps))
             k = jnp.asarray(m.num_mcmc_steps, jnp.int32)
         else:
             (states, h, h_tested, acc, div), k = _adaptive_transitions(
-                transition, carry0, rng_key, z0, normalize(log_weights), m, adapt, num_mcmc_steps)
+                transition, carry0, rng_key, z0, w, m, adapt, num_mcmc_steps)
         kf = k.astype(positions.dtype)
-        rho = jnp.max(start_correlation(z0, states.position, normalize(log_weights)))
+        rho = jnp.max(start_correlation(z0, states.position, w))
         return MoveResult(_batch_to_x(mu, L, states.position), acc / kf, div / kf, h, h_tested, k, rho)
 
     # waste-free: M = N // P starting points, chains of P states each
