@@ -299,7 +299,7 @@ def test_plot_ess_marks_each_resampling_event(source, tempered, tmp_path):
 
 def test_plot_acceptance(source, tmp_path):
     fig = plots.plot_acceptance(source)
-    assert [a.get_ylabel() for a in fig.axes] == ["acceptance rate", "step size"]
+    assert [a.get_ylabel() for a in fig.axes] == ["acceptance rate", "step size", "start correlation"]
     assert all(len(a.lines) == C for a in fig.axes)
     _chain_legend(fig.axes[0])
     _save(fig, tmp_path, "acceptance")

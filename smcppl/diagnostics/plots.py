@@ -5,7 +5,7 @@ figure with a constrained layout) and returns the ``matplotlib.figure.Figure`` (
 
 * :func:`plot_tempering_schedule`: beta per stage, from beta = 0 (the prior);
 * :func:`plot_ess`: ESS/N and normalised entropy per stage, resampling events marked;
-* :func:`plot_acceptance`: acceptance rate and step size per stage;
+* :func:`plot_acceptance`: acceptance rate, step size and decorrelation of the moves per stage;
 * :func:`plot_genealogy`: ancestral lines of the particles over stages (needs ``record_ancestors=True``);
 * :func:`plot_log_evidence`: running log Z per stage and final log Z across chains (with an exact
   value as reference line where known);
@@ -165,10 +165,16 @@ def plot_ess(obj: Any, ax: Optional[Axes] = None) -> Axes:
 
 
 def plot_acceptance(obj: Any, ax: Optional[Axes] = None) -> Axes:
-    """Acceptance rate and step size of the MCMC moves per stage (one line per chain); a panel for each
-    of the two that the sampler records."""
+    """The MCMC moves per stage (one line per chain), a panel for each that the sampler records: the
+    acceptance rate, the step size, the largest correlation of the particles with their positions before
+    the move (``start_correlation``, ``1 - D_j / (2 v_j)``: near 1 where the move barely moved them, or
+    where they cannot leave their mode) and, where the run chose them (``max_mcmc_steps``), the number of
+    transitions."""
     ds = get_smc_stats(obj)
-    present = [v for v in ("acceptance_rate", "step_size") if v in ds]
+    names = ["acceptance_rate", "step_size", "start_correlation"]
+    if int(ds.attrs.get("max_mcmc_steps", 0)) > int(ds.attrs.get("num_mcmc_steps", 0)):
+        names.append("num_mcmc_steps")
+    present = [v for v in names if v in ds and np.isfinite(np.asarray(ds[v].values, float)).any()]
     if not present:
         raise DiagnosticUnavailable("plot_acceptance: the run has neither 'acceptance_rate' nor 'step_size' in "
                                     "its smc_stats (samplers with MCMC moves record them).")
@@ -188,6 +194,8 @@ def plot_acceptance(obj: Any, ax: Optional[Axes] = None) -> Axes:
             axes[present.index("step_size")].set_yscale("log")
     axes[-1].set_xlabel("stage")
     _stage_axis(axes[-1])
+    if "start_correlation" in present:
+        axes[present.index("start_correlation")].set_ylim(top=1.02)
     axes[0].set_title("MCMC moves per stage (stage 0: no move yet)")
     _legend(axes[0], ds.sizes["chain"])
     return fig
