@@ -334,20 +334,20 @@ def move_population(rng_key: jax.Array, positions: jax.Array, log_weights: jax.A
     logdens_z = _nan_safe(lambda z: logdensity_fn(_to_x(mu, L, z)))
     z0 = _to_z(mu, L, positions)
 
-    def transition(carry, key):
-        states, h, _, acc, div = carry
-        states, a, dv = jax.vmap(lambda k, st: step(k, st, logdens_z, h, imm))(jax.random.split(key, n), states)
-        h_tested = h
-        if adapt_target is not None:
-            h_new = jnp.minimum(adapt_step_size(h, jnp.mean(a), adapt_target),
-                                MAX_ADAPTED_STEP.get(m.kind, jnp.inf))
-            # divergences shrink the step whatever the mean acceptance says: a step that suits the bulk
-            # of the population can still diverge where the curvature is high (a funnel's neck)
-            h_new = jnp.where(jnp.mean(dv) > MAX_ADAPT_DIVERGENT, jnp.minimum(h_new, DIVERGENT_SHRINK * h), h_new)
-            h = jnp.where(adapt, h_new, h)
-        return (states, h, h_tested, acc + a, div + dv), None
-
     if not m.waste_free:
+        def transition(carry, key):
+            states, h, _, acc, div = carry
+            states, a, dv = jax.vmap(lambda k, st: step(k, st, logdens_z, h, imm))(jax.random.split(key, n), states)
+            h_tested = h
+            if adapt_target is not None:
+                h_new = jnp.minimum(adapt_step_size(h, jnp.mean(a), adapt_target),
+                                    MAX_ADAPTED_STEP.get(m.kind, jnp.inf))
+                # divergences shrink the step whatever the mean acceptance says: a step that suits the bulk
+                # of the population can still diverge where the curvature is high (a funnel's neck)
+                h_new = jnp.where(jnp.mean(dv) > MAX_ADAPT_DIVERGENT, jnp.minimum(h_new, DIVERGENT_SHRINK * h), h_new)
+                h = jnp.where(adapt, h_new, h)
+            return (states, h, h_tested, acc + a, div + dv), None
+
         states = jax.vmap(lambda z: init(z, logdens_z))(z0)
         zeros = jnp.zeros(n, positions.dtype)
         h0 = jnp.asarray(step_size, positions.dtype)
