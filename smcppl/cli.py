@@ -90,7 +90,11 @@ def _sampler_args(p):
     p.add_argument("--move", default="hmc", choices=["rwm", "mala", "hmc", "nuts", "imh"],
                    help="MCMC move at each stage: random-walk Metropolis, MALA, HMC, NUTS or independent "
                         "Metropolis-Hastings with a particle-fitted t proposal (default hmc)")
-    p.add_argument("--mcmc-steps", type=int, default=5, help="MCMC steps per stage (default 5)")
+    p.add_argument("--mcmc-steps", type=int, default=None,
+                   help="MCMC steps per particle and stage (default: waste-free HMC chains of 10 states; "
+                        "given, 5 if not: every particle makes this many)")
+    p.add_argument("--waste-free", action=argparse.BooleanOptionalAction, default=None,
+                   help="waste-free moves (default: on for HMC unless --mcmc-steps or --max-mcmc-steps is given)")
     p.add_argument("--max-mcmc-steps", type=int, default=None,
                    help="adaptive MCMC steps per stage: from --mcmc-steps up to this many, while the particles "
                         "are still correlated with the stage's start (default: exactly --mcmc-steps)")
@@ -110,7 +114,8 @@ def _make_smc(args):
     else:
         res = Resampling(args.resampling, "ess", 0.5)
     return lambda model: SMC(TemperedSMC(model, move=args.move, num_mcmc_steps=args.mcmc_steps,
-                                         max_mcmc_steps=args.max_mcmc_steps, target_ess=args.target_ess,
+                                         waste_free=args.waste_free, max_mcmc_steps=args.max_mcmc_steps,
+                                         target_ess=args.target_ess,
                                          resampling=res),
                              num_particles=args.particles, num_chains=args.chains)
 

@@ -261,16 +261,56 @@ def test_annealed_langevin_num_temperatures_and_its_deprecated_alias():
 
 
 def test_waste_free_smc_evidence():
-    smc = SMC(TemperedSMC(zoo.beta_binomial, move="rwm", num_mcmc_steps=4, waste_free=True),
+    """2000 particles, chains of P = 3 states: 667 chains, the last one cut to 2 states (N need not be a
+    multiple of P). 1-d, so sd(log Z_hat) is a few 0.01: 0.08 is > 3 sd; the posterior mean's Monte Carlo
+    error is ~0.1 / sqrt(ESS ~ 500) < 0.005, 0.02 allows for the correlation within chains."""
+    smc = SMC(TemperedSMC(zoo.beta_binomial, move="rwm", num_mcmc_steps=3, waste_free=True),
               num_particles=2000, num_chains=2)
     smc.run(jax.random.key(12), n=20, k=7)
     ex = zoo.beta_binomial_exact(20, 7)
-    # waste-free: 500 chains of length 4 make the 2000 particles; 1-d, so sd(log Z_hat) is a few 0.01
     assert np.all(np.abs(np.asarray(smc.log_evidence) - ex["log_evidence"]) < 0.08), smc.log_evidence
     assert abs(float(np.mean(smc.get_samples()["p"])) - ex["mean"]) < 0.02
-    with pytest.raises(ValueError, match="multiple of num_mcmc_steps"):
-        SMC(TemperedSMC(zoo.beta_binomial, move="rwm", num_mcmc_steps=3, waste_free=True), 1000).run(
-            jax.random.key(0), n=20, k=7)
+    assert smc.result.attrs["waste_free"] == 1
+
+
+def test_default_move_is_waste_free_hmc_and_explicit_settings_keep_the_standard_move():
+    """The rule of default_move_length: waste-free HMC chains of 10 states only where the user gave neither
+    a transition count, waste_free, max_mcmc_steps nor an entropic resampler."""
+    m = zoo.conjugate_gaussian
+    assert TemperedSMC(m).move[:2] == ("hmc", 10) and TemperedSMC(m).move.waste_free
+    assert TemperedSMC(m).resampling.when == "always"  # every stage's chains start from a resampled population
+    for kw in ({"num_mcmc_steps": 5}, {"max_mcmc_steps": 20}, {"move": "rwm"}, {"waste_free": False},
+               {"resampling": Resampling("systematic", "ess", 0.5, Entropic("epf_ess"))}):
+        alg = TemperedSMC(m, **kw)
+        assert not alg.move.waste_free, kw
+        assert alg.move.num_mcmc_steps == kw.get("num_mcmc_steps", 5), kw
+    assert TemperedSMC(m, waste_free=True, num_mcmc_steps=4).move[:2] == ("hmc", 4)
+    with pytest.raises(ValueError, match="waste_free=True .* entropic"):
+        TemperedSMC(m, waste_free=True, resampling=Resampling("systematic", "ess", 0.5, Entropic("epf_ess")))
+
+
+def test_waste_free_hmc_adapts_its_step_and_stays_exact():
+    """Waste-free HMC started with a step size 3 whitened units long (acceptance near 0 in 20-d): the pilot
+    adapts the step within each stage (the chains run side by side, one transition of all at a time), so
+    the chains move with the pilot's smaller steps, accept often, and log Z and the posterior match the
+    exact ones. Tolerances as the conjugate checks above: 4 se of the 4 chains' mean log Z plus the
+    Jensen bias var/2 (+0.05); posterior mean within 0.08 of the exact one (posterior sd 0.30; 4000 draws
+    from chains of 10 correlated states, so >= 400 effective: se <= 0.015, and 0.08 > 5 se)."""
+    smc = SMC(TemperedSMC(zoo.conjugate_gaussian, waste_free=True, num_mcmc_steps=10, step_size=3.0),
+              num_particles=1000, num_chains=4, progress_bar=False)
+    smc.run(jax.random.key(5), **CONJ)
+    n = int(np.asarray(smc.n_stages)[0])
+    info = smc.trace.move_info
+    steps = np.asarray(info["step_size"], float)[:, 1:n]
+    acc = np.asarray(info["acceptance_rate"], float)[:, 1:n]
+    assert steps.max() < 1.5, steps[0]  # shrunk from 3
+    assert acc.min() > 0.3, acc
+    lz = np.asarray(smc.log_evidence, float)
+    se = lz.std(ddof=1) / np.sqrt(len(lz))
+    assert abs(lz.mean() - CONJ_EXACT["log_evidence"]) < 4 * se + lz.var(ddof=1) / 2 + 0.05, (lz, CONJ_EXACT)
+    th = np.asarray(smc.get_samples()["theta"], float)
+    assert np.max(np.abs(th.mean(0) - CONJ_EXACT["mean"])) < 0.08
+    np.testing.assert_allclose(th.var(0).mean(), CONJ_EXACT["var"].mean(), rtol=0.1)
 
 
 def test_chains_vmapped_equal_chains_one_at_a_time():

@@ -148,6 +148,15 @@ def _per_stage(stats, name):
     return np.asarray(stats[name].values, float) if name in stats else None
 
 
+def _more_accuracy(attrs: Mapping) -> str:
+    """The remedy for noisy or disagreeing chains, for the run's move."""
+    if int(attrs.get("waste_free", 0)):
+        return ("Use more particles (a waste-free stage restarts from N / num_mcmc_steps of them, which is what "
+                "carries the weights of separated modes), or waste_free=False (every particle moves: about 3x the "
+                "run time)")
+    return "Use more particles or more MCMC steps per stage"
+
+
 def check_health(stats: xr.Dataset, posterior: Optional[Mapping] = None, max_rhat_elements: int = 200) -> HealthReport:
     """Run the checks of the module docstring on an ``smc_stats`` Dataset (with the run's attrs:
     ``num_particles``, ``continuous_state``, ``max_stages``) and, for R-hat, the posterior draws
@@ -223,8 +232,8 @@ def check_health(stats: xr.Dataset, posterior: Optional[Mapping] = None, max_rha
         if sd > MAX_LOG_EVIDENCE_SD:
             flags.append(HealthFlag("log_evidence_spread", (
                 f"log Z differs between chains (sd {sd:.2f} nats > {MAX_LOG_EVIDENCE_SD}; per chain "
-                f"{', '.join(f'{v:.2f}' for v in lz)}): the evidence estimate is unreliable. Use more particles, "
-                "more MCMC steps per stage, or a higher target_ess.")))
+                f"{', '.join(f'{v:.2f}' for v in lz)}): the evidence estimate is unreliable. "
+                f"{_more_accuracy(attrs)}, or a higher target_ess.")))
     if chains > 1 and posterior:
         worst, where, draws = 1.0, None, 0
         for name, v in posterior.items():
@@ -241,7 +250,7 @@ def check_health(stats: xr.Dataset, posterior: Optional[Mapping] = None, max_rha
             flags.append(HealthFlag("rhat", (
                 f"chains disagree: R-hat {worst:.3f} > {bound:.4g} for {where!r}: the independent runs describe "
                 "different posteriors (modes found by some chains only, or too few effective draws per chain). "
-                "Use more particles or more MCMC steps per stage.")))
+                f"{_more_accuracy(attrs)}.")))
     max_stages = attrs.get("max_stages")
     if "beta" in stats:
         beta = _per_stage(stats, "beta")

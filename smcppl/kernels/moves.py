@@ -11,15 +11,17 @@ proposal covariance / mass matrix of ``Sigma`` for every kernel. Step sizes are 
 units and adapted between stages toward a target acceptance rate:
 ``log h' = log h + 2 (mean acceptance - target)`` (clipped).
 
-Waste-free SMC (Dau & Chopin 2022): ``M = N / P`` of the resampled particles each run a chain of
-``P - 1`` steps and all ``M * P`` visited states form the new population.
+Waste-free SMC (Dau & Chopin 2022): ``M = ceil(N / P)`` of the resampled particles each run a chain of
+``P - 1`` steps and the first ``N`` of the ``M * P`` visited states (chain by chain) form the new population.
 """
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from typing import Callable, NamedTuple, Optional
 
 import blackjax
+
 import jax
 import jax.numpy as jnp
 
@@ -334,24 +336,35 @@ def move_population(rng_key: jax.Array, positions: jax.Array, log_weights: jax.A
     logdens_z = _nan_safe(lambda z: logdensity_fn(_to_x(mu, L, z)))
     z0 = _to_z(mu, L, positions)
 
-    if not m.waste_free:
-        def transition(carry, key):
-            states, h, _, acc, div = carry
-            states, a, dv = jax.vmap(lambda k, st: step(k, st, logdens_z, h, imm))(jax.random.split(key, n), states)
-            h_tested = h
-            if adapt_target is not None:
-                h_new = jnp.minimum(adapt_step_size(h, jnp.mean(a), adapt_target),
-                                    MAX_ADAPTED_STEP.get(m.kind, jnp.inf))
-                # divergences shrink the step whatever the mean acceptance says: a step that suits the bulk
-                # of the population can still diverge where the curvature is high (a funnel's neck)
-                h_new = jnp.where(jnp.mean(dv) > MAX_ADAPT_DIVERGENT, jnp.minimum(h_new, DIVERGENT_SHRINK * h), h_new)
-                h = jnp.where(adapt, h_new, h)
-            return (states, h, h_tested, acc + a, div + dv), None
+    # waste-free keeps every state of a chain, so it gains from short, anti-correlated trajectories more than
+    # from a high acceptance: its step grows no further than the dimension-based default (or the given
+    # step_size) and only shrinks where acceptance falls below the target (benchmarks/defaults.py)
+    max_step = MAX_ADAPTED_STEP.get(m.kind, jnp.inf)
+    if m.waste_free:
+        max_step = jnp.minimum(max_step, default_step_size(m.kind, d) if m.step_size is None else m.step_size)
 
-        states = jax.vmap(lambda z: init(z, logdens_z))(z0)
-        zeros = jnp.zeros(n, positions.dtype)
+    def transition(carry, key, emit=False):
+        """One kernel transition of every state in ``carry`` (vmapped), then the step size's adaptation
+        (tuning runs); ``emit``: also return the new positions (waste-free keeps every state)."""
+        states, h, _, acc, div = carry
+        states, a, dv = jax.vmap(lambda k, st: step(k, st, logdens_z, h, imm))(
+            jax.random.split(key, acc.shape[0]), states)
+        h_tested = h
+        if adapt_target is not None:
+            h_new = jnp.minimum(adapt_step_size(h, jnp.mean(a), adapt_target), max_step)
+            # divergences shrink the step whatever the mean acceptance says: a step that suits the bulk
+            # of the population can still diverge where the curvature is high (a funnel's neck)
+            h_new = jnp.where(jnp.mean(dv) > MAX_ADAPT_DIVERGENT, jnp.minimum(h_new, DIVERGENT_SHRINK * h), h_new)
+            h = jnp.where(adapt, h_new, h)
+        return (states, h, h_tested, acc + a, div + dv), (states.position if emit else None)
+
+    def start(z):
+        zeros = jnp.zeros(z.shape[0], positions.dtype)
         h0 = jnp.asarray(step_size, positions.dtype)
-        carry0 = (states, h0, h0, zeros, zeros)
+        return (jax.vmap(lambda zi: init(zi, logdens_z))(z), h0, h0, zeros, zeros)
+
+    if not m.waste_free:
+        carry0 = start(z0)
         w = normalize(log_weights)
         if m.max_mcmc_steps is None:
             (states, h, h_tested, acc, div), _ = jax.lax.scan(transition, carry0,
@@ -364,31 +377,29 @@ def move_population(rng_key: jax.Array, positions: jax.Array, log_weights: jax.A
         rho = jnp.max(start_correlation(z0, states.position, w))
         return MoveResult(_batch_to_x(mu, L, states.position), acc / kf, div / kf, h, h_tested, k, rho)
 
-    # waste-free: M = N // P starting points, chains of P states each
+    # waste-free (Dau & Chopin 2022): M = N // P starting points drawn from the (resampled) population, each
+    # the first state of a chain of P; all M P states are the next population. The chains run side by side
+    # (one transition of all M per scan step), so tuning runs adapt the step size within the stage as above.
+    # N not a multiple of P: the last chain's tail is dropped (every state of a chain started from the
+    # population is a draw of the target; which ones are kept is fixed in advance)
     p = m.num_mcmc_steps
-    if n % p:
-        raise ValueError(f"waste_free needs num_particles ({n}) to be a multiple of num_mcmc_steps ({p}).")
-    n_start = n // p
+    n_start = -(-n // p)
     k_pick, k_run = jax.random.split(rng_key)
-    starts = jax.random.choice(k_pick, n, (n_start,), replace=False)
-
-    def wf_chain(key, z):
-        def body(carry, k):
-            st = carry
-            st2, a, dv = step(k, st, logdens_z, step_size, imm)
-            return st2, (st2.position, a, dv)
-        _, (zs, acc, div) = jax.lax.scan(body, init(z, logdens_z), jax.random.split(key, p - 1))
-        return jnp.concatenate([z[None], zs]), jnp.concatenate([jnp.full((1,), jnp.nan), acc]), div
-
-    zs, acc, div = jax.vmap(wf_chain)(jax.random.split(k_run, n_start), z0[starts])
-    zs = zs.reshape(n, d)
-    # each chain's acceptance = mean over its transitions; every state of the chain reports it
-    acc_chain = jnp.nanmean(acc, axis=1)
-    acc = jnp.repeat(acc_chain, p)
-    div = jnp.repeat(jnp.mean(div.astype(positions.dtype), axis=1), p)
-    x = _batch_to_x(mu, L, zs)
-    h = jnp.asarray(step_size, positions.dtype)
-    return MoveResult(x, acc, div, h, h, jnp.asarray(p - 1, jnp.int32), jnp.asarray(jnp.nan, positions.dtype))
+    # every (N / M)-th particle from a random offset: the population was just resampled and resampling
+    # returns ancestors in index order, so this is a systematic resample of M from the weights before it
+    # (expected copies M w_i; a mode's share among the starts within 1 / M of its weight where it is
+    # contiguous in that order), not M independent picks (binomial noise sqrt(w (1 - w) / M) per stage)
+    offset = jax.random.uniform(k_pick, (), positions.dtype)
+    picks = jnp.floor((jnp.arange(n_start, dtype=positions.dtype) + offset) * (n / n_start)).astype(jnp.int32)
+    z_start = z0[jnp.clip(picks, 0, n - 1)]
+    (_, h, h_tested, acc, div), zs = jax.lax.scan(partial(transition, emit=True), start(z_start),
+                                                   jax.random.split(k_run, p - 1))
+    zs = jnp.concatenate([z_start[None], zs]).transpose(1, 0, 2).reshape(n_start * p, d)[:n]  # chain by chain
+    # every state of a chain reports the chain's mean acceptance and divergence share over its P - 1 transitions
+    acc = jnp.repeat(acc / (p - 1), p)[:n]
+    div = jnp.repeat(div.astype(positions.dtype) / (p - 1), p)[:n]
+    return MoveResult(_batch_to_x(mu, L, zs), acc, div, h, h_tested, jnp.asarray(p - 1, jnp.int32),
+                      jnp.asarray(jnp.nan, positions.dtype))
 
 
 def start_correlation(z0: jax.Array, z: jax.Array, w: jax.Array) -> jax.Array:
