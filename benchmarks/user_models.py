@@ -6,6 +6,7 @@ num_chains=4).run`` against NumPyro NUTS, each in a fresh process (CPU).
     python benchmarks/user_models.py --logz                   # linear regression: log Z against its exact value
     python benchmarks/user_models.py --invariance             # its moves and increments on exact tempered draws
     python benchmarks/user_models.py --steps                  # fixed against adaptive transitions per stage
+    python benchmarks/user_models.py --waste-free             # the standard move against waste-free ones
 
 The models are written here the way a NumPyro user writes them (not taken from ``smcppl.models.zoo``), on
 data simulated with fixed seeds: eight schools (centred, the funnel), a radon-like varying-intercept model
@@ -278,13 +279,30 @@ def logz_study(sizes=(500, 2000, 8000), num_chains=8, seed=7):
 
 
 STEPS_SETTINGS = ({}, {"num_mcmc_steps": 10}, {"max_mcmc_steps": 20}, {"num_mcmc_steps": 2, "max_mcmc_steps": 20})
+WASTE_FREE_SETTINGS = ({"waste_free": False}, {"waste_free": True, "num_mcmc_steps": 10},
+                       {"waste_free": True, "num_mcmc_steps": 20})
+NUTS_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "user_models_cpu.jsonl")
 
 
-def steps_study(models=MODELS, num_chains=4, seed=7):
-    """Fixed against adaptive transitions per stage (``max_mcmc_steps``) on every model, in one process:
+def nuts_moments(name):
+    """The stored NUTS run's posterior moments of model ``name`` (``results/user_models_cpu.jsonl``), or None."""
+    if not os.path.exists(NUTS_RESULTS):
+        return None
+    with open(NUTS_RESULTS) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("bench") == "user_models" and r.get("model") == name and r.get("method") == "nuts":
+                return r["moments"]
+    return None
+
+
+def steps_study(models=MODELS, num_chains=4, seed=7, settings_list=STEPS_SETTINGS, bench="user_models_steps"):
+    """Settings of the move side by side on every model (``--steps``: fixed against adaptive transitions per
+    stage, ``max_mcmc_steps``; ``--waste-free``: the standard move against waste-free ones), in one process:
     log Z over ``num_chains`` chains (the linear regression: its error against the exact value), the pilot's
     transitions per stage, the largest per-coordinate correlation with the stage's start after each stage's
-    move (``smc_stats.start_correlation`` of chain 0), the second call's run time and the health flags."""
+    move (``smc_stats.start_correlation`` of chain 0), the second call's run time, the health flags and the
+    largest |posterior mean - NUTS's| in NUTS sd (the stored NUTS run; the mixture: its label-free scale)."""
     import warnings
 
     import jax
@@ -295,7 +313,8 @@ def steps_study(models=MODELS, num_chains=4, seed=7):
     for name in models:
         model, kwargs = user_model(name)
         exact = linear_regression_log_evidence() if name == "linear_regression" else 0.0
-        for settings in STEPS_SETTINGS:
+        ref = nuts_moments(name)
+        for settings in settings_list:
             smc = SMC(TemperedSMC(model, **settings), 2000, num_chains=num_chains, progress_bar=False)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -304,12 +323,18 @@ def steps_study(models=MODELS, num_chains=4, seed=7):
             lz = np.asarray(smc.log_evidence, float) - exact
             k = int(np.asarray(smc.n_stages)[0])
             info = smc.trace.move_info
-            emit({"bench": "user_models_steps", "model": name, "N": 2000, "num_chains": num_chains,
+            got = moments(smc.get_samples(), smc.result.metadata["latent_sites"])
+            diff = None
+            if ref:
+                keys = [q for q in ref if q in got and (name != "mixture" or q in LABEL_FREE)]
+                diff = max(abs(got[q][0] - ref[q][0]) / max(ref[q][1], 1e-12) for q in keys)
+            emit({"bench": bench, "model": name, "N": 2000, "num_chains": num_chains,
                   "settings": settings, "log_evidence" if name != "linear_regression" else "error": float(lz.mean()),
                   "se": float(lz.std(ddof=1) / np.sqrt(num_chains)), "stages": k,
                   "steps_per_stage": np.asarray(info["num_mcmc_steps"])[0, 1:k].tolist(),
                   "start_correlation": np.round(np.asarray(info["start_correlation"], float)[0, 1:k], 3).tolist(),
-                  "run_seconds": smc.timing["run_seconds"], "health_flags": [f.check for f in smc.health.flags]})
+                  "run_seconds": smc.timing["run_seconds"], "health_flags": [f.check for f in smc.health.flags],
+                  "max_mean_diff_nuts_sd": diff})
 
 
 def moments(samples, latent):
@@ -414,6 +439,7 @@ def main(argv=None):
     p.add_argument("--invariance", action="store_true", help="the linear regression's moves and increments on "
                    "exact tempered draws")
     p.add_argument("--steps", action="store_true", help="fixed against adaptive transitions per stage")
+    p.add_argument("--waste-free", action="store_true", help="the standard move against waste-free ones")
     p.add_argument("--sizes", default="500,2000,8000", help="particle numbers of --logz")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--method", default=None, help=argparse.SUPPRESS)
@@ -428,6 +454,8 @@ def main(argv=None):
         return invariance_study()
     if a.steps:
         return steps_study(tuple(a.models.split(",")))
+    if a.waste_free:
+        return steps_study(tuple(a.models.split(",")), settings_list=WASTE_FREE_SETTINGS, bench="user_models_waste_free")
     if a.logz:
         return logz_study(tuple(int(x) for x in a.sizes.split(",")))
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
