@@ -12,25 +12,7 @@ import pytest
 from smcppl import SMC, Entropic, ModelError, Resampling, TemperedSMC
 from smcppl.models import zoo
 
-CONJ = zoo.conjugate_gaussian_data(dim=20, num_obs=10, seed=0)
-CONJ_EXACT = zoo.conjugate_gaussian_exact(**CONJ)
-
-
-def _check_conjugate(smc, mean_tol=0.06):
-    lz = np.asarray(smc.log_evidence, float)
-    c = len(lz)
-    # log Z: the chains are independent; the mean is within 4 standard errors (estimated from the chains)
-    # plus the Jensen bias of log(Z_hat), about var/2, of the exact value.
-    se = lz.std(ddof=1) / np.sqrt(c)
-    assert abs(lz.mean() - CONJ_EXACT["log_evidence"]) < 4 * se + lz.var(ddof=1) / 2 + 0.05, (lz, CONJ_EXACT)
-    th = np.asarray(smc.get_samples()["theta"], float)
-    # posterior sd is 1/sqrt(11) = 0.30; with >= 1000 effective draws the standard error is < 0.01 per
-    # coordinate, so 0.06 over 20 coordinates allows for the SMC's correlation between draws.
-    assert np.max(np.abs(th.mean(0) - CONJ_EXACT["mean"])) < mean_tol
-    np.testing.assert_allclose(th.var(0).mean(), CONJ_EXACT["var"].mean(), rtol=0.1)
-    # off-diagonal covariance is zero in the exact posterior
-    cov = np.cov(th.T)
-    assert np.max(np.abs(cov - np.diag(np.diag(cov)))) < 0.03
+from conjugate_check import CONJ, assert_matches_conjugate_exact
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +23,7 @@ def conjugate_hmc():
 
 
 def test_conjugate_gaussian_evidence_and_posterior(conjugate_hmc):
-    _check_conjugate(conjugate_hmc)
+    assert_matches_conjugate_exact(conjugate_hmc)
     beta = np.asarray(conjugate_hmc.trace.params["beta"])
     n = np.asarray(conjugate_hmc.n_stages)
     for c in range(beta.shape[0]):
@@ -59,7 +41,7 @@ def test_entropic_resampling_keeps_tempered_smc_unbiased():
               num_particles=1000, num_chains=8)
     smc.run(jax.random.key(1), **CONJ)
     assert np.nanmax(np.asarray(smc.trace.tau)) > 1.0  # entropic flattening really happened
-    _check_conjugate(smc)
+    assert_matches_conjugate_exact(smc)
 
 
 def test_beta_binomial_evidence():
@@ -236,7 +218,7 @@ def test_annealed_langevin_agrees_with_exact_and_tempered(conjugate_hmc):
 
     smc = SMC(AnnealedLangevin(zoo.conjugate_gaussian, num_temperatures=100, adjusted=True), num_particles=1000,
               num_chains=8).run(jax.random.key(8), **CONJ)
-    _check_conjugate(smc)
+    assert_matches_conjugate_exact(smc)
     a, b = np.asarray(smc.log_evidence, float), np.asarray(conjugate_hmc.log_evidence, float)
     # two independent estimators of the same log Z: difference of means within 4 combined standard errors
     se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
@@ -305,12 +287,7 @@ def test_waste_free_hmc_adapts_its_step_and_stays_exact():
     acc = np.asarray(info["acceptance_rate"], float)[:, 1:n]
     assert steps.max() < 1.5, steps[0]  # shrunk from 3
     assert acc.min() > 0.3, acc
-    lz = np.asarray(smc.log_evidence, float)
-    se = lz.std(ddof=1) / np.sqrt(len(lz))
-    assert abs(lz.mean() - CONJ_EXACT["log_evidence"]) < 4 * se + lz.var(ddof=1) / 2 + 0.05, (lz, CONJ_EXACT)
-    th = np.asarray(smc.get_samples()["theta"], float)
-    assert np.max(np.abs(th.mean(0) - CONJ_EXACT["mean"])) < 0.08
-    np.testing.assert_allclose(th.var(0).mean(), CONJ_EXACT["var"].mean(), rtol=0.1)
+    assert_matches_conjugate_exact(smc, mean_tol=0.08)
 
 
 def test_chains_vmapped_equal_chains_one_at_a_time():
