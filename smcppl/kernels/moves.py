@@ -21,7 +21,6 @@ from functools import partial
 from typing import Callable, NamedTuple, Optional
 
 import blackjax
-
 import jax
 import jax.numpy as jnp
 
@@ -105,7 +104,9 @@ class MoveSettings(_MoveFields):
     num_mcmc_steps: kernel transitions per stage (chain length ``P`` for waste-free; ``num_steps`` is its
     deprecated name, as a keyword and as an attribute). preconditioning: ``"full" | "diag" | "none"``.
     target_acceptance: None = kernel default. step_size: initial whitened step size (None =
-    dimension-based default). num_integration_steps: leapfrog steps for HMC (default 5). waste_free: use waste-free SMC.
+    dimension-based default). num_integration_steps: leapfrog steps for HMC (default 5). waste_free: use waste-free SMC
+    (chains of ``num_mcmc_steps`` states from a systematic subsample of the resampled population; tuning runs
+    adapt the step within the stage but never above its start, the default or the given ``step_size``).
     adapt_step_size: adapt between stages toward target_acceptance (not imh: its step_size is a fixed
     scale on the proposal). max_num_doublings: NUTS's tree depth limit. proposal_components /
     proposal_dof (imh only): mixture components fitted to the particles (1 = their mean and covariance)
@@ -377,7 +378,7 @@ def move_population(rng_key: jax.Array, positions: jax.Array, log_weights: jax.A
         rho = jnp.max(start_correlation(z0, states.position, w))
         return MoveResult(_batch_to_x(mu, L, states.position), acc / kf, div / kf, h, h_tested, k, rho)
 
-    # waste-free (Dau & Chopin 2022): M = N // P starting points drawn from the (resampled) population, each
+    # waste-free (Dau & Chopin 2022): M = ceil(N / P) starting points from the (resampled) population, each
     # the first state of a chain of P; all M P states are the next population. The chains run side by side
     # (one transition of all M per scan step), so tuning runs adapt the step size within the stage as above.
     # N not a multiple of P: the last chain's tail is dropped (every state of a chain started from the
@@ -385,8 +386,9 @@ def move_population(rng_key: jax.Array, positions: jax.Array, log_weights: jax.A
     p = m.num_mcmc_steps
     n_start = -(-n // p)
     k_pick, k_run = jax.random.split(rng_key)
-    # every (N / M)-th particle from a random offset: the population was just resampled and resampling
-    # returns ancestors in index order, so this is a systematic resample of M from the weights before it
+    # every (N / M)-th particle from a random offset: the population was just resampled and systematic or
+    # stratified resampling (TemperedSMC's) returns ancestors in index order, so this is a systematic
+    # resample of M from the weights before it
     # (expected copies M w_i; a mode's share among the starts within 1 / M of its weight where it is
     # contiguous in that order), not M independent picks (binomial noise sqrt(w (1 - w) / M) per stage)
     offset = jax.random.uniform(k_pick, (), positions.dtype)
