@@ -240,7 +240,8 @@ class SMC:
             resampling = with_entropic_correction(resampling, plan.name)
         method = resolve_chain_method(self.chain_method, self.num_chains)
         keys = jax.random.split(rng_key, self.num_chains)
-        signature = input_signature(args, kwargs) if _data_holds_every_array(args, kwargs, plan.data) else None
+        # arrays held as constants by the compiled code (not in plan.data): reused only for equal contents
+        signature = input_signature(args, kwargs, by_value=not _data_holds_every_array(args, kwargs, plan.data))
         cache_key = None
         if signature is not None:
             cache_key = (id(self.algorithm), signature, self.num_chains, method, self.record_ancestors,

@@ -6,6 +6,7 @@ no sampler depends on the front end (ARCHITECTURE.md, "Parts and who may import 
 """
 from __future__ import annotations
 
+import hashlib
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
@@ -100,15 +101,19 @@ def split_data(args: Sequence, kwargs: dict, static: bool = False) -> tuple[list
     return dyn, merge
 
 
-def input_signature(args: Sequence, kwargs: dict) -> Optional[tuple]:
+def input_signature(args: Sequence, kwargs: dict, by_value: bool = False) -> Optional[tuple]:
     """Hashable description of model inputs for the compiled-code cache: structure, array shapes and
     dtypes (arrays are arguments of the compiled code) and the values of everything else (Python numbers,
-    0-d arrays, strings: compile-time constants). None if a value cannot be hashed (then no caching)."""
+    0-d arrays, strings: compile-time constants). None if a value cannot be hashed (then no caching).
+    ``by_value``: arrays by their contents too (a digest of their bytes), for code that holds some array
+    inputs as constants (a model that calls ``int(counts.sum())``): equal inputs then reuse its code."""
     leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
     sig = []
     for x in leaves:
         if isinstance(x, (np.ndarray, jax.Array)) and np.ndim(x) > 0:
-            sig.append(("array", tuple(np.shape(x)), str(x.dtype)))
+            digest = hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).hexdigest() if by_value \
+                else None
+            sig.append(("array", tuple(np.shape(x)), str(x.dtype), digest))
         elif isinstance(x, (np.ndarray, jax.Array, np.generic)):
             sig.append(("scalar", str(x.dtype), np.asarray(x).item()))
         else:

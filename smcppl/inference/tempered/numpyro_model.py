@@ -341,15 +341,21 @@ def numpyro_density(model: Callable, model_args: Sequence = (), model_kwargs: Op
     if cache is not None and key is not None and key in cache and not _non_finite_inputs(model, model_args,
                                                                                           model_kwargs):
         return _reuse(cache[key], model, model_args, model_kwargs)
+    # an inspection that holds array inputs as constants is kept for equal inputs only (by their contents)
+    value_key = _cache_key(model, model_args, model_kwargs, likelihood_sites, factors_as_likelihood,
+                           require_continuous, by_value=True)
+    if cache is not None and value_key is not None and value_key in cache:
+        return cache[value_key]
     # non-finite inputs are inspected afresh: the compiled check cannot be trusted to see them (a NaN
     # covariate under Bernoulli(logits=...) gives a finite log-likelihood there, NumPyro masking the invalid
     # logits), while the eager trace of a fresh inspection raises with the input named
     dens, entry = _inspect(model, model_args, model_kwargs, likelihood_sites, factors_as_likelihood,
                            require_continuous)
-    if cache is not None and key is not None and entry is not None:
+    keep = (key, entry) if entry is not None else (value_key, dens)
+    if cache is not None and keep[0] is not None:
         while len(cache) >= DENSITY_CACHE_SIZE:
             cache.pop(next(iter(cache)))
-        cache[key] = entry
+        cache[keep[0]] = keep[1]
     return dens
 
 
@@ -366,8 +372,8 @@ class _Inspected(NamedTuple):
     observed_leaf: dict  # observed site -> index of its value among the input leaves
 
 
-def _cache_key(model, args, kwargs, likelihood_sites, factors_as_likelihood, require_continuous):
-    signature = input_signature(args, kwargs)
+def _cache_key(model, args, kwargs, likelihood_sites, factors_as_likelihood, require_continuous, by_value=False):
+    signature = input_signature(args, kwargs, by_value=by_value)
     if signature is None:
         return None
     key = (model, None if likelihood_sites is None else tuple(likelihood_sites), bool(factors_as_likelihood),
