@@ -41,6 +41,8 @@ Methods (SMC methods: all started from prior draws, target ESS 0.5, N particles,
   ``run_s``/``pilot_s``/``compile_s``/``reused_compiled`` are the runner's own ``smc.timing``.
 * ``smcppl-weighted``: the same with ``tuning="weighted"`` (kernels and temperatures tuned inside the
   run from the weighted particles, no pilot): the same work per stage as BlackJAX, which tunes in-run.
+* ``smcppl-default`` (not run by default): ``TemperedSMC(model)`` with every default, what a user gets
+  (since issue 13: waste-free HMC chains of 10 states, 5 leapfrog steps, target ESS 0.5, pilot tuning).
 * ``smcppl-vmap`` (not run by default): ``smcppl-weighted`` with ``chain_method="vectorized"`` (a
   ``vmap`` over the one chain), to show that cost.
 * ``smcppl-rwm`` / ``smcppl-imh`` (not run by default): ``smcppl`` with ``move="rwm"`` / ``"imh"`` and the
@@ -397,11 +399,12 @@ class SmcpplMethod:
     (``smc.timing["reused_compiled"] == 1``). The wall time is the whole ``run`` call: plan, compilation,
     pilot (default ``tuning="pilot"``), the chain, final draws and health checks."""
 
-    def __init__(self, model, data, n, k, L, tuning=None, chain_method=None, move="hmc"):
+    def __init__(self, model, data, n, k, L, tuning=None, chain_method=None, move="hmc", defaults=False):
         from smcppl import SMC, TemperedSMC
 
         kw = {} if tuning is None else {"tuning": tuning}
-        alg = TemperedSMC(model, move=move, num_mcmc_steps=k, num_integration_steps=L, target_ess=TARGET_ESS, **kw)
+        alg = TemperedSMC(model) if defaults else TemperedSMC(model, move=move, num_mcmc_steps=k,
+                                                               num_integration_steps=L, target_ess=TARGET_ESS, **kw)
         self.smc = SMC(alg, num_particles=n, num_chains=1, chain_method=chain_method)
         self.data = data
 
@@ -542,7 +545,7 @@ class PyMCMethod:
         names = sorted(post.data_vars)
         cols = [np.asarray(post[v].values[0]).reshape(self.n, -1) for v in names]
         pos = np.concatenate(cols, axis=1)
-        lml = np.asarray(idata.sample_stats["log_evidence"].values).ravel()
+        lml = np.asarray(idata.sample_stats["log_marginal_likelihood"].values).ravel()  # PyMC's name for it
         lml = np.array([np.asarray(v, float).ravel()[-1] if np.ndim(v) else float(v) for v in lml]) \
             if lml.dtype == object else lml
         lml = lml[np.isfinite(lml)]
@@ -652,7 +655,7 @@ def particles_model(problem, data):
     raise ValueError(problem)
 
 
-METHODS = ("smcppl", "smcppl-weighted", "smcppl-vmap", "smcppl-rwm", "smcppl-rwm-weighted", "smcppl-imh", "blackjax",
+METHODS = ("smcppl", "smcppl-weighted", "smcppl-default", "smcppl-vmap", "smcppl-rwm", "smcppl-rwm-weighted", "smcppl-imh", "blackjax",
            "nuts", "pymc", "particles")
 
 
@@ -662,6 +665,8 @@ def make_method(m, problem, model, data, n, a):
         return SmcpplMethod(model, data, n, k, L)
     if m == "smcppl-weighted":
         return SmcpplMethod(model, data, n, k, L, tuning="weighted")
+    if m == "smcppl-default":  # TemperedSMC(model) as it comes: waste-free HMC chains of 10 states, L = 5
+        return SmcpplMethod(model, data, n, k, L, defaults=True)
     if m == "smcppl-vmap":
         return SmcpplMethod(model, data, n, k, L, tuning="weighted", chain_method="vectorized")
     if m in ("smcppl-rwm", "smcppl-imh"):  # the same number of transitions, cheaper ones (default pilot tuning)

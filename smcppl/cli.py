@@ -91,10 +91,11 @@ def _sampler_args(p):
                    help="MCMC move at each stage: random-walk Metropolis, MALA, HMC, NUTS or independent "
                         "Metropolis-Hastings with a particle-fitted t proposal (default hmc)")
     p.add_argument("--mcmc-steps", type=int, default=None,
-                   help="MCMC steps per particle and stage (default: waste-free HMC chains of 10 states; "
-                        "given, 5 if not: every particle makes this many)")
+                   help="MCMC steps per particle and stage (default 5; HMC on models of >= 10 parameters: "
+                        "waste-free chains of 10 states unless this is given)")
     p.add_argument("--waste-free", action=argparse.BooleanOptionalAction, default=None,
-                   help="waste-free moves (default: on for HMC unless --mcmc-steps or --max-mcmc-steps is given)")
+                   help="waste-free moves (default: on for HMC on models of >= 10 parameters unless --mcmc-steps "
+                        "or --max-mcmc-steps is given)")
     p.add_argument("--max-mcmc-steps", type=int, default=None,
                    help="adaptive MCMC steps per stage: from --mcmc-steps up to this many, while the particles "
                         "are still correlated with the stage's start (default: exactly --mcmc-steps)")

@@ -255,18 +255,24 @@ def test_waste_free_smc_evidence():
     assert smc.result.attrs["waste_free"] == 1
 
 
-def test_default_move_is_waste_free_hmc_and_explicit_settings_keep_the_standard_move():
-    """The rule of default_move_length: waste-free HMC chains of 10 states only where the user gave neither
-    a transition count, waste_free, max_mcmc_steps nor an entropic resampler."""
+def test_default_move_is_waste_free_hmc_from_ten_parameters_and_explicit_settings_keep_the_standard_move():
+    """The rule of default_move_length: waste-free HMC chains of 10 states only on models of >= 10
+    unconstrained parameters where the user gave neither a transition count, waste_free, max_mcmc_steps nor
+    an entropic resampler; the plan's move, resampling and attrs say which ran."""
+    def plan_of(alg):  # on the 20-d conjugate model
+        return alg.build(100, **CONJ)
+
     m = zoo.conjugate_gaussian
-    assert TemperedSMC(m).move[:2] == ("hmc", 10) and TemperedSMC(m).move.waste_free
-    assert TemperedSMC(m).resampling.when == "always"  # every stage's chains start from a resampled population
+    plan = plan_of(TemperedSMC(m))
+    assert (plan.attrs["waste_free"], plan.attrs["num_mcmc_steps"], plan.resampling.when) == (1, 10, "always")
+    small = TemperedSMC(zoo.beta_binomial).build(100, n=20, k=7)  # 1 parameter: the standard move
+    assert (small.attrs["waste_free"], small.attrs["num_mcmc_steps"], small.resampling.when) == (0, 5, "ess")
     for kw in ({"num_mcmc_steps": 5}, {"max_mcmc_steps": 20}, {"move": "rwm"}, {"waste_free": False},
                {"resampling": Resampling("systematic", "ess", 0.5, Entropic("epf_ess"))}):
-        alg = TemperedSMC(m, **kw)
-        assert not alg.move.waste_free, kw
-        assert alg.move.num_mcmc_steps == kw.get("num_mcmc_steps", 5), kw
-    assert TemperedSMC(m, waste_free=True, num_mcmc_steps=4).move[:2] == ("hmc", 4)
+        attrs = plan_of(TemperedSMC(m, **kw)).attrs
+        assert attrs["waste_free"] == 0 and attrs["num_mcmc_steps"] == kw.get("num_mcmc_steps", 5), kw
+    assert plan_of(TemperedSMC(m, waste_free=True, num_mcmc_steps=4)).attrs["num_mcmc_steps"] == 4
+    assert TemperedSMC(zoo.beta_binomial, waste_free=True).build(100, n=20, k=7).attrs["waste_free"] == 1
     with pytest.raises(ValueError, match="waste_free=True .* entropic"):
         TemperedSMC(m, waste_free=True, resampling=Resampling("systematic", "ess", 0.5, Entropic("epf_ess")))
 

@@ -241,25 +241,31 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Optional[Callable], s
 
 DEFAULT_MCMC_STEPS = 5  # transitions per particle and stage of the standard move
 WASTE_FREE_CHAIN_LENGTH = 10  # states per chain of the default waste-free HMC move
+WASTE_FREE_MIN_DIM = 10  # unconstrained parameters from which the default HMC move is waste-free
 
 
 def default_move_length(move, num_mcmc_steps: Optional[int], waste_free: Optional[bool],
-                        max_mcmc_steps: Optional[int], entropic: bool = False) -> tuple:
+                        max_mcmc_steps: Optional[int], entropic: bool = False, dim: Optional[int] = None) -> tuple:
     """``(num_mcmc_steps, waste_free)`` of :class:`TemperedSMC` from what the user gave (None: not given).
 
-    The rule: HMC (the default move) with neither ``num_mcmc_steps``, ``waste_free``, ``max_mcmc_steps`` nor
-    an entropic resampler given runs waste-free chains of ``WASTE_FREE_CHAIN_LENGTH = 10`` states (each stage
+    The rule: HMC (the default move) on a model of ``dim >= WASTE_FREE_MIN_DIM = 10`` unconstrained parameters
+    with neither ``num_mcmc_steps``, ``waste_free``, ``max_mcmc_steps`` nor an entropic resampler given runs
+    waste-free chains of ``WASTE_FREE_CHAIN_LENGTH = 10`` states (each stage
     ``M = N / 10`` resampled particles make 9 transitions each and every state is kept: about ``N``
     transitions per stage instead of ``5 N``). Measured (``benchmarks/defaults.py``, N = 1000, 16 seeds,
     whole second calls, against 5 transitions per particle): 1.9-3.8x shorter calls, (log Z RMSE)^2 x call
     time 0.48-0.56x and (posterior mean error)^2 x call time 0.13-0.95x on a 2-, a 20- and a 31-parameter
     posterior; at 5x the particles (1.3-1.4x the call time) log Z RMSE 1.7-2.2x smaller. On two separated
     modes that no move crosses, the mode masses rest on the M chains' starts (a systematic resample of M):
-    posterior mean error 0.063 sd against 0.047 at equal N. Anything else keeps the standard move:
-    ``num_mcmc_steps`` (default 5) transitions per particle."""
+    posterior mean error 0.063 sd against 0.047 at equal N; and on 2-parameter models at N = 4000
+    (``benchmarks/tempered.py``, 5 seeds) the standard move's log Z was more accurate per second (Challenger
+    RMSE 0.017 against 0.065 in 4.8x the time), so models below 10 parameters, cheap anyway, keep it. Anything
+    else keeps the standard move: ``num_mcmc_steps`` (default 5) transitions per particle. ``dim=None``: not
+    known (the standard move)."""
     if waste_free is None:
         waste_free = (num_mcmc_steps is None and max_mcmc_steps is None and not entropic
-                      and isinstance(move, str) and move.lower() == "hmc")
+                      and isinstance(move, str) and move.lower() == "hmc" and dim is not None
+                      and dim >= WASTE_FREE_MIN_DIM)
     if num_mcmc_steps is None:
         num_mcmc_steps = WASTE_FREE_CHAIN_LENGTH if waste_free else DEFAULT_MCMC_STEPS
     return num_mcmc_steps, bool(waste_free)
@@ -275,7 +281,8 @@ class TemperedSMC:
     MH from a t fitted to the weighted particles, one density evaluation and no gradient per transition —
     for near-Gaussian posteriors (or ``proposal_components > 1`` for separated modes), with
     ``num_mcmc_steps >= log(0.01) / log(1 - acceptance)`` (~10-20); see :mod:`smcppl.kernels.independent`).
-    num_mcmc_steps / waste_free: by default (HMC, neither given) the move is **waste-free**: each stage
+    num_mcmc_steps / waste_free: by default (HMC, neither given, a model of >= 10 unconstrained parameters)
+    the move is **waste-free**: each stage
     ``M = N / 10`` particles of the resampled population start chains of 10 states and all of them are the
     next population (``num_mcmc_steps`` is then the chain length; :func:`default_move_length` gives the rule
     and its measurements). Given ``num_mcmc_steps`` (or ``max_mcmc_steps``, or ``waste_free=False``), every
@@ -334,6 +341,10 @@ class TemperedSMC:
             raise ValueError("waste_free=True starts its chains from an equally weighted resampled population; "
                              "entropic resampling with correct=True carries weights through resampling. Use one "
                              "or the other (waste_free=False keeps the entropic resampler).")
+        # waste-free by the default rule is decided per model (its dimension) in move_for; the settings kept
+        # here are those of a model below the rule's dimension
+        self._waste_free_from_dim = default_move_length(move, num_mcmc_steps, waste_free, max_mcmc_steps, entropic,
+                                                        dim=WASTE_FREE_MIN_DIM)[1] and waste_free is None
         num_mcmc_steps, waste_free = default_move_length(move, num_mcmc_steps, waste_free, max_mcmc_steps, entropic)
         if waste_free:
             self.resampling = self.resampling._replace(when="always")  # every stage's chains start resampled
@@ -353,6 +364,15 @@ class TemperedSMC:
         self.pilot_particles = pilot_particles
         self.max_stages = positive_int(max_stages, "max_stages")
 
+    def move_for(self, dim: int) -> tuple:
+        """``(MoveSettings, Resampling)`` for a model of ``dim`` unconstrained parameters: the waste-free default
+        of :func:`default_move_length` where it applies (``dim >= WASTE_FREE_MIN_DIM`` and nothing given), else
+        the settings as given."""
+        if not (self._waste_free_from_dim and dim >= WASTE_FREE_MIN_DIM):
+            return self.move, self.resampling
+        return (self.move._replace(waste_free=True, num_mcmc_steps=WASTE_FREE_CHAIN_LENGTH),
+                self.resampling._replace(when="always"))
+
     def density(self, *args, **kwargs) -> NumPyroDensity:
         """The model's tempering split on these inputs: ``log p(u)`` and ``log L(u)`` (tempered sites:
         ``likelihood_sites``) on the flat unconstrained position ``u``, prior draws and the map back to
@@ -370,9 +390,9 @@ class TemperedSMC:
         simulation-based calibration, builds them once: :mod:`smcppl.validation.sbc`). ``plan.fk(data)``
         and ``plan.postprocess(particles, data)`` take the density's data pytree (``dens.data`` or another
         of its structure)."""
-        move, target_ess, criterion, schedule = self.move, self.target_ess, self.criterion, self.schedule
-
-        pilot_res = self.resampling if self.resampling.entropic is None else self.resampling._replace(entropic=None)
+        (move, resampling), target_ess, criterion, schedule = (self.move_for(dens.dim), self.target_ess,
+                                                                self.criterion, self.schedule)
+        pilot_res = resampling if resampling.entropic is None else resampling._replace(entropic=None)
         # the runner's pilot (Plan.pilot): N particles by default, so that it re-uses the chains' program;
         # a pilot nested in the run (plan.fk(data) without tables, e.g. simulation-based calibration) is
         # compiled with the run anyway and keeps the cheaper max(N // 4, min(N, 128)) particles
@@ -388,8 +408,8 @@ class TemperedSMC:
         max_stages = self.max_stages if self.schedule is None else len(self.schedule)
         pilot = None
         if self.tuning == "pilot":
-            pilot = Pilot(blank_pilot_tables(dens.dim, max_stages + 1, self.move.preconditioning,
-                                             jnp.result_type(float), self.move), pilot_tables, pilot_n)
+            pilot = Pilot(blank_pilot_tables(dens.dim, max_stages + 1, move.preconditioning,
+                                             jnp.result_type(float), move), pilot_tables, pilot_n)
 
         def sample_stats(particles):
             return {"lp": particles["logprior"] + particles["loglik"],
@@ -406,10 +426,10 @@ class TemperedSMC:
             "latent_sites": dens.latent_sites,
             "likelihood_sites": dens.likelihood_sites,
         }
-        attrs = {"sampler": "TemperedSMC", "move": self.move.kind, "num_mcmc_steps": self.move.num_mcmc_steps,
-                 "max_mcmc_steps": self.move.max_mcmc_steps or self.move.num_mcmc_steps,
+        attrs = {"sampler": "TemperedSMC", "move": move.kind, "num_mcmc_steps": move.num_mcmc_steps,
+                 "max_mcmc_steps": move.max_mcmc_steps or move.num_mcmc_steps,
                  "target_ess": self.target_ess, "criterion": self.criterion,
-                 "preconditioning": self.move.preconditioning, "waste_free": int(self.move.waste_free),
+                 "preconditioning": move.preconditioning, "waste_free": int(move.waste_free),
                  "schedule": "adaptive" if self.schedule is None else "fixed", "dim": dens.dim,
                  "tuning": self.tuning, "model": getattr(self.model, "__name__", "model"), "continuous_state": 1}
 
@@ -421,5 +441,5 @@ class TemperedSMC:
         return Plan(fk=make_fk, num_stages=None, max_stages=max_stages, summary_fn=divergent_weight,
                     postprocess=lambda particles, data: jax.vmap(dens.postprocess, in_axes=(0, None))(
                         particles["position"], data),
-                    resampling=self.resampling, metadata=metadata, attrs=attrs, name="TemperedSMC",
+                    resampling=resampling, metadata=metadata, attrs=attrs, name="TemperedSMC",
                     progress_name="beta", data=dens.data, entropic_correction=True, pilot=pilot)
