@@ -341,11 +341,10 @@ class TemperedSMC:
             raise ValueError("waste_free=True starts its chains from an equally weighted resampled population; "
                              "entropic resampling with correct=True carries weights through resampling. Use one "
                              "or the other (waste_free=False keeps the entropic resampler).")
-        # waste-free by the default rule is decided per model (its dimension) in move_for; the settings kept
-        # here are those of a model below the rule's dimension
-        self._waste_free_from_dim = default_move_length(move, num_mcmc_steps, waste_free, max_mcmc_steps, entropic,
-                                                        dim=WASTE_FREE_MIN_DIM)[1] and waste_free is None
-        num_mcmc_steps, waste_free = default_move_length(move, num_mcmc_steps, waste_free, max_mcmc_steps, entropic)
+        # the default rule also depends on the model's dimension (move_for); the settings kept here are those
+        # it gives where the dimension is not known
+        self._given = (move, num_mcmc_steps, waste_free, max_mcmc_steps, entropic)
+        num_mcmc_steps, waste_free = default_move_length(*self._given)
         if waste_free:
             self.resampling = self.resampling._replace(when="always")  # every stage's chains start resampled
         self.move = validate_move(MoveSettings(move, num_mcmc_steps, preconditioning, target_acceptance, step_size,
@@ -367,10 +366,11 @@ class TemperedSMC:
     def move_for(self, dim: int) -> tuple:
         """``(MoveSettings, Resampling)`` for a model of ``dim`` unconstrained parameters: the waste-free default
         of :func:`default_move_length` where it applies (``dim >= WASTE_FREE_MIN_DIM`` and nothing given), else
-        the settings as given."""
-        if not (self._waste_free_from_dim and dim >= WASTE_FREE_MIN_DIM):
+        the settings of ``__init__``."""
+        num_mcmc_steps, waste_free = default_move_length(*self._given, dim=dim)
+        if waste_free == self.move.waste_free:
             return self.move, self.resampling
-        return (self.move._replace(waste_free=True, num_mcmc_steps=WASTE_FREE_CHAIN_LENGTH),
+        return (self.move._replace(waste_free=True, num_mcmc_steps=num_mcmc_steps),
                 self.resampling._replace(when="always"))
 
     def density(self, *args, **kwargs) -> NumPyroDensity:
