@@ -338,28 +338,35 @@ def numpyro_density(model: Callable, model_args: Sequence = (), model_kwargs: Op
     model_kwargs = dict(model_kwargs or {})
     model_args = tuple(model_args)
     key = _cache_key(model, model_args, model_kwargs, likelihood_sites, factors_as_likelihood, require_continuous)
-    if cache is not None and key is not None and key in cache and not _non_finite_inputs(model, model_args,
-                                                                                          model_kwargs):
+    value_key = None
+    if cache is not None and key is not None and cache.get(key) is _BY_VALUE:
+        # an inspection that holds array inputs as constants is kept for equal inputs only (by their contents);
+        # the inputs are hashed only for such models, known from their first inspection
+        value_key = _cache_key(model, model_args, model_kwargs, likelihood_sites, factors_as_likelihood,
+                               require_continuous, by_value=True)
+        if value_key in cache:
+            return cache[value_key]
+    elif cache is not None and key is not None and key in cache and not _non_finite_inputs(model, model_args,
+                                                                                            model_kwargs):
         return _reuse(cache[key], model, model_args, model_kwargs)
-    # an inspection that holds array inputs as constants is kept for equal inputs only (by their contents)
-    value_key = _cache_key(model, model_args, model_kwargs, likelihood_sites, factors_as_likelihood,
-                           require_continuous, by_value=True)
-    if cache is not None and value_key is not None and value_key in cache:
-        return cache[value_key]
     # non-finite inputs are inspected afresh: the compiled check cannot be trusted to see them (a NaN
     # covariate under Bernoulli(logits=...) gives a finite log-likelihood there, NumPyro masking the invalid
     # logits), while the eager trace of a fresh inspection raises with the input named
     dens, entry = _inspect(model, model_args, model_kwargs, likelihood_sites, factors_as_likelihood,
                            require_continuous)
-    keep = (key, entry) if entry is not None else (value_key, dens)
-    if cache is not None and keep[0] is not None:
-        while len(cache) >= DENSITY_CACHE_SIZE:
+    if cache is not None and key is not None:
+        if entry is None and value_key is None:
+            value_key = _cache_key(model, model_args, model_kwargs, likelihood_sites, factors_as_likelihood,
+                                   require_continuous, by_value=True)
+        keep = {key: entry} if entry is not None else {key: _BY_VALUE, value_key: dens}
+        while len(cache) > DENSITY_CACHE_SIZE - len(keep):
             cache.pop(next(iter(cache)))
-        cache[keep[0]] = keep[1]
+        cache.update(keep)
     return dens
 
 
 DENSITY_CACHE_SIZE = 8  # model inspections kept per cache (input signatures), oldest dropped first
+_BY_VALUE = object()  # cache mark of a signature whose inspections are kept by the inputs' contents
 
 
 class _Inspected(NamedTuple):
