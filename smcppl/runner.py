@@ -15,6 +15,7 @@ devices (``jax.sharding``); all give identical results. A plan's pilot run re-us
 from __future__ import annotations
 
 import functools
+from functools import partial
 import os
 import time
 from typing import Any, Mapping, Optional, Union
@@ -77,6 +78,14 @@ def _data_holds_every_array(args, kwargs, data) -> bool:
               if isinstance(x, (np.ndarray, jax.Array)) and np.ndim(x) > 0]
     held = jax.tree_util.tree_leaves(data)
     return len(arrays) == len(held) and all(np.shape(a) == np.shape(b) for a, b in zip(arrays, held))
+
+
+@partial(jax.jit, static_argnums=1)
+def _run_keys(rng_key, num_chains):
+    """``(pilot key, chain keys [num_chains], each chain's key)`` from the user's key, in one small program
+    (split, fold_in and iterating over the keys op by op would compile one each in a fresh process)."""
+    keys = jax.random.split(rng_key, num_chains)
+    return jax.random.fold_in(rng_key, PILOT_KEY), keys, tuple(keys[c] for c in range(num_chains))
 
 
 @functools.lru_cache(maxsize=16)
@@ -206,7 +215,8 @@ class SMC:
             fn = jax.jit(jax.vmap(run_one, in_axes=(0, None, None)))
             program = fn.lower(keys, plan.data, tuning).compile()
         else:
-            program = jax.jit(run_one).lower(keys[0], plan.data, tuning).compile()
+            one_key = jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype)  # abstract: indexing keys compiles
+            program = jax.jit(run_one).lower(one_key, plan.data, tuning).compile()
         if key is not None:
             self._compiled = {k: v for k, v in self._compiled.items() if k[:-1] == cache_key}  # latest inputs only
             self._compiled[key] = program
@@ -239,7 +249,7 @@ class SMC:
         if plan.entropic_correction:
             resampling = with_entropic_correction(resampling, plan.name)
         method = resolve_chain_method(self.chain_method, self.num_chains)
-        keys = jax.random.split(rng_key, self.num_chains)
+        pilot_key, keys, chain_keys = _run_keys(rng_key, self.num_chains)
         # arrays held as constants by the compiled code (not in plan.data): reused only for equal contents
         signature = input_signature(args, kwargs, by_value=not _data_holds_every_array(args, kwargs, plan.data))
         cache_key = None
@@ -268,7 +278,8 @@ class SMC:
             else [f"{self.num_chains} chains"])
         self._bar = ProgressBar(plan.name, plan.progress_name, runs) if self.progress_bar else None
         try:
-            return self._run(plan, resampling, method, keys, rng_key, cache_key, remaining, args, kwargs)
+            return self._run(plan, resampling, method, keys, (pilot_key, chain_keys), cache_key, remaining, args,
+                             kwargs)
         finally:
             if self._bar is not None:
                 self._bar.close()
@@ -278,7 +289,8 @@ class SMC:
         if getattr(self, "_bar", None) is not None:
             self._bar.start(index)
 
-    def _run(self, plan, resampling, method, keys, rng_key, cache_key, remaining, args, kwargs):
+    def _run(self, plan, resampling, method, keys, run_keys, cache_key, remaining, args, kwargs):
+        pilot_key, chain_keys = run_keys
 
         compile_s, reused, t_pilot = 0.0, [], 0.0
         tuning = None
@@ -291,7 +303,7 @@ class SMC:
                                          cache_key)
             t1 = time.perf_counter()
             self._start(0)
-            pilot_out = call_with_timeout(program, jax.random.fold_in(rng_key, PILOT_KEY), plan.data, pilot.blank,
+            pilot_out = call_with_timeout(program, pilot_key, plan.data, pilot.blank,
                                           timeout=remaining(), what=f"{plan.name} pilot run")[0]
             t_pilot = time.perf_counter() - t1
             compile_s += t1 - t0
@@ -308,7 +320,7 @@ class SMC:
             program, hit = self._program("one", plan, resampling, keys, tuning, cache_key)
             t1 = time.perf_counter()
             outs = []
-            for c, k in enumerate(keys):
+            for c, k in enumerate(chain_keys):
                 self._start(first + c)
                 outs.append(call_with_timeout(program, k, plan.data, tuning, timeout=remaining(),
                                               what=f"{plan.name} run"))

@@ -8,6 +8,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from smcppl.core.engine import FeynmanKac, run_adaptive, run_fixed
 from smcppl.core.plan import Plan
@@ -24,7 +25,9 @@ def count_distinct(particles: Any) -> jax.Array:
     (exact copies, as resampling makes them, project to the same value)."""
     leaves = [jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32) for x in jax.tree_util.tree_leaves(particles)]
     flat = jnp.concatenate(leaves, axis=1)
-    direction = jax.random.normal(jax.random.key(20261201), (flat.shape[1],), flat.dtype)
+    # a constant of the program, drawn at trace time (a jax.random draw here would add a threefry hash
+    # to every sampler's compiled program)
+    direction = jnp.asarray(np.random.default_rng(20261201).standard_normal(flat.shape[1]), flat.dtype)
     proj = jnp.sort(jnp.where(jnp.isfinite(flat), flat, 0.0) @ direction)
     return 1 + jnp.sum(proj[1:] != proj[:-1]).astype(jnp.int32)
 
