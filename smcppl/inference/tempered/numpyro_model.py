@@ -171,7 +171,7 @@ def _trace_model_abstract(model, args: tuple, kwargs: dict, classify: Callable):
         jax.eval_shape(probe, jax.ShapeDtypeStruct(seed.shape, seed.dtype))
     except ModelError:
         raise
-    except Exception:  # noqa: BLE001 - the concrete run raises the model's own error, or works where tracing cannot
+    except Exception:  # the concrete run raises the model's own error, or works where tracing cannot
         return None
     tr, sites = box["tr"], box["sites"]
     if any(isinstance(tr[s]["value"], jax.core.Tracer) for s in sites.observed):
