@@ -69,6 +69,9 @@ CONFIGS = {  # one factor at a time around HMC x 5, L = 10, target ESS 0.5, pilo
     "wf_p10_x5": {"waste_free": True, "num_mcmc_steps": 10, "particles_factor": 5},
     "wf_p20_x5": {"waste_free": True, "num_mcmc_steps": 20, "particles_factor": 5},
     "wf_mala_p10_x5": {"waste_free": True, "move": "mala", "num_mcmc_steps": 10, "particles_factor": 5},
+    # a pilot of N / 4 particles ("pilot_fraction" x N = pilot_particles): a shorter pilot, a second program
+    "wf_p10_pilot4": {"waste_free": True, "num_mcmc_steps": 10, "pilot_fraction": 0.25},
+    "hmc_L5_pilot4": {"num_integration_steps": 5, "pilot_fraction": 0.25},
     # smaller HMC steps: the adaptation aims at acceptance 0.9 instead of 0.65
     "hmc_L5_acc0.9": {"target_acceptance": 0.9},
     "wf_p10_acc0.9": {"waste_free": True, "num_mcmc_steps": 10, "target_acceptance": 0.9},
@@ -130,6 +133,8 @@ def main(argv=None):
         for c in args.configs:
             settings = dict(CONFIGS[c])
             n = args.N * settings.pop("particles_factor", 1)
+            if "pilot_fraction" in settings:
+                settings["pilot_particles"] = int(n * settings.pop("pilot_fraction"))
             smc = SMC(TemperedSMC(model, **settings), n, num_chains=1, progress_bar=False)
             t = time.perf_counter()
             smc.run(jax.random.key(10_000), *a, **kw)
