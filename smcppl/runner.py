@@ -15,7 +15,6 @@ devices (``jax.sharding``); all give identical results. A plan's pilot run re-us
 from __future__ import annotations
 
 import functools
-from functools import partial
 import os
 import time
 from typing import Any, Mapping, Optional, Union
@@ -80,7 +79,7 @@ def _data_holds_every_array(args, kwargs, data) -> bool:
     return len(arrays) == len(held) and all(np.shape(a) == np.shape(b) for a, b in zip(arrays, held))
 
 
-@partial(jax.jit, static_argnums=1)
+@functools.partial(jax.jit, static_argnums=1)
 def _run_keys(rng_key, num_chains):
     """``(pilot key, chain keys [num_chains], each chain's key)`` from the user's key, in one small program
     (split, fold_in and iterating over the keys op by op would compile one each in a fresh process)."""
