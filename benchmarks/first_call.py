@@ -17,8 +17,9 @@ run filled (**warm**, what a user meets re-running a notebook in a new kernel). 
   ``lower_s`` (jaxpr to StableHLO), ``xla_s`` (XLA compilation; 0 on a cache hit), ``cache_read_s``, and
   ``programs`` (how many programs were lowered).
 
-Problems: ``challenger`` (2-parameter logistic regression, ``zoo.logistic_regression``) and ``gauss20``
-(``zoo.conjugate_gaussian``, d = 20). Times are wall seconds on a shared machine: compare trees within a
+Problems: ``challenger`` (2-parameter logistic regression, ``zoo.logistic_regression``), ``gauss20``
+(``zoo.conjugate_gaussian``, d = 20) and, on request, ``breast_cancer`` (``tempered.py``'s 31-parameter
+logistic regression on 569 rows, where the run is long enough to show a change of the generated code's speed). Times are wall seconds on a shared machine: compare trees within a
 round (ratios), not across runs. ``--xla-flags`` adds variants: ``|``-separated values of ``XLA_FLAGS``
 (an empty one = XLA's defaults), run for every tree in the same alternating order.
 """
@@ -69,6 +70,12 @@ def child(problem: str, n: int, launch: float):
     if problem == "challenger":
         d = zoo.challenger_data()
         model, args, kwargs = zoo.logistic_regression, (d["x"],), {"y": d["y"]}
+    elif problem == "breast_cancer":  # the 31-parameter logistic regression of tempered.py
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import tempered
+
+        d = tempered.breast_cancer_data()
+        model, args, kwargs = tempered.breast_cancer_logistic, (d["x"],), {"y": d["y"]}
     else:
         model, args, kwargs = zoo.conjugate_gaussian, (), dict(zoo.conjugate_gaussian_data())
     smc = SMC(TemperedSMC(model), n, num_chains=1, progress_bar=False)

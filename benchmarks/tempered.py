@@ -81,8 +81,9 @@ Two comparisons (``--tables``):
   it to the first result (interpreter start, imports, build, trace, compile, run), less the loading of
   the data set and its reference; then a second call with a new key in the same process. smcppl runs
   twice: with its persistent compilation cache empty (``SMCPPL_COMPILATION_CACHE`` = a new folder),
-  then again with the cache that run filled; the other methods run without JAX's persistent cache (JAX's
-  default). Table: means over seeds, and one line per problem: smcppl's first call (cold, warm cache),
+  then again with the cache that run filled; PyMC likewise with an empty PyTensor compile folder
+  (``base_compiledir``: the C code PyTensor compiles and keeps on disk), then the filled one; the other
+  methods run without JAX's persistent cache (JAX's default). Table: means over seeds, and one line per problem: smcppl's first call (cold, warm cache),
   second call and run-only time against NUTS's first and second whole calls, with ratios.
 """
 from __future__ import annotations
@@ -869,8 +870,9 @@ def run_fresh(a, problems, sizes, methods):
     """Time to first result in a fresh Python process per (method, problem, N, seed): this script in
     ``--child`` mode (imports, model and data, build, compile, run), then a second call with a new key in
     the same process. smcppl runs twice per seed: with an empty persistent compilation cache (a new
-    folder in ``SMCPPL_COMPILATION_CACHE``), then again with the cache that run filled. The other
-    methods run without JAX's persistent cache (JAX's default)."""
+    folder in ``SMCPPL_COMPILATION_CACHE``), then again with the cache that run filled; PyMC likewise with
+    an empty PyTensor compile folder (``base_compiledir``), then the filled one. The other methods run
+    without JAX's persistent cache (JAX's default)."""
     import shutil
     import tempfile
 
@@ -879,8 +881,8 @@ def run_fresh(a, problems, sizes, methods):
         for n in sizes:
             for seed in range(a.seeds if a.fresh_seeds is None else a.fresh_seeds):
                 for m in (methods if seed % 2 == 0 else methods[::-1]):
-                    if m.startswith("smcppl"):
-                        folder = tempfile.mkdtemp(prefix="smcppl-cache-")
+                    if m.startswith("smcppl") or m == "pymc":  # both keep compiled code on disk
+                        folder = tempfile.mkdtemp(prefix=f"{m}-cache-")
                         for cache in ("cold", "warm"):
                             rows.append(_fresh_process(a, m, problem, n, seed, cache, folder))
                         shutil.rmtree(folder, ignore_errors=True)
@@ -893,6 +895,8 @@ def _fresh_process(a, method, problem, n, seed, cache, folder):
     env = dict(os.environ)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     env["SMCPPL_COMPILATION_CACHE"] = folder or "off"
+    if method == "pymc" and folder:  # PyTensor's C-code cache in the same folder: empty (cold), then filled (warm)
+        env["PYTENSOR_FLAGS"] = ",".join(x for x in (env.get("PYTENSOR_FLAGS"), f"base_compiledir={folder}") if x)
     cmd = [sys.executable, os.path.abspath(__file__), "--child", method, "--problems", problem, "--sizes", str(n),
            "--child-seed", str(seed), "--num-mcmc-steps", str(a.num_mcmc_steps),
            "--num-integration-steps", str(a.num_integration_steps), "--nuts-warmup", str(a.nuts_warmup),
