@@ -211,11 +211,11 @@ class SMC:
             return self._compiled[key], True
         run_one = self._run_one_fn(plan, resampling)
         if kind == "vmap":
-            fn = jax.jit(jax.vmap(run_one, in_axes=(0, None, None)))
-            program = fn.lower(keys, plan.data, tuning).compile()
+            fn = jax.jit(jax.vmap(run_one, in_axes=(0, None, None, None)))
+            program = fn.lower(keys, plan.data, tuning, plan.settings).compile()
         else:
             one_key = jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype)  # abstract: indexing keys compiles
-            program = jax.jit(run_one).lower(one_key, plan.data, tuning).compile()
+            program = jax.jit(run_one).lower(one_key, plan.data, tuning, plan.settings).compile()
         if key is not None:
             self._compiled = {k: v for k, v in self._compiled.items() if k[:-1] == cache_key}  # latest inputs only
             self._compiled[key] = program
@@ -302,7 +302,7 @@ class SMC:
                                          cache_key)
             t1 = time.perf_counter()
             self._start(0)
-            pilot_out = call_with_timeout(program, pilot_key, plan.data, pilot.blank,
+            pilot_out = call_with_timeout(program, pilot_key, plan.data, pilot.blank, pilot_plan.settings,
                                           timeout=remaining(), what=f"{plan.name} pilot run")[0]
             t_pilot = time.perf_counter() - t1
             compile_s += t1 - t0
@@ -321,7 +321,7 @@ class SMC:
             outs = []
             for c, k in enumerate(chain_keys):
                 self._start(first + c)
-                outs.append(call_with_timeout(program, k, plan.data, tuning, timeout=remaining(),
+                outs.append(call_with_timeout(program, k, plan.data, tuning, plan.settings, timeout=remaining(),
                                               what=f"{plan.name} run"))
             # stacked on the host and put back with device_put: jnp.stack / jnp.asarray would each compile a
             # small program per leaf shape (~10 ms apiece in a fresh process)
@@ -330,7 +330,8 @@ class SMC:
             program, hit = self._program("vmap", plan, resampling, keys, tuning, cache_key)
             t1 = time.perf_counter()
             self._start(first)
-            result = call_with_timeout(program, keys, plan.data, tuning, timeout=remaining(), what=f"{plan.name} run")
+            result = call_with_timeout(program, keys, plan.data, tuning, plan.settings, timeout=remaining(),
+                                       what=f"{plan.name} run")
         out, draws, raw, draw_stats = result
         jax.block_until_ready(out.log_evidence)
         t2 = time.perf_counter()

@@ -165,3 +165,33 @@ def test_constant_array_inputs_reuse_code_for_equal_contents_only():
     smc.run(jax.random.key(2), np.array([3.0, 10.0]))
     assert smc.timing["reused_compiled"] == 0
     assert abs(float(np.mean(smc.log_evidence)) + np.log(11.0)) < 0.3, smc.log_evidence
+
+
+def test_target_ess_and_leapfrog_count_are_inputs_of_the_compiled_program():
+    """TemperedSMC's target ESS and HMC's leapfrog count are inputs of the compiled program (``Plan.settings``),
+    not constants in it: two algorithms that differ only in them lower to the same program (so a new object,
+    or a new process, finds it in the persistent compilation cache instead of compiling), and the traced
+    values run exactly as the constants did (same log Z to the bit, same number of stages)."""
+    from smcppl.core.chain import make_run_one
+
+    def plan_of(**kw):
+        alg = TemperedSMC(zoo.conjugate_gaussian, move="hmc", num_mcmc_steps=2, tuning="weighted", **kw)
+        return alg.build(200, **DATA)
+
+    key = jax.random.key(4)
+    a, b = plan_of(), plan_of(target_ess=0.8, num_integration_steps=3)
+    assert float(b.settings["target_ess"]) == np.float32(0.8) and int(b.settings["num_integration_steps"]) == 3
+
+    def program_text(plan):
+        return jax.jit(make_run_one(plan, plan.resampling)).lower(key, plan.data, None, plan.settings).as_text()
+
+    assert program_text(a) == program_text(b)
+
+    run_b = make_run_one(b, b.resampling)
+    traced = jax.jit(run_b)(key, b.data, None, b.settings)[0]
+    constant = jax.jit(run_b)(key, b.data)[0]  # no settings: the algorithm's values as constants
+    assert int(traced.n_stages) == int(constant.n_stages)
+    assert float(traced.log_evidence) == float(constant.log_evidence)
+    # the settings take effect: a target ESS of 0.8 takes more stages than the default 0.5
+    default = jax.jit(make_run_one(a, a.resampling))(key, a.data, None, a.settings)[0]
+    assert int(traced.n_stages) > int(default.n_stages), (int(traced.n_stages), int(default.n_stages))

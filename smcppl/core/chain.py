@@ -59,14 +59,17 @@ def final_draws(rng_key: jax.Array, particles: Any, log_weights: jax.Array, post
 
 def make_run_one(plan: Plan, resampling: Resampling, record_ancestors: bool = False,
                  progress: Optional[Callable] = None) -> Callable:
-    """``run_one(key, data[, tuning]) -> (SMCOutput, draws, raw particles of the draws, draw_stats)`` for
-    one chain (see :func:`final_draws`); pure and jit/vmap-able over keys and (for SBC-style studies) over
+    """``run_one(key, data[, tuning[, settings]]) -> (SMCOutput, draws, raw particles of the draws, draw_stats)``
+    for one chain (see :func:`final_draws`); pure and jit/vmap-able over keys and (for SBC-style studies) over
     datasets. ``tuning``: the input a :class:`Pilot` fixes (plans with a pilot; None: the plan's own
-    default, e.g. a pilot nested in the run)."""
-    def run_one(key, data, tuning=None):
+    default, e.g. a pilot nested in the run). ``settings``: the plan's traced numeric settings
+    (``Plan.settings``; None: the algorithm's values as constants)."""
+    def run_one(key, data, tuning=None, settings=None):
         k_run, k_draw = jax.random.split(key)
         if isinstance(plan.fk, FeynmanKac):
             fk = plan.fk
+        elif settings is not None:
+            fk = plan.fk(data, tuning, settings)
         else:
             fk = plan.fk(data) if tuning is None else plan.fk(data, tuning)
         if plan.num_stages is not None:

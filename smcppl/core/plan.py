@@ -54,6 +54,7 @@ class _PlanFields(NamedTuple):
     entropic_correction: bool = False  # an unset Entropic.correct means True (the plan estimates log Z)
     pilot: Optional[Pilot] = None
     draw_identity: Optional[Callable] = None
+    settings: Any = None
 
 
 class Plan(_PlanFields):
@@ -61,7 +62,12 @@ class Plan(_PlanFields):
 
     fk: the Feynman–Kac model, or a function ``data -> FeynmanKac`` of the array inputs ``data``
     (then jitted code takes the data as an argument and is reused for new data of the same shapes);
-    with a ``pilot``, a function ``(data, tuning) -> FeynmanKac``.
+    with a ``pilot``, a function ``(data, tuning) -> FeynmanKac``; with ``settings``, a function
+    ``(data, tuning, settings) -> FeynmanKac`` (``tuning`` None without a pilot).
+    settings: numeric settings that the compiled program takes as an input instead of holding them as
+    constants (a pytree of scalars, e.g. ``TemperedSMC``'s target ESS), so that an algorithm that differs
+    only in them runs the same compiled program (the persistent compilation cache finds it in a new
+    object or process); ``fk(data)`` without them uses the algorithm's values as constants.
     num_stages: engine steps of a fixed-length run (after the initialisation), or None for an adaptive
     run of at most ``max_stages`` (``num_steps`` is its deprecated name). postprocess(particles[, data]) -> dict name
     -> [N, ...] arrays (e.g. constrained values

@@ -98,7 +98,8 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Optional[Callable], s
                          dim: int, num_particles: int, move: MoveSettings = MoveSettings(), target_ess: float = 0.5,
                          criterion: str = "cess", schedule=None, tuning: str = "weighted",
                          pilot_particles: Optional[int] = None, pilot_resampling: Resampling = Resampling(),
-                         max_stages: int = 500, tables: Optional[dict] = None) -> FeynmanKac:
+                         max_stages: int = 500, tables: Optional[dict] = None,
+                         settings: Optional[dict] = None) -> FeynmanKac:
     """The tempered Feynman–Kac model on flat positions ``[N, dim]``.
 
     ``logprior_fn``/``loglik_fn``: functions of one position; or pass ``loglik_fn=None`` and a
@@ -122,9 +123,17 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Optional[Callable], s
     Kernels tuned on the particles they move make ``Z_hat`` biased (upwards, ~+0.15 in log Z on the
     20-d conjugate model at N = 1000: ``benchmarks/logz_bias.py``); ``"pilot"`` removes that bias at
     the cost of the pilot run.
+
+    ``settings``: traced values that replace ``target_ess`` and (HMC) ``move.num_integration_steps``
+    (:meth:`TemperedSMC.build_from_density`'s ``Plan.settings``: one compiled program serves every value).
     """
     _validate_tuning(tuning)
     move = validate_move(move)
+    given_move, given_ess = move, target_ess  # checked Python values (a nested pilot checks them again)
+    if settings is not None:
+        target_ess = settings.get("target_ess", target_ess)
+        if "num_integration_steps" in settings:
+            move = move._replace(num_integration_steps=settings["num_integration_steps"])
     h0 = move.step_size if move.step_size is not None else default_step_size(move.kind, dim)
     # tuning runs (the pilot, "weighted", "resampled") adapt the step size during each stage's move;
     # main runs of tuning="pilot" use the pilot's step sizes unchanged (kernels fixed in advance)
@@ -133,8 +142,8 @@ def tempered_feynman_kac(logprior_fn: Callable, loglik_fn: Optional[Callable], s
     pilot_fk = None
     if tuning == "pilot" and tables is None:
         pilot_fk = tempered_feynman_kac(logprior_fn, loglik_fn, sample_initial, dim,
-                                        pilot_particles or num_particles, move, target_ess, criterion, schedule,
-                                        "weighted", max_stages=max_stages)._replace(
+                                        pilot_particles or num_particles, given_move, given_ess, criterion,
+                                        schedule, "weighted", max_stages=max_stages, settings=settings)._replace(
             record=lambda p: {"beta": p["beta"], "step_size": p["step_size"], "mu": p["mu"], "L": p["L"],
                               "proposal": p["proposal"]})
 
@@ -302,7 +311,9 @@ class TemperedSMC:
     ``benchmarks/user_models.py --steps`` from -0.54 +- 0.04 to -0.16 +- 0.05 (as a fixed 10 did) with 97
     transitions in all instead of 55. Multimodal populations and centred hierarchical models keep the
     correlation high and run to the cap (2-4x the transitions of the default; measured in the same study).
-    target_ess: target (conditional) ESS ratio of each tempering increment. criterion: ``"cess"`` or
+    target_ess: target (conditional) ESS ratio of each tempering increment; it and ``num_integration_steps``
+    are inputs of the compiled program, so a ``TemperedSMC`` that differs only in them compiles nothing new
+    (the persistent compilation cache holds the program). criterion: ``"cess"`` or
     ``"ess"``. schedule: a fixed ladder instead of the adaptive rule. likelihood_sites: names of the
     sites whose log-density is tempered (default: observed sites, plus ``numpyro.factor`` sites if
     ``factors_as_likelihood``). preconditioning / step_size / target_acceptance /
@@ -401,11 +412,17 @@ class TemperedSMC:
         pilot_n = self.pilot_particles or num_particles
         nested_n = self.pilot_particles or max(num_particles // 4, min(num_particles, 128))
 
-        def make_fk(data, tables=None):
+        def make_fk(data, tables=None, settings=None):
             return tempered_feynman_kac(lambda u: dens.log_parts(u, data), None,
                                         lambda key, n: dens.sample_prior(key, n, data), dens.dim, num_particles,
                                         move, target_ess, criterion, schedule, self.tuning, nested_n,
-                                        pilot_res, self.max_stages, tables)
+                                        pilot_res, self.max_stages, tables, settings)
+
+        # inputs of the compiled program, not constants in it: a TemperedSMC that differs only in these runs the
+        # same program (a new object, or a new process through the persistent cache, compiles nothing)
+        traced = {"target_ess": np.asarray(target_ess, jnp.result_type(float))}
+        if move.kind == "hmc":
+            traced["num_integration_steps"] = np.asarray(move.num_integration_steps, np.int32)
 
         max_stages = self.max_stages if self.schedule is None else len(self.schedule)
         pilot = None
@@ -444,4 +461,5 @@ class TemperedSMC:
                     postprocess=lambda particles, data: jax.vmap(dens.postprocess, in_axes=(0, None))(
                         particles["position"], data),
                     resampling=resampling, metadata=metadata, attrs=attrs, name="TemperedSMC",
-                    progress_name="beta", data=dens.data, entropic_correction=True, pilot=pilot)
+                    progress_name="beta", data=dens.data, entropic_correction=True, pilot=pilot,
+                    settings=traced)
