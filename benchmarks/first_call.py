@@ -21,8 +21,8 @@ run filled (**warm**, what a user meets re-running a notebook in a new kernel). 
 
 Problems: ``challenger`` (2-parameter logistic regression, ``zoo.logistic_regression``), ``gauss20``
 (``zoo.conjugate_gaussian``, d = 20) and, on request, ``breast_cancer`` (``tempered.py``'s 31-parameter
-logistic regression on 569 rows, where the run is long enough to show a change of the generated code's speed). Times are wall seconds on a shared machine: compare trees within a
-round (ratios), not across runs. ``--xla-flags`` adds variants: ``|``-separated values of ``XLA_FLAGS``
+logistic regression on 569 rows, where the run is long enough to show a change of the generated code's
+speed). Times are wall seconds on a shared machine: compare trees within a round (ratios), not across runs. ``--xla-flags`` adds variants: ``|``-separated values of ``XLA_FLAGS``
 (an empty one = XLA's defaults), run for every tree in the same alternating order.
 """
 from __future__ import annotations

@@ -83,8 +83,9 @@ Two comparisons (``--tables``):
   twice: with its persistent compilation cache empty (``SMCPPL_COMPILATION_CACHE`` = a new folder),
   then again with the cache that run filled; PyMC likewise with an empty PyTensor compile folder
   (``base_compiledir``: the C code PyTensor compiles and keeps on disk), then the filled one; the other
-  methods run without JAX's persistent cache (JAX's default). Table: means over seeds, and one line per problem: smcppl's first call (cold, warm cache),
-  second call and run-only time against NUTS's first and second whole calls, with ratios.
+  methods run without JAX's persistent cache (JAX's default). Table: means over seeds, and one line per
+  problem: smcppl's first call (cold, warm cache), second call and run-only time against NUTS's first and
+  second whole calls, with ratios.
 """
 from __future__ import annotations
 
