@@ -17,7 +17,8 @@ run filled (**warm**, what a user meets re-running a notebook in a new kernel). 
 * the first call's time in JAX's compile stages, summed over every program it compiled (the sampler's
   program and the small eager ones), from JAX's monitoring events: ``trace_s`` (Python tracing to jaxpr),
   ``lower_s`` (jaxpr to StableHLO), ``xla_s`` (XLA compilation; 0 on a cache hit), ``cache_read_s``, and
-  ``programs`` (how many programs were lowered).
+  ``programs`` (how many programs were lowered); ``fusions``: the fused kernels of the sampler's optimised
+  program (each compiled by LLVM; a deterministic measure of the program's size, where times are noisy).
 
 Problems: ``challenger`` (2-parameter logistic regression, ``zoo.logistic_regression``), ``gauss20``
 (``zoo.conjugate_gaussian``, d = 20) and, on request, ``breast_cancer`` (``tempered.py``'s 31-parameter
@@ -85,6 +86,11 @@ def child(problem: str, n: int, launch: float):
     smc.run(jax.random.key(1), *args, **kwargs)
     first = time.perf_counter() - t0
     timing, stages = dict(smc.timing), dict(totals, **counts)
+    try:  # the size of the sampler's optimised program: fused XLA kernels, each compiled by LLVM
+        program = next(iter(smc._compiled.values()))
+        stages["fusions"] = program.as_text().count(" fusion(")
+    except Exception:  # an executable read from the cache may not carry its HLO text
+        stages["fusions"] = None
     t0 = time.perf_counter()
     smc.run(jax.random.key(2), *args, **kwargs)
     second = time.perf_counter() - t0

@@ -41,25 +41,28 @@ def next_temperature(log_likelihood, log_weights, beta, target=0.5, criterion="c
     else:
         raise ValueError(f"criterion must be 'ess' or 'cess', got {criterion!r}.")
 
-    def halve(lo, hi):
-        mid = 0.5 * (lo + hi)
-        ok = measure(mid) >= target
-        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
-
-    # num_iter halvings, stopped once the bracket no longer changes (its midpoint rounds to an end: in
-    # float32 after ~25-30 of the 50): a fixed point of halve, so the result is the same as after all of them
+    # one loop: its first pass (i = -1) tests the whole remaining increment (taken if it keeps the target),
+    # then num_iter halvings of [0, remaining], stopped once the bracket no longer changes (its midpoint rounds
+    # to an end: in float32 after ~25-30 of the 50; a fixed point of the halving, so the result is the same as
+    # after all of them). The test of the whole increment inside the loop, not before it, compiles the
+    # measure once instead of twice.
     def cond(carry):
-        i, _, _, changed = carry
+        i, _, _, changed, _ = carry
         return (i < num_iter) & changed
 
     def body(carry):
-        i, lo, hi, _ = carry
-        new_lo, new_hi = halve(lo, hi)
-        return i + 1, new_lo, new_hi, (new_lo != lo) | (new_hi != hi)
+        i, lo, hi, _, whole_ok = carry
+        first = i < 0
+        point = jnp.where(first, hi, 0.5 * (lo + hi))
+        ok = measure(point) >= target
+        new_lo = jnp.where(first | ~ok, lo, point)
+        new_hi = jnp.where(first | ok, hi, point)
+        changed = jnp.where(first, ~ok, (new_lo != lo) | (new_hi != hi))
+        return i + 1, new_lo, new_hi, changed, jnp.where(first, ok, whole_ok)
 
-    full_ok = measure(remaining) >= target
-    _, lo, _, _ = jax.lax.while_loop(cond, body, (0, jnp.zeros_like(remaining), remaining, jnp.array(True)))
-    delta = jnp.where(full_ok, remaining, jnp.maximum(lo, jnp.minimum(min_increment, remaining)))
+    start = (-1, jnp.zeros_like(remaining), remaining, jnp.array(True), jnp.array(False))
+    _, lo, _, _, whole_ok = jax.lax.while_loop(cond, body, start)
+    delta = jnp.where(whole_ok, remaining, jnp.maximum(lo, jnp.minimum(min_increment, remaining)))
     new_beta = beta + delta
     # snap to 1 when within float tolerance
     return jnp.where(new_beta >= 1.0 - 1e-6, 1.0, new_beta).astype(jnp.result_type(beta, float))
