@@ -407,8 +407,9 @@ class SMC:
         return self.result.resampling
 
     def get_samples(self, group_by_chain: bool = False) -> dict:
-        """Equally weighted draws (final resampling + permutation) as a dict name -> array with leading
-        ``(num_chains * num_particles,)`` axis, or ``(num_chains, num_particles)`` if ``group_by_chain``."""
+        """Equally weighted draws (final resampling; the draws of one lineage contiguous, lineages in a random
+        order) as a dict name -> array with leading ``(num_chains * num_particles,)`` axis, or
+        ``(num_chains, num_particles)`` if ``group_by_chain``."""
         self._check()
         if group_by_chain:
             return dict(self.result.samples)

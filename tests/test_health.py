@@ -56,6 +56,8 @@ def test_draws_of_one_lineage_are_contiguous_so_arviz_sees_their_correlation(man
     for row in lineage:
         changes = np.count_nonzero(np.diff(row))
         assert changes == len(np.unique(row)) - 1  # each cluster is one block
+        blocks = row[np.r_[0, np.flatnonzero(np.diff(row)) + 1]]
+        assert not np.all(np.diff(blocks) > 0)  # in a random order, not sorted by lineage id
     uniq = np.asarray(many_runs.draw_stats["n_unique"])
     assert np.all((uniq > 0.2 * 400) & (uniq <= 400))
 

@@ -2,8 +2,8 @@
 
 Layout (ARCHITECTURE.md, vocabulary)::
 
-    posterior       (chain, draw, ...)   equally weighted draws (final resampling + random permutation);
-                                         dims named from NumPyro plates
+    posterior       (chain, draw, ...)   equally weighted draws (final resampling; each lineage contiguous,
+                                         lineages in random order); dims named from NumPyro plates
     sample_stats    (chain, draw)        lp, acceptance_rate, diverging (as the sampler provides them),
                                          lineage (cluster of each draw for the Monte Carlo error, see
                                          :mod:`smcppl.diagnostics.mcse`), log_weight (weighted export only)
