@@ -56,7 +56,7 @@ def final_draws(rng_key: jax.Array, particles: Any, log_weights: jax.Array, post
     _, cluster, idx = jax.lax.sort((rank, cluster, idx.astype(jnp.int32)), num_keys=2, is_stable=True)
     particles = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), particles)
     identity = particles if draw_identity is None else draw_identity(particles)
-    draw_stats = {"lineage": cluster.astype(jnp.int32), "n_unique": count_distinct(identity)}
+    draw_stats = {"lineage": cluster, "n_unique": count_distinct(identity)}
     return postprocess(particles), particles, draw_stats
 
 

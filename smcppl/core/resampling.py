@@ -51,8 +51,8 @@ def _positive_at_or_before(weights, idx):
     return jax.lax.while_loop(lambda i: jnp.any(on_zero(i)), lambda i: jnp.where(on_zero(i), i - 1, i), idx)
 
 
-def _sorted_uniforms_inverse_cdf(weights, u):
-    """Indices ``i`` with ``cumsum(w)_{i-1} <= u < cumsum(w)_i`` for sorted ``u`` in [0, 1), never one of zero
+def _inverse_cdf(weights, u):
+    """Indices ``i`` with ``cumsum(w)_{i-1} <= u < cumsum(w)_i`` for ``u`` in [0, 1), never one of zero
     weight (:func:`_positive_at_or_before`)."""
     cdf = _normalized_cdf(weights)
     idx = jnp.searchsorted(cdf, u, side="right")
@@ -61,21 +61,19 @@ def _sorted_uniforms_inverse_cdf(weights, u):
 
 def multinomial(rng_key: jax.Array, weights: ArrayLike, num_samples: int) -> jax.Array:
     """Multinomial resampling: ``num_samples`` i.i.d. draws from ``Categorical(w)``."""
-    u = jax.random.uniform(rng_key, (num_samples,))
-    idx = jnp.searchsorted(_normalized_cdf(weights), u, side="right")
-    return _positive_at_or_before(weights, jnp.clip(idx, 0, weights.shape[0] - 1))
+    return _inverse_cdf(weights, jax.random.uniform(rng_key, (num_samples,)))
 
 
 def stratified(rng_key: jax.Array, weights: ArrayLike, num_samples: int) -> jax.Array:
     """Stratified resampling: one uniform in each stratum ``[(m + U_m) / M]``."""
     u = (jnp.arange(num_samples) + jax.random.uniform(rng_key, (num_samples,))) / num_samples
-    return _sorted_uniforms_inverse_cdf(weights, u)
+    return _inverse_cdf(weights, u)
 
 
 def systematic(rng_key: jax.Array, weights: ArrayLike, num_samples: int) -> jax.Array:
     """Systematic resampling: a single uniform shared by all strata, ``(m + U) / M``."""
     u = (jnp.arange(num_samples) + jax.random.uniform(rng_key, ())) / num_samples
-    return _sorted_uniforms_inverse_cdf(weights, u)
+    return _inverse_cdf(weights, u)
 
 
 def residual(rng_key: jax.Array, weights: ArrayLike, num_samples: int) -> jax.Array:
