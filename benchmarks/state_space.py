@@ -3,7 +3,7 @@ process) and vs ``particles`` (N. Chopin's library, if importable; see benchmark
 
     python benchmarks/state_space.py            # all sections, N = 1e2 .. 1e5, T = 100 and 1000
     python benchmarks/state_space.py --quick    # N = 1e3, 1e4, T = 100, fewer repeats
-    python benchmarks/state_space.py --sections lg,sv,pmmh
+    python benchmarks/state_space.py --sections lg,sv,pmmh,pgibbs
 
 Every filter is the bootstrap filter with systematic resampling at every step and returns ``log Z_hat``;
 one call = one whole filter run. JAX timings are after compilation (reported separately), with
@@ -37,6 +37,14 @@ smaller log Z sd), ``hand`` and ``particles`` (``StochVol``).
 :class:`smcppl.inference.state_space.PMMH`, one chain, N particles per likelihood estimate). smcppl's rate is
 from a second ``run`` of the same object (which reuses the compiled chain); the first call's extra time is
 reported as the compile time.
+
+``pgibbs``: the conditional-SMC sweep of particle Gibbs (the path update at fixed ``a = 0.9`` on the ``lg``
+series, 4 chains ``vmap``-ed, 100 sweeps per call, each sweep's path the next one's reference) with its
+resampling of the ``N - 1`` free particles done two ways, interleaved in one process: ``inverse_cdf``
+(:func:`smcppl.core.resampling.multinomial`, the default: ``O(N log N)`` per step) and ``gumbel``
+(``jax.random.categorical`` with a sample shape, as before: ``N`` Gumbel draws per index, ``N^2`` per step).
+``smoother_err``: the largest error of the sweeps' mean path against the Kalman (RTS) smoother, a check that
+both draw from the same law.
 """
 from __future__ import annotations
 
@@ -297,6 +305,62 @@ def bench_pmmh(n, iterations, peers):
     return rows
 
 
+def bench_pgibbs(sizes, repeats, sweeps=100, chains=4):
+    from smcppl.core.resampling import multinomial
+    from smcppl.inference.state_space.pgibbs import conditional_smc
+    from smcppl.inference.state_space.scan import time_slice
+    from smcppl.models.state_space import kalman_smoother
+
+    _, ys = simulate(LG, T, seed=1)
+    y = jnp.asarray(ys[:, 0], jnp.float32)
+    ssm = complete_state_space(scan_state_space(lg_model, {"a": jnp.float32(A)}, y, check_markov=False))
+    exact = kalman_smoother(LG, ys)[0][:, 0]
+    resamplers = {"inverse_cdf": multinomial,
+                  "gumbel": lambda k, w, n: jax.random.categorical(k, jnp.log(w), shape=(n,))}
+
+    def program(n, resampler):
+        def chain(key):
+            k_path, k_sweeps = jax.random.split(key)
+            x0 = ssm.sample_initial(k_path, time_slice(ssm.inputs, 0))
+
+            def forward(x, inp):
+                x = ssm.sample_transition(inp[0], x, time_slice(ssm.inputs, inp[1]), inp[1])
+                return x, x
+
+            _, rest = jax.lax.scan(forward, x0, (jax.random.split(k_path, T - 1), jnp.arange(1, T)))
+            path = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), x0, rest)
+
+            def sweep(path, k):
+                path = conditional_smc(k, ssm, path, n, resampler)
+                return path, path["latent"]["x"]
+
+            return jnp.mean(jax.lax.scan(sweep, path, jax.random.split(k_sweeps, sweeps))[1], axis=0)
+
+        return jax.jit(lambda key: jax.vmap(chain)(jax.random.split(key, chains)))
+
+    rows = []
+    for n in sizes:
+        fns = {name: program(n, r) for name, r in resamplers.items()}
+        compile_s, times, means = {}, {name: [] for name in fns}, {name: [] for name in fns}
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(jax.random.key(0)))
+            compile_s[name] = time.perf_counter() - t0
+        for r in range(repeats):
+            for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+                t0 = time.perf_counter()
+                means[name].append(np.asarray(jax.block_until_ready(fns[name](jax.random.key(r + 1)))))
+                times[name].append(time.perf_counter() - t0)
+        for name in fns:
+            med = statistics.median(times[name])
+            rows.append(emit({"bench": "state_space_pgibbs", "method": name, "N": n, "T": T, "chains": chains,
+                              "sweeps": sweeps, "median_s": med, "ms_per_sweep": 1e3 * med / sweeps,
+                              "vs_inverse_cdf": med / statistics.median(times["inverse_cdf"]),
+                              "compile_and_first_s": compile_s[name], "repeats": repeats,
+                              "smoother_err": float(np.max(np.abs(np.mean(means[name], axis=(0, 1)) - exact)))}))
+    return rows
+
+
 def _row(section, name, n, num_steps, times, logz, reference, compile_s, hand_median):
     med = statistics.median(times)
     return {"bench": f"state_space_{section}", "method": name, "N": n, "T": num_steps, "median_s": med,
@@ -309,12 +373,17 @@ def table(rows):
     out = ["| model | T | N | method | median run (ms) | ns / particle / step | x hand | compile (s) | log Z mean (sd) |",
            "|---|---:|---:|---|---:|---:|---:|---:|---|"]
     for r in rows:
-        if "median_s" not in r:
+        if "median_s" not in r or r["bench"] == "state_space_pgibbs":
             continue
         comp = "-" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
         out.append(f"| {r['bench'][12:]} | {r['T']} | {r['N']} | {r['method']} | {1e3 * r['median_s']:.2f} | "
                    f"{r['ns_per_particle_step']:.1f} | {r['vs_hand']:.2f} | {comp} | "
                    f"{r['log_z_mean']:.2f} ({r['log_z_sd']:.2f}) |")
+    for r in rows:
+        if r["bench"] == "state_space_pgibbs":
+            out.append(f"\nparticle Gibbs sweep ({r['method']}, N = {r['N']}): {r['ms_per_sweep']:.2f} ms per sweep of "
+                       f"{r['chains']} chains, x{r['vs_inverse_cdf']:.2f} inverse_cdf, smoother error "
+                       f"{r['smoother_err']:.3f}")
     for r in rows:
         if "iterations_per_s" in r:
             out.append(f"\nPMMH ({r['method']}, N = {r['N']}, T = {r['T']}): {r['iterations_per_s']:.1f} iterations/s")
@@ -325,7 +394,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--sections", default="lg,sv,pmmh")
+    ap.add_argument("--sections", default="lg,sv,pmmh,pgibbs")
     args = ap.parse_args()
     sizes = [10**3, 10**4] if args.quick else [10**2, 10**3, 10**4, 10**5]
     steps = [100] if args.quick else [100, 1000]
@@ -341,6 +410,8 @@ def main():
         rows += bench_sv(sizes, steps, repeats, peers)
     if "pmmh" in sections:
         rows += bench_pmmh(256 if args.quick else 1000, 500 if args.quick else 1000, peers)
+    if "pgibbs" in sections:
+        rows += bench_pgibbs([32, 128] if args.quick else [32, 128, 256], 3)
     print(table(rows))
 
 

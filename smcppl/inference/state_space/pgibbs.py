@@ -4,7 +4,8 @@ for a scan-declared NumPyro state-space model (:mod:`~smcppl.inference.state_spa
 One iteration alternates
 
 * ``x_{0:T-1} | theta, y``: conditional SMC with ancestor sampling. Particle 0 is the reference path; at
-  each ``t >= 1`` the others are resampled (multinomial) and propagated, and the reference's ancestor is
+  each ``t >= 1`` the others are resampled (multinomial, :func:`~smcppl.core.resampling.multinomial`) and
+  propagated, and the reference's ancestor is
   drawn with ``P(a = i) ∝ W_{t-1}^i f_t(x_t^* | x_{t-1}^i)``; the new path is one lineage drawn from the
   final weights. The kernel leaves ``p(x_{0:T-1} | theta, y)`` invariant for any ``N >= 2``.
 * ``theta | x, y``: a random-walk Metropolis step in NumPyro's unconstrained space on
@@ -26,7 +27,8 @@ from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer.util import _unconstrain_reparam, log_density
 
-from smcppl.core.weights import sanitize
+from smcppl.core.resampling import multinomial
+from smcppl.core.weights import normalize, sanitize
 from smcppl.inference.state_space.filter import complete_state_space
 from smcppl.inference.state_space.chains import ParameterChains
 from smcppl.inference.state_space.scan import (StateSpaceModelError, prior_draw,
@@ -41,9 +43,15 @@ def _take(tree, idx):
     return jax.tree_util.tree_map(lambda a: a[idx], tree)
 
 
-def conditional_smc(key: jax.Array, ssm: StateSpace, reference: Any, num_particles: int) -> tuple:
+def conditional_smc(key: jax.Array, ssm: StateSpace, reference: Any, num_particles: int,
+                    resampler: Callable = multinomial) -> tuple:
     """One conditional-SMC-with-ancestor-sampling sweep of the (completed) ``ssm`` given the reference path
-    ``reference`` (states with leading time axis); returns a new path drawn from the final weights."""
+    ``reference`` (states with leading time axis); returns a new path drawn from the final weights.
+
+    ``resampler(key, W, N) -> indices``: ``N`` i.i.d. draws from ``Categorical(W)`` for the non-reference
+    particles (the kernel's invariance needs i.i.d. multinomial draws). The default draws them by the inverse
+    cdf in ``O(N log N)``; ``jax.random.categorical`` with a sample shape draws ``N`` Gumbels per draw,
+    ``N^2`` per step (``benchmarks/state_space.py --sections pgibbs`` compares the two)."""
     n, num_steps, u_all = num_particles, ssm.num_steps, ssm.inputs
     k0, k_run, k_draw = jax.random.split(key, 3)
     u0 = time_slice(u_all, 0)
@@ -57,7 +65,7 @@ def conditional_smc(key: jax.Array, ssm: StateSpace, reference: Any, num_particl
         k_res, k_as, k_mv = jax.random.split(k, 3)
         u, ref_t = time_slice(u_all, t), _take(reference, t)
         log_f = jax.vmap(ssm.log_transition, in_axes=(0, None, None, None))(x, ref_t, u, t)
-        anc = jax.random.categorical(k_res, lw, shape=(n,)).at[0].set(jax.random.categorical(k_as, lw + log_f))
+        anc = resampler(k_res, normalize(lw), n).at[0].set(jax.random.categorical(k_as, lw + log_f))
         xp = _take(x, anc)
         xn = jax.vmap(ssm.sample_transition, in_axes=(0, 0, None, None))(jax.random.split(k_mv, n), xp, u, t)
         x_ref = ssm.complete(_take(xp, 0), ssm.record(ref_t), u, t)[0]
