@@ -45,8 +45,18 @@ class ParameterChains:
         self._samples = None
 
     def _structure(self, args: tuple, kwargs: dict, hint: str) -> Any:
-        """:func:`static_structure` of ``self.model`` on these arguments."""
-        return static_structure(self.model, args, kwargs, hint)
+        """:func:`static_structure` of ``self.model`` on these arguments, kept for the latest input signature as
+        :meth:`_program` keeps the compiled chains: the structure is what that program was traced from, and
+        inspecting it again runs the model eagerly (a compiled scan, ~0.25 s per call)."""
+        signature = input_signature(args, kwargs)
+        kept = self.__dict__.setdefault("_structures", {})
+        if signature is not None and signature in kept:
+            return kept[signature]
+        structure = static_structure(self.model, args, kwargs, hint)
+        if signature is not None:
+            kept.clear()
+            kept[signature] = structure
+        return structure
 
     def _program(self, args: tuple, kwargs: dict, chain_fn: Callable, settings: tuple) -> tuple:
         """``(program, data)``: ``program(keys, data)`` runs one chain per key (a ``vmap``) under ``jit``, with
