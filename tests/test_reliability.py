@@ -1,6 +1,4 @@
-"""Reliability: property-based weight/resampling checks, simulation-based calibration, float64."""
-import subprocess
-import sys
+"""Reliability: property-based weight/resampling checks, simulation-based calibration (float64: test_float64.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -96,25 +94,3 @@ def test_sbc_detects_a_broken_sampler():
     r = simulation_based_calibration(NoJacobianTemperedSMC(scale_model, move="rwm", num_mcmc_steps=25),
                                      jax.random.key(0), L, 256, ["y"], y=np.zeros(1))
     assert r.min_p_value < 0.01, r.p_values
-
-
-# ---------------------------------------------------------------------------------------- float64
-X64_SCRIPT = r"""
-import jax
-jax.config.update("jax_enable_x64", True)
-import numpy as np
-from smcppl import SMC, TemperedSMC
-from smcppl.models import zoo
-smc = SMC(TemperedSMC(zoo.beta_binomial, move="rwm", num_mcmc_steps=3), num_particles=1000,
-          num_chains=2).run(jax.random.key(0), n=20, k=7)
-assert smc.log_evidence.dtype == np.float64, smc.log_evidence.dtype
-assert smc.get_samples()["p"].dtype == np.float64
-ex = zoo.beta_binomial_exact(20, 7)["log_evidence"]
-assert np.all(np.abs(np.asarray(smc.log_evidence) - ex) < 0.1), (smc.log_evidence, ex)
-print("X64_OK")
-"""
-
-
-def test_float64_supported():
-    r = subprocess.run([sys.executable, "-c", X64_SCRIPT], capture_output=True, text=True, timeout=600)
-    assert "X64_OK" in r.stdout, r.stdout + r.stderr
