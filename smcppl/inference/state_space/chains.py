@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from smcppl.core.checks import open_unit_interval, positive_int
@@ -12,7 +13,7 @@ from smcppl.core.engine import validate_num_particles
 from smcppl.core.plan import input_signature, split_data
 from smcppl.inference.state_space.scan import StateSpaceModelError, inspect_scan_model
 
-__all__ = ["ParameterChains", "static_structure"]
+__all__ = ["ParameterChains", "static_structure", "warmup_then_sample"]
 
 
 def static_structure(model: Any, args: tuple, kwargs: dict, hint: str) -> Any:
@@ -22,6 +23,19 @@ def static_structure(model: Any, args: tuple, kwargs: dict, hint: str) -> Any:
     if not structure.static_sites:
         raise StateSpaceModelError("The model has no static parameter (no latent site before its scan): " + hint)
     return structure
+
+
+def warmup_then_sample(step: Callable, carry: Any, warmup_key: jax.Array, sample_key: jax.Array, num_warmup: int,
+                       num_samples: int) -> tuple:
+    """Both phases of an adaptive MCMC chain in one ``lax.scan``: ``step(carry, key, warming) -> (carry, out)`` runs
+    on the keys ``split(warmup_key, num_warmup)`` with ``warming`` True (the step adapts its proposal), then on
+    ``split(sample_key, num_samples)`` with ``warming`` False (the proposal frozen). One loop compiles the
+    transition (a particle filter, a conditional-SMC sweep) once, where a scan per phase compiled it twice.
+    Returns the final carry and the ``out`` of the sampling iterations."""
+    keys = jnp.concatenate([jax.random.split(warmup_key, num_warmup), jax.random.split(sample_key, num_samples)])
+    warming = jnp.arange(num_warmup + num_samples) < num_warmup
+    carry, outs = jax.lax.scan(lambda c, inp: step(c, *inp), carry, (keys, warming))
+    return carry, jax.tree_util.tree_map(lambda a: a[num_warmup:], outs)
 
 
 class ParameterChains:

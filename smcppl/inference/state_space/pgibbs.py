@@ -30,7 +30,7 @@ from numpyro.infer.util import _unconstrain_reparam, log_density
 from smcppl.core.resampling import multinomial
 from smcppl.core.weights import normalize, sanitize
 from smcppl.inference.state_space.filter import complete_state_space
-from smcppl.inference.state_space.chains import ParameterChains
+from smcppl.inference.state_space.chains import ParameterChains, warmup_then_sample
 from smcppl.inference.state_space.scan import (StateSpaceModelError, prior_draw,
                                                scan_state_space, static_log_prior, time_slice)
 from smcppl.inference.state_space.smoothing import _genealogy
@@ -133,21 +133,14 @@ class ParticleGibbs(ParameterChains):
             _, rest = jax.lax.scan(forward, x0, steps)
             path = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), x0, rest)
 
-            def warm(carry, k):
+            def step(carry, k, warming):
                 state, log_s, i = carry
-                state, alpha, _ = gibbs(state, k, log_s)
-                return (state, log_s + (alpha - target) / jnp.sqrt(i + 1.0), i + 1.0), None
+                state, alpha, accept = gibbs(state, k, log_s)
+                log_s = jnp.where(warming, log_s + (alpha - target) / jnp.sqrt(i + 1.0), log_s)  # frozen after
+                return (state, log_s, i + 1.0), (ssm_for(state[0])[1], state[1]["latent"], accept)
 
-            (state, log_s, _), _ = jax.lax.scan(warm, ((flat, path), jnp.log(0.5), jnp.zeros(())),
-                                                jax.random.split(k_warm, self.num_warmup))
-
-            def sample(state, k):
-                state, _, accept = gibbs(state, k, log_s)
-                theta = ssm_for(state[0])[1]
-                return state, (theta, state[1]["latent"], accept)
-
-            _, out = jax.lax.scan(sample, state, jax.random.split(k_run, self.num_samples))
-            return out
+            return warmup_then_sample(step, ((flat, path), jnp.log(0.5), jnp.zeros(())), k_warm, k_run,
+                                      self.num_warmup, self.num_samples)[1]
 
         return chain
 

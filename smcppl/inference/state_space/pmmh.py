@@ -25,7 +25,7 @@ from smcppl.core.engine import run_fixed
 from smcppl.core.policy import as_resampling
 from smcppl.core.weights import sanitize
 from smcppl.inference.state_space.filter import complete_state_space, filter_feynman_kac
-from smcppl.inference.state_space.chains import ParameterChains
+from smcppl.inference.state_space.chains import ParameterChains, warmup_then_sample
 from smcppl.inference.state_space.scan import body_broadcasts, prior_draw, scan_state_space, static_log_prior
 
 __all__ = ["PMMH"]
@@ -73,20 +73,20 @@ class PMMH(ParameterChains):
             new = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), (prop, lt_prop, theta_prop), state)
             return new, accept, jnp.exp(log_alpha)
 
-        target, n_warm = self.target_acceptance, self.num_warmup
+        target = self.target_acceptance
 
-        def warm(carry, inp):
+        def step(carry, key, warming):
             state, log_s, mean, m2, i = carry
-            key, = inp
-            cov = (m2 + SHRINK_DRAWS * 0.1 * jnp.eye(dim)) / (i + SHRINK_DRAWS)
-            chol = jnp.exp(log_s) * jnp.linalg.cholesky(cov)
-            state, _, alpha = mh(state, key, chol)
-            log_s = log_s + (alpha - target) / jnp.sqrt(i + 1.0)
+            chol = jnp.exp(log_s) * jnp.linalg.cholesky((m2 + SHRINK_DRAWS * 0.1 * jnp.eye(dim)) / (i + SHRINK_DRAWS))
+            new_state, accept, alpha = mh(state, key, chol)
             i1 = i + 1.0
-            delta = state[0] - mean
-            mean = mean + delta / i1
-            m2 = m2 + jnp.outer(delta, state[0] - mean)
-            return (state, log_s, mean, m2, i1), None
+            delta = new_state[0] - mean
+            mean1 = mean + delta / i1
+            adapted = (new_state, log_s + (alpha - target) / jnp.sqrt(i + 1.0), mean1,
+                       m2 + jnp.outer(delta, new_state[0] - mean1), i1)
+            # after the warmup the proposal (log s, the draws' covariance) stays as the warmup left it
+            carry = (new_state,) + jax.tree_util.tree_map(lambda a, b: jnp.where(warming, a, b), adapted[1:], carry[1:])
+            return carry, (new_state[2], new_state[1], accept)
 
         def chain(key):
             k_init, k_lt, k_warm, k_run = jax.random.split(key, 4)
@@ -94,14 +94,8 @@ class PMMH(ParameterChains):
             lt, theta = log_target(flat, k_lt)
             log_s0 = jnp.log(2.38 / jnp.sqrt(dim))
             carry0 = ((flat, lt, theta), log_s0, jnp.zeros(dim), jnp.zeros((dim, dim)), jnp.zeros(()))
-            (state, log_s, _, m2, i), _ = jax.lax.scan(warm, carry0, (jax.random.split(k_warm, n_warm),))
-            chol = jnp.exp(log_s) * jnp.linalg.cholesky((m2 + SHRINK_DRAWS * 0.1 * jnp.eye(dim)) / (i + SHRINK_DRAWS))
-
-            def sample(state, key):
-                state, accept, _ = mh(state, key, chol)
-                return state, (state[2], state[1], accept)
-
-            _, (thetas, lts, accepts) = jax.lax.scan(sample, state, jax.random.split(k_run, self.num_samples))
+            (_, log_s, _, _, _), (thetas, lts, accepts) = warmup_then_sample(step, carry0, k_warm, k_run,
+                                                                              self.num_warmup, self.num_samples)
             return thetas, lts, accepts, jnp.exp(log_s)
 
         return chain
