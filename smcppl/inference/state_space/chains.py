@@ -10,7 +10,7 @@ import numpy as np
 
 from smcppl.core.checks import open_unit_interval, positive_int
 from smcppl.core.engine import validate_num_particles
-from smcppl.core.plan import input_signature, split_data
+from smcppl.core.plan import input_signature, kept_for_signature, split_data
 from smcppl.inference.state_space.scan import StateSpaceModelError, inspect_scan_model
 
 __all__ = ["ParameterChains", "static_structure", "warmup_then_sample"]
@@ -60,17 +60,10 @@ class ParameterChains:
 
     def _structure(self, args: tuple, kwargs: dict, hint: str) -> Any:
         """:func:`static_structure` of ``self.model`` on these arguments, kept for the latest input signature as
-        :meth:`_program` keeps the compiled chains: the structure is what that program was traced from, and
-        inspecting it again runs the model eagerly (a compiled scan, ~0.25 s per call)."""
-        signature = input_signature(args, kwargs)
-        kept = self.__dict__.setdefault("_structures", {})
-        if signature is not None and signature in kept:
-            return kept[signature]
-        structure = static_structure(self.model, args, kwargs, hint)
-        if signature is not None:
-            kept.clear()
-            kept[signature] = structure
-        return structure
+        :meth:`_program` keeps the compiled chains (:func:`~smcppl.core.plan.kept_for_signature`): inspecting
+        the model runs it eagerly (a compiled scan, ~0.25 s per call)."""
+        return kept_for_signature(self.__dict__.setdefault("_structures", {}), args, kwargs,
+                                  lambda: static_structure(self.model, args, kwargs, hint))
 
     def _program(self, args: tuple, kwargs: dict, chain_fn: Callable, settings: tuple) -> tuple:
         """``(program, data)``: ``program(keys, data)`` runs one chain per key (a ``vmap``) under ``jit``, with

@@ -5,9 +5,9 @@ One iteration alternates
 
 * ``x_{0:T-1} | theta, y``: conditional SMC with ancestor sampling. Particle 0 is the reference path; at
   each ``t >= 1`` the others are resampled (multinomial, :func:`~smcppl.core.resampling.multinomial`) and
-  propagated, and the reference's ancestor is
-  drawn with ``P(a = i) ∝ W_{t-1}^i f_t(x_t^* | x_{t-1}^i)``; the new path is one lineage drawn from the
-  final weights. The kernel leaves ``p(x_{0:T-1} | theta, y)`` invariant for any ``N >= 2``.
+  propagated, and the reference's ancestor is drawn with ``P(a = i) ∝ W_{t-1}^i f_t(x_t^* | x_{t-1}^i)``;
+  the new path is one lineage drawn from the final weights. The kernel leaves ``p(x_{0:T-1} | theta, y)``
+  invariant for any ``N >= 2``.
 * ``theta | x, y``: a random-walk Metropolis step in NumPyro's unconstrained space on
   ``log p(theta, x, y)`` (NumPyro's ``log_density`` with the path's initial-state and latent sites
   substituted, the scan's sites stacked over time), its scale tuned toward ``target_acceptance`` during

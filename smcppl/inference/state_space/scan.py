@@ -53,6 +53,7 @@ from numpyro.distributions import biject_to
 from numpyro.infer.util import _unconstrain_reparam
 from numpyro.primitives import Messenger
 
+from smcppl.core.plan import ONE_SHOT_COMPILER_OPTIONS
 from smcppl.models.state_space import StateSpace
 
 __all__ = ["StateSpaceModelError", "ScanCall", "ScanStructure", "capture_scan", "inspect_scan_model",
@@ -242,7 +243,6 @@ def _traced(args: tuple, kwargs: dict) -> bool:
 
 
 PROBE_PARTICLES = 5  # population size of the broadcasting check (not a dimension a model is likely to have)
-PROBE_OPTIONS = {"xla_backend_optimization_level": 0}  # XLA options of the check's one-shot program
 
 
 def body_broadcasts(model: Callable, args: tuple, kwargs: dict) -> bool:
@@ -272,10 +272,10 @@ def body_broadcasts(model: Callable, args: tuple, kwargs: dict) -> bool:
         return (cd, zd), (c1, z1), (cb, lfb, lgb), (c1, lf1, lg1)
 
     try:
-        # compiled ahead of time, as one program without LLVM optimisations (it runs once), then run with concrete
-        # values while the sampler's program is being traced; jit(probe)() under ensure_compile_time_eval ran op
-        # by op (~40 small compilations, ~1 s in a fresh process)
-        check = jax.jit(probe).lower().compile(PROBE_OPTIONS)
+        # compiled ahead of time, as one program without LLVM optimisations (it runs once per model and input
+        # signature), then run with concrete values while the sampler's program is being traced; jit(probe)()
+        # under ensure_compile_time_eval ran op by op (~40 small compilations, ~1 s in a fresh process)
+        check = jax.jit(probe).lower().compile(ONE_SHOT_COMPILER_OPTIONS)
         with jax.ensure_compile_time_eval():
             drawn, expected, batched, reference = check()
         if tree(drawn) != tree(expected) or any(jnp.shape(a) != jnp.shape(b)

@@ -45,7 +45,7 @@ from jax.flatten_util import ravel_pytree
 
 from smcppl.core.checks import positive_float, positive_int
 from smcppl.core.engine import FeynmanKac, SMCState, build_step, init, running_log_evidence
-from smcppl.core.plan import Plan, split_data
+from smcppl.core.plan import Plan, kept_for_signature, split_data
 from smcppl.core.policy import Resampling
 from smcppl.core.weights import normalize, sanitize
 from smcppl.inference.state_space.chains import static_structure
@@ -167,15 +167,19 @@ class SMC2:
     def build(self, num_particles: int, *args, **kwargs) -> Plan:
         """The plan for the model's arguments ``*args, **kwargs`` (the observations): checks the model
         (static parameters present) before compiling; the array arguments are the plan's ``data``."""
-        structure = static_structure(self.model, args, kwargs, "there is nothing for SMC2 to sample. Use "
-                                                               "StateSpaceFilter to filter it.")
+        # the model's inspection and the broadcasting check below are kept per input signature (a second run
+        # with inputs of the same shapes re-runs neither; its program is compiled once too)
+        hint = "there is nothing for SMC2 to sample. Use StateSpaceFilter to filter it."
+        structure = kept_for_signature(self.__dict__.setdefault("_structures", {}), args, kwargs,
+                                       lambda: static_structure(self.model, args, kwargs, hint))
         static, num_steps = structure.static_sites, structure.length
         model = self.model
         flat0, unravel = ravel_pytree(prior_draw(model, static, jax.random.key(0), *args, **kwargs))
         dim = int(flat0.shape[0])
         data, rebuild = split_data(args, kwargs)
         # decided here, on the concrete arguments (inside the compiled run they are traced)
-        self._vectorize = body_broadcasts(model, args, kwargs)
+        self._vectorize = kept_for_signature(self.__dict__.setdefault("_broadcasts", {}), args, kwargs,
+                                             lambda: body_broadcasts(model, args, kwargs))
 
         def fk(values):
             a, kw = rebuild(values)

@@ -30,7 +30,7 @@ from numpyro import handlers
 from numpyro.distributions import ImproperUniform, biject_to
 from numpyro.infer.util import _unconstrain_reparam
 
-from smcppl.core.plan import input_signature, split_data
+from smcppl.core.plan import ONE_SHOT_COMPILER_OPTIONS, input_signature, split_data
 
 __all__ = ["ModelError", "NumPyroDensity", "numpyro_density", "split_data"]
 
@@ -308,21 +308,15 @@ def _log_density(model, merge: Callable, unravel: Callable, likelihood: Sequence
     return evaluate
 
 
-# The first evaluation runs once per call (one prior draw): LLVM's optimisations are not worth their compile
-# time there (0 = none; its compilation took 1.9 -> 1.3 s on a Dirichlet + LKJ model, 0.48 -> 0.26 s on the
-# 31-d logistic regression). Options of XLA's DebugOptions, valid on every backend.
-ONE_EVALUATION_OPTIONS = {"xla_backend_optimization_level": 0}
-
-
 def _compile_first_evaluation(model, args: tuple, kwargs: dict, evaluate_with: Callable, latent: Sequence[str]):
     """Draw the prior at seed 0 and evaluate ``(logprior, loglik, constrained values)`` there, in one compiled
-    program (faster than op by op; compiled without LLVM optimisations, ``ONE_EVALUATION_OPTIONS``), so that a
-    model that cannot be evaluated fails here. ``evaluate_with(merge)`` builds the evaluation for a way of
-    splitting the inputs. Array inputs are traced (compiled code is reused
-    for new data); if the model needs one as a concrete value (e.g. ``int(counts.sum())`` as a total count)
-    they stay static, as NumPyro's MCMC does. Returns ``(data, merge, evaluate, (u0, lp0, ll0, values0),
-    first)``, ``u0`` the flat unconstrained prior draw and ``first`` the compiled ``(seed, data) -> (u0, lp, ll,
-    values)`` when the array inputs are traced (None when static)."""
+    program (faster than op by op; without LLVM optimisations, ``core.plan.ONE_SHOT_COMPILER_OPTIONS``), so that
+    a model that cannot be evaluated fails here. ``evaluate_with(merge)`` builds the evaluation for a way of
+    splitting the inputs. Array inputs are traced (compiled code is reused for new data); if the model needs one
+    as a concrete value (e.g. ``int(counts.sum())`` as a total count) they stay static, as NumPyro's MCMC does.
+    Returns ``(data, merge, evaluate, (u0, lp0, ll0, values0), first)``, ``u0`` the flat unconstrained prior draw
+    and ``first`` the compiled ``(seed, data) -> (u0, lp, ll, values)`` when the array inputs are traced (None
+    when static)."""
     name = _model_name(model)
 
     def attempt(static):
@@ -335,7 +329,7 @@ def _compile_first_evaluation(model, args: tuple, kwargs: dict, evaluate_with: C
             lp, ll, _, t = evaluate(u0, d)
             return u0, lp, ll, _constrained_values(t, latent)
 
-        first = jax.jit(first, compiler_options=ONE_EVALUATION_OPTIONS)
+        first = jax.jit(first, compiler_options=ONE_SHOT_COMPILER_OPTIONS)
         return data, merge, evaluate, first(_seed0(), data), None if static else first
 
     try:
