@@ -116,12 +116,13 @@ def split_data(args: Sequence, kwargs: dict, static: bool = False) -> tuple[list
 ONE_SHOT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
-def kept_for_signature(store: dict, args: Sequence, kwargs: dict, compute: Callable) -> Any:
-    """``compute()``, kept in ``store`` for the latest :func:`input_signature` of ``(args, kwargs)``: what a front
-    end derives from the inputs' structure, shapes and dtypes alone (a model's inspection, a check run on a
-    prior draw) is derived once, as its compiled program is, not on every call. Inputs that cannot be hashed
-    are never kept."""
+def kept_for_signature(store: dict, args: Sequence, kwargs: dict, compute: Callable, settings: Any = ()) -> Any:
+    """``compute()``, kept in ``store`` for the latest :func:`input_signature` of ``(args, kwargs)`` (and hashable
+    ``settings``): what a front end derives from the inputs' structure, shapes and dtypes alone (a compiled
+    program, a model's inspection, a check run on a prior draw) is derived once, not on every call. Inputs that
+    cannot be hashed are never kept."""
     signature = input_signature(args, kwargs)
+    signature = None if signature is None else (signature, settings)
     if signature is not None and signature in store:
         return store[signature]
     value = compute()

@@ -10,7 +10,7 @@ import numpy as np
 
 from smcppl.core.checks import open_unit_interval, positive_int
 from smcppl.core.engine import validate_num_particles
-from smcppl.core.plan import input_signature, kept_for_signature, split_data
+from smcppl.core.plan import kept_for_signature, split_data
 from smcppl.inference.state_space.scan import StateSpaceModelError, inspect_scan_model
 
 __all__ = ["ParameterChains", "static_structure", "warmup_then_sample"]
@@ -72,20 +72,13 @@ class ParameterChains:
         per input signature and ``settings``: a second ``run`` on data of the same shapes (new observations,
         a new key) compiles nothing, as ``SMC.run`` and NumPyro's ``MCMC`` do."""
         data, merge = split_data(args, kwargs)
-        signature = input_signature(args, kwargs)
-        key = None if signature is None else (signature, settings)
-        cache = self.__dict__.setdefault("_programs", {})
-        if key is not None and key in cache:
-            return cache[key], data
 
         def chains(keys, values):
             a, kw = merge(values)
             return jax.vmap(chain_fn(a, kw))(keys)
 
-        program = jax.jit(chains)
-        if key is not None:
-            cache.clear()  # the latest inputs only
-            cache[key] = program
+        program = kept_for_signature(self.__dict__.setdefault("_programs", {}), args, kwargs,
+                                     lambda: jax.jit(chains), settings)
         return program, data
 
     def _check(self) -> None:
