@@ -167,19 +167,18 @@ class SMC2:
     def build(self, num_particles: int, *args, **kwargs) -> Plan:
         """The plan for the model's arguments ``*args, **kwargs`` (the observations): checks the model
         (static parameters present) before compiling; the array arguments are the plan's ``data``."""
-        # the model's inspection and the broadcasting check below are kept per input signature (a second run
-        # with inputs of the same shapes re-runs neither; its program is compiled once too)
+        # the model's inspection and the broadcasting check (decided on the concrete arguments: inside the
+        # compiled run they are traced), kept per input signature: a second run with inputs of the same shapes
+        # re-runs neither (its program is compiled once too)
         hint = "there is nothing for SMC2 to sample. Use StateSpaceFilter to filter it."
-        structure = kept_for_signature(self.__dict__.setdefault("_structures", {}), args, kwargs,
-                                       lambda: static_structure(self.model, args, kwargs, hint))
+        structure, self._vectorize = kept_for_signature(
+            self.__dict__.setdefault("_inspections", {}), args, kwargs,
+            lambda: (static_structure(self.model, args, kwargs, hint), body_broadcasts(self.model, args, kwargs)))
         static, num_steps = structure.static_sites, structure.length
         model = self.model
         flat0, unravel = ravel_pytree(prior_draw(model, static, jax.random.key(0), *args, **kwargs))
         dim = int(flat0.shape[0])
         data, rebuild = split_data(args, kwargs)
-        # decided here, on the concrete arguments (inside the compiled run they are traced)
-        self._vectorize = kept_for_signature(self.__dict__.setdefault("_broadcasts", {}), args, kwargs,
-                                             lambda: body_broadcasts(model, args, kwargs))
 
         def fk(values):
             a, kw = rebuild(values)
