@@ -372,6 +372,32 @@ def test_structure_and_theta_errors():
         StateSpaceFilter(lg_model, proposal="optimal")
 
 
+def test_inspection_computes_nothing():
+    """The declaration checks (inspect_scan_model, the filter's build) run the model under an abstract trace: its
+    draws are tracers, never values (op by op, in a fresh process each operation compiled a small program: ~1 s
+    of a filter's first call)."""
+    seen = []
+
+    def watched(y):
+        a = numpyro.sample("a", dist.Uniform(-1, 1))  # given by theta in the filter: a value there
+        x0 = numpyro.sample("x0", dist.Normal(0.0, 1.0))  # drawn in every run: a tracer unless run op by op
+        seen.append(isinstance(x0, jax.core.Tracer))
+
+        def body(x, y_t):
+            x = numpyro.sample("x", dist.Normal(a * x, 1.0))
+            numpyro.sample("y", dist.Normal(x, R), obs=y_t)
+            return x, None
+
+        scan(body, x0, y)
+
+    s = inspect_scan_model(watched, Y)
+    assert seen and all(seen)
+    assert (s.static_sites, s.initial_sites) == (("a",), ("x0",)) and s.shapes["a"].shape == ()
+    seen.clear()
+    StateSpaceFilter(watched, theta={"a": A}).build(8, Y)
+    assert seen and all(seen)
+
+
 def test_export_has_a_filtering_group_with_a_time_dimension(scan_run):
     """SMC.to_arviz of a filter run carries the per-time-step filtering moments next to smc_stats, and
     they equal the run's own trace (the export adds no arithmetic)."""

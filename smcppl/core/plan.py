@@ -17,7 +17,7 @@ from smcppl.core.checks import renamed_keyword
 from smcppl.core.engine import FeynmanKac
 from smcppl.core.policy import Resampling
 
-__all__ = ["Plan", "Pilot", "split_data", "input_signature", "kept_for_signature",
+__all__ = ["Plan", "Pilot", "split_data", "input_signature", "kept_for_signature", "run_abstractly",
            "ONE_SHOT_COMPILER_OPTIONS"]
 
 
@@ -114,6 +114,23 @@ def split_data(args: Sequence, kwargs: dict, static: bool = False) -> tuple[list
 # with them and 1.3 s without, that of the 31-d logistic regression in 0.48 s and 0.26 s. DebugOptions, valid
 # on every backend.
 ONE_SHOT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def run_abstractly(fn: Callable, *args) -> Any:
+    """``fn(*args)`` under an abstract trace (``jax.eval_shape``): JAX operations are recorded, not computed, so
+    running a model for its structure compiles nothing (run op by op, each operation compiles a small XLA
+    program in a fresh process, ~20 ms each). ``args`` may be ``jax.ShapeDtypeStruct``. Returns what ``fn``
+    returned, any pytree of Python values; the arrays in it are tracers of the finished trace, to read shapes and
+    dtypes from only. Exceptions raised by ``fn`` propagate (a model that only a concrete run can take, e.g. one
+    branching in Python on a value, raises a JAX tracer error)."""
+    box = []
+
+    def probe(*a):
+        box.append(fn(*a))
+        return ()
+
+    jax.eval_shape(probe, *args)
+    return box[0]
 
 
 def kept_for_signature(store: dict, args: Sequence, kwargs: dict, compute: Callable, settings: Any = ()) -> Any:

@@ -26,7 +26,7 @@ import numpy as np
 
 from smcppl.core.checks import open_unit_interval
 from smcppl.core.engine import FeynmanKac
-from smcppl.core.plan import Plan, input_signature, split_data
+from smcppl.core.plan import Plan, kept_for_signature, run_abstractly, split_data
 from smcppl.core.policy import as_resampling
 from smcppl.core.weights import normalize
 from smcppl.inference.state_space.export import filtering_dataset
@@ -216,18 +216,24 @@ class StateSpaceFilter:
         return complete_state_space(self._declared(*args, **kwargs))
 
     def _declared_once(self, args, kwargs) -> StateSpace:
-        """:meth:`_declared` (the declaration and broadcasting checks, ~0.5 s of tracing), once per input
-        signature (tree structure, array shapes and dtypes, other values); what :meth:`build` takes from it
-        (the check, ``num_steps``, ``record``, whether to vectorize) depends on nothing else."""
-        signature = input_signature(args, kwargs)
-        cache = self.__dict__.setdefault("_declared_cache", {})
-        if signature is None:  # an unhashable argument: no caching
-            return self._declared(*args, **kwargs)
-        if signature in cache:
-            return cache[signature]
-        cache.clear()  # the latest signature only
-        cache[signature] = self._declared(*args, **kwargs)
-        return cache[signature]
+        """:meth:`_declared` (the declaration and broadcasting checks), once per input signature (tree structure,
+        array shapes and dtypes, other values: :func:`~smcppl.core.plan.kept_for_signature`); what :meth:`build`
+        takes from it (the checks, ``num_steps``, ``record``, whether to vectorize) depends on nothing else. A scan
+        model runs under an abstract trace (:func:`~smcppl.core.plan.run_abstractly`; op by op its runs compiled
+        ~25 small programs, ~1 s in a fresh process), so the functions of the form returned close over that
+        finished trace: read those fields only. Where the abstract run raises anything but a
+        :class:`StateSpaceModelError`, the declaration runs op by op, which raises the model's own error."""
+        def declare():
+            if isinstance(self.model, StateSpace):
+                return self._declared(*args, **kwargs)
+            try:
+                return run_abstractly(lambda: self._declared(*args, **kwargs))
+            except StateSpaceModelError:
+                raise
+            except Exception:  # the concrete run raises the model's own error, or works where tracing cannot
+                return self._declared(*args, **kwargs)
+
+        return kept_for_signature(self.__dict__.setdefault("_declared_cache", {}), args, kwargs, declare)
 
     def _declared(self, *args, **kwargs) -> StateSpace:
         if isinstance(self.model, StateSpace):

@@ -27,6 +27,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer.util import _unconstrain_reparam, log_density
 
+from smcppl.core.plan import run_abstractly
 from smcppl.core.resampling import multinomial
 from smcppl.core.weights import normalize, sanitize
 from smcppl.inference.state_space.filter import complete_state_space
@@ -147,8 +148,13 @@ class ParticleGibbs(ParameterChains):
     def run(self, rng_key: jax.Array, *args, **kwargs) -> "ParticleGibbs":
         """Run ``num_chains`` chains on the model's arguments (the observations)."""
         structure = self._structure(args, kwargs, "use StateSpaceFilter(...).smooth for its paths.")
-        theta0 = {k: structure.example[k] for k in structure.static_sites}
-        if scan_state_space(self.model, theta0, *args, **kwargs).log_transition is None:
+
+        def has_transition_density():  # a property of the code: checked on zeros, under an abstract trace
+            theta0 = {k: jnp.zeros(structure.shapes[k].shape, structure.shapes[k].dtype)
+                      for k in structure.static_sites}
+            return scan_state_space(self.model, theta0, *args, vectorize=False, **kwargs).log_transition is not None
+
+        if not run_abstractly(has_transition_density):
             raise StateSpaceModelError("Particle Gibbs with ancestor sampling needs f_t(x_t | x_{t-1}) as a density of "
                                        "the state: the scan body's new carry must be a function of its latent sites.")
         static = structure.static_sites

@@ -53,7 +53,7 @@ from numpyro.distributions import biject_to
 from numpyro.infer.util import _unconstrain_reparam
 from numpyro.primitives import Messenger
 
-from smcppl.core.plan import ONE_SHOT_COMPILER_OPTIONS
+from smcppl.core.plan import ONE_SHOT_COMPILER_OPTIONS, run_abstractly
 from smcppl.models.state_space import StateSpace
 
 __all__ = ["StateSpaceModelError", "ScanCall", "ScanStructure", "capture_scan", "inspect_scan_model",
@@ -134,14 +134,14 @@ def inputs_used(fn: Callable, values: dict) -> set:
 
 
 class ScanStructure(NamedTuple):
-    """What :func:`inspect_scan_model` found: site names by role and example values."""
+    """What :func:`inspect_scan_model` found: site names by role, shapes and dtypes of the sites before the scan."""
 
     static_sites: tuple  # before the scan, not feeding its init: parameters theta
     initial_sites: tuple  # before the scan, feeding its init: drawn per particle
     latent_sites: tuple  # inside the scan body, not observed: the state z_t
     observed_sites: tuple  # inside the scan body, observed: y_t
     length: int
-    example: dict  # one draw of every site before the scan (constrained values)
+    shapes: dict  # every site before the scan -> its value's shape and dtype (jax.ShapeDtypeStruct)
     supports: dict  # static site -> its distribution's support (for biject_to)
 
 
@@ -161,7 +161,20 @@ def _prefix(model, args, kwargs, values: dict, key):
 
 def inspect_scan_model(model: Callable, *args, **kwargs) -> ScanStructure:
     """Check that ``model(*args, **kwargs)`` is a state-space model of the scan form and sort its sites;
-    raises :class:`StateSpaceModelError` naming the offending site otherwise."""
+    raises :class:`StateSpaceModelError` naming the offending site otherwise. The model runs under an abstract
+    trace (:func:`~smcppl.core.plan.run_abstractly`: nothing is computed or compiled; op by op, the seed-0 run
+    compiled ~16 small programs, ~0.7 s in a fresh process). Where the abstract run raises anything but a
+    :class:`StateSpaceModelError`, the model runs op by op, which raises its own error (as before)."""
+    try:
+        return run_abstractly(lambda: _inspect(model, args, kwargs))
+    except StateSpaceModelError:
+        raise
+    except Exception:  # the concrete run raises the model's own error, or works where tracing cannot
+        return _inspect(model, args, kwargs)
+
+
+def _inspect(model: Callable, args: tuple, kwargs: dict) -> ScanStructure:
+    """:func:`inspect_scan_model`'s checks, on one seed-0 run of the model (abstract or concrete)."""
     cap = capture_scan(handlers.seed(model, 0))
     with handlers.block(), handlers.trace() as tr:
         cap.run(*args, **kwargs)
@@ -200,7 +213,8 @@ def inspect_scan_model(model: Callable, *args, **kwargs) -> ScanStructure:
             raise StateSpaceModelError(
                 f"Static parameter {k!r} is discrete ({jnp.result_type(example[k])}): particle MCMC "
                 "moves continuous parameters only. Make it continuous, fix it (pass it as data), or marginalise it.")
-    return ScanStructure(static, tuple(k for k in before if k in used), latent, observed, call.length, example,
+    shapes = {k: jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v)) for k, v in example.items()}
+    return ScanStructure(static, tuple(k for k in before if k in used), latent, observed, call.length, shapes,
                          {k: tr[k]["fn"].support for k in static})
 
 

@@ -45,7 +45,7 @@ from jax.flatten_util import ravel_pytree
 
 from smcppl.core.checks import positive_float, positive_int
 from smcppl.core.engine import FeynmanKac, SMCState, build_step, init, running_log_evidence
-from smcppl.core.plan import Plan, kept_for_signature, split_data
+from smcppl.core.plan import Plan, kept_for_signature, run_abstractly, split_data
 from smcppl.core.policy import Resampling
 from smcppl.core.weights import normalize, sanitize
 from smcppl.inference.state_space.chains import static_structure
@@ -176,7 +176,9 @@ class SMC2:
             lambda: (static_structure(self.model, args, kwargs, hint), body_broadcasts(self.model, args, kwargs)))
         static, num_steps = structure.static_sites, structure.length
         model = self.model
-        flat0, unravel = ravel_pytree(prior_draw(model, static, jax.random.key(0), *args, **kwargs))
+        # the flat parameter vector's size and its map back to the sites: shapes only, under an abstract trace
+        flat0, unravel = run_abstractly(lambda: ravel_pytree(prior_draw(model, static, jax.random.key(0), *args,
+                                                                        **kwargs)))
         dim = int(flat0.shape[0])
         data, rebuild = split_data(args, kwargs)
 

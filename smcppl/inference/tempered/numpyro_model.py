@@ -30,7 +30,7 @@ from numpyro import handlers
 from numpyro.distributions import ImproperUniform, biject_to
 from numpyro.infer.util import _unconstrain_reparam
 
-from smcppl.core.plan import ONE_SHOT_COMPILER_OPTIONS, input_signature, split_data
+from smcppl.core.plan import ONE_SHOT_COMPILER_OPTIONS, input_signature, run_abstractly, split_data
 
 __all__ = ["ModelError", "NumPyroDensity", "numpyro_density", "split_data"]
 
@@ -157,26 +157,23 @@ def _trace_model_abstract(model, args: tuple, kwargs: dict, classify: Callable):
     :func:`_trace_model` runs it op by op. Running the model op by op in a fresh process compiles one small
     XLA program per operation (~0.3 s for a two-parameter regression, more for larger models); tracing it
     compiles nothing (our own step: NumPyro has no abstract model inspection)."""
-    name, box = _model_name(model), {}
+    name = _model_name(model)
 
     def probe(seed):
         tr = _run(model, args, kwargs, key=seed, substitute_fn=_improper_refuser(name))
         sites = classify(tr)
-        flat, unravel = ravel_pytree(_unconstrain(tr, sites.latent))
-        box.update(tr=tr, sites=sites, unravel=unravel)
-        return flat
+        return tr, sites, ravel_pytree(_unconstrain(tr, sites.latent))[1]
 
     seed = _seed0()
     try:
-        jax.eval_shape(probe, jax.ShapeDtypeStruct(seed.shape, seed.dtype))
+        tr, sites, unravel = run_abstractly(probe, jax.ShapeDtypeStruct(seed.shape, seed.dtype))
     except ModelError:
         raise
     except Exception:  # the concrete run raises the model's own error, or works where tracing cannot
         return None
-    tr, sites = box["tr"], box["sites"]
     if any(isinstance(tr[s]["value"], jax.core.Tracer) for s in sites.observed):
         return None
-    return tr, sites, box["unravel"]
+    return tr, sites, unravel
 
 
 def _trace_model(model, args: tuple, kwargs: dict):
