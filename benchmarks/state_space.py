@@ -4,6 +4,7 @@ process) and vs ``particles`` (N. Chopin's library, if importable; see benchmark
     python benchmarks/state_space.py            # all sections, N = 1e2 .. 1e5, T = 100 and 1000
     python benchmarks/state_space.py --quick    # N = 1e3, 1e4, T = 100, fewer repeats
     python benchmarks/state_space.py --sections lg,sv,pmmh,pgibbs
+    python benchmarks/state_space.py --sections first --trees OLD,NEW --rounds 3   # fresh-process first calls
 
 Every filter is the bootstrap filter with systematic resampling at every step and returns ``log Z_hat``;
 one call = one whole filter run. JAX timings are after compilation (reported separately), with
@@ -45,6 +46,14 @@ resampling of the ``N - 1`` free particles done two ways, interleaved in one pro
 (``jax.random.categorical`` with a sample shape, as before: ``N`` Gumbel draws per index, ``N^2`` per step).
 ``smoother_err``: the largest error of the sweeps' mean path against the Kalman (RTS) smoother, a check that
 both draw from the same law.
+
+``first``: what a user waits for in a fresh process (``SMCPPL_COMPILATION_CACHE=off``: nothing read from the
+persistent cache), per sampler on the ``lg`` model declared with ``scan`` (T = 100, tutorial settings):
+``SMC(StateSpaceFilter(lg_model, theta={"a": 0.9}), 500, num_chains=8)``, ``SMC(SMC2(lg_model,
+num_state_particles=64), 256, num_chains=2)``, ``PMMH(lg_model, 100, 200, 600, 4)`` and ``ParticleGibbs(lg_model,
+32, 150, 600, 4)``: the first call (build, inspection, compilation, run) and the XLA compilations in it, then a
+second call of the same object with a new key. One fresh process per (round, tree, sampler), the trees
+alternating; ``value`` (the mean log Z or posterior mean of ``a``) compares trees bit for bit.
 """
 from __future__ import annotations
 
@@ -53,6 +62,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -360,6 +371,66 @@ def bench_pgibbs(sizes, repeats, sweeps=100, chains=4):
                               "smoother_err": float(np.max(np.abs(np.mean(means[name], axis=(0, 1)) - exact)))}))
     return rows
 
+FIRST_CALL_CASES = ("filter", "smc2", "pmmh", "pgibbs")
+
+
+def first_call_child(case: str):
+    """One fresh process of the ``first`` section: the first and second call of one sampler (module docstring)."""
+    counts = {"compiles": 0, "xla_s": 0.0}
+
+    def listen(event, duration, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            counts["compiles"] += 1
+            counts["xla_s"] += duration
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    import smcppl
+    from smcppl import SMC, SMC2
+    from smcppl.inference.state_space import PMMH, ParticleGibbs, StateSpaceFilter
+    from smcppl.models.state_space import LinearGaussian, lg_model, simulate
+
+    lg = LinearGaussian(np.eye(1) * 0.9, np.eye(1) * 0.5, np.eye(1), np.eye(1) * 1.0, np.eye(1) * 0.5 / (1 - 0.81))
+    y = np.asarray(simulate(lg, 100, seed=1)[1][:, 0], np.float32)
+    if case == "filter":
+        obj = SMC(StateSpaceFilter(lg_model, theta={"a": 0.9}), num_particles=500, num_chains=8, progress_bar=False)
+    elif case == "smc2":
+        obj = SMC(SMC2(lg_model, num_state_particles=64), num_particles=256, num_chains=2, progress_bar=False)
+    elif case == "pmmh":
+        obj = PMMH(lg_model, num_particles=100, num_warmup=200, num_samples=600, num_chains=4)
+    else:
+        obj = ParticleGibbs(lg_model, num_particles=32, num_warmup=150, num_samples=600, num_chains=4)
+
+    def call(k):
+        t0 = time.perf_counter()
+        obj.run(jax.random.key(k), y)
+        out = obj.log_evidence if isinstance(obj, SMC) else obj.get_samples()["a"]
+        value = float(np.mean(np.asarray(jax.block_until_ready(out))))
+        return time.perf_counter() - t0, value
+
+    first, value = call(1)
+    first_counts = dict(counts)
+    second, _ = call(2)
+    print(json.dumps({"bench": "state_space_first", "case": case, "first_call_s": first,
+                      "first_compiles": first_counts["compiles"], "first_xla_s": first_counts["xla_s"],
+                      "second_call_s": second, "second_compiles": counts["compiles"] - first_counts["compiles"],
+                      "value": value, "smcppl_file": smcppl.__file__}), flush=True)
+
+
+def bench_first_call(trees, rounds):
+    """The ``first`` section: fresh processes, trees alternating by round (module docstring)."""
+    rows = []
+    for r in range(rounds):
+        for case in FIRST_CALL_CASES:
+            for tree in (trees if r % 2 == 0 else trees[::-1]):
+                env = dict(os.environ, SMCPPL_COMPILATION_CACHE="off", PYTHONPATH=tree)
+                proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", case], env=env, cwd=tree,
+                                      capture_output=True, text=True, check=False)
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{"bench": "state_space_first"')]
+                if not lines:
+                    raise RuntimeError(f"child {case} in {tree} failed:\n{proc.stderr[-3000:]}")
+                rows.append(emit(dict(json.loads(lines[-1]), tree=tree, round=r)))
+    return rows
+
 
 def _row(section, name, n, num_steps, times, logz, reference, compile_s, hand_median):
     med = statistics.median(times)
@@ -390,12 +461,32 @@ def table(rows):
     return "\n".join(out)
 
 
+def first_call_table(rows):
+    """Medians over rounds per (sampler, tree)."""
+    out = ["| sampler | tree | first call (s) | compilations | of it XLA (s) | second call (s) | value |",
+           "|---|---|---:|---:|---:|---:|---|"]
+    for case in FIRST_CALL_CASES:
+        for tree in dict.fromkeys(r["tree"] for r in rows):
+            cell = [r for r in rows if r["case"] == case and r["tree"] == tree]
+            if cell:
+                med = {k: statistics.median(r[k] for r in cell)
+                       for k in ("first_call_s", "first_compiles", "first_xla_s", "second_call_s")}
+                out.append(f"| {case} | {tree} | {med['first_call_s']:.2f} | {med['first_compiles']:.0f} | "
+                           f"{med['first_xla_s']:.2f} | {med['second_call_s']:.2f} | {cell[0]['value']:.6f} |")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--sections", default="lg,sv,pmmh,pgibbs")
+    ap.add_argument("--trees", default=None, help="first: comma-separated source trees (default: this checkout)")
+    ap.add_argument("--rounds", type=int, default=2, help="first: fresh processes per tree and sampler")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        return first_call_child(args.child)
     sizes = [10**3, 10**4] if args.quick else [10**2, 10**3, 10**4, 10**5]
     steps = [100] if args.quick else [100, 1000]
     repeats = args.repeats or (7 if args.quick else 11)
@@ -412,6 +503,10 @@ def main():
         rows += bench_pmmh(256 if args.quick else 1000, 500 if args.quick else 1000, peers)
     if "pgibbs" in sections:
         rows += bench_pgibbs([32, 128] if args.quick else [32, 128, 256], 3)
+    if "first" in sections:
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        first = bench_first_call([os.path.abspath(t) for t in (args.trees or here).split(",")], args.rounds)
+        print(first_call_table(first))
     print(table(rows))
 
 
