@@ -394,6 +394,26 @@ def test_bad_input_errors():
         annealed(s, 2.0, SDE, 3, event_shape=(1,), times=[1.0, 0.5, 0.6, 0.0])
 
 
+def test_function_check_is_one_program_kept_per_signature():
+    """The user's functions are checked as one compiled program (their inputs are tracers, not values: op by
+    op each operation compiled a small program, ~1 s of a fresh process's first call), kept per signature of the
+    score parameters and re-run on each call's values: new parameters that make a score NaN are still caught."""
+    calls = []
+
+    def score(x, t, p):
+        calls.append(isinstance(t, jax.core.Tracer))
+        return -x / (1.0 + p["v"][0])
+
+    alg = annealed(score, 2.0, SDE, 10, event_shape=(1,))
+    alg.check_functions(params={"v": jnp.full(3, 0.5)}, has_params=True)
+    assert calls and all(calls)
+    n = len(calls)
+    alg.check_functions(params={"v": jnp.full(3, 0.7)}, has_params=True)
+    assert len(calls) == n  # same signature (shapes, dtypes): the kept program ran, nothing was traced again
+    with pytest.raises(ValueError, match=r"scores\[0\] returned NaN"):
+        alg.check_functions(params={"v": jnp.full(3, jnp.nan)}, has_params=True)
+
+
 # ------------------------------------------------------------------------------- engine interface, vocabulary
 def test_move_returns_log_g_and_steering_potentials_telescope():
     """The FK model has no log_potential: the move returns log G (ARCHITECTURE.md, "One engine"). Every

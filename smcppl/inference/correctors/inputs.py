@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from smcppl.core.checks import finite_float, one_of, positive_int, renamed_keyword
+from smcppl.core.plan import ONE_SHOT_COMPILER_OPTIONS, kept_for_signature
 from smcppl.inference.correctors.steering import POTENTIALS
 
 if TYPE_CHECKING:
@@ -134,48 +135,63 @@ def check_functions(c: "FeynmanKacCorrector", num_probe: int = 4, params: Any = 
                     has_params: bool = False) -> None:
     """Evaluate every score of the corrector ``c`` (and its log-densities, reward and noise function) on
     a few draws of the initial Gaussian at the first, middle and last grid times; raise a ValueError
-    naming the function, ``t`` and the problem (wrong output shape, NaN/inf) before any compilation."""
-    key = jax.random.key(12345)
-    scale = math.sqrt(c.init_variance / c.total_beta)
-    x = scale * jax.random.normal(key, (num_probe,) + c.event_shape)
+    naming the function, ``t`` and the problem (wrong output shape, NaN/inf) before the sampler is compiled.
+    The evaluations are one program, compiled without LLVM optimisations (it runs once per call:
+    :data:`~smcppl.core.plan.ONE_SHOT_COMPILER_OPTIONS`) and kept on ``c`` per signature of ``params``
+    (:func:`~smcppl.core.plan.kept_for_signature`); run op by op they compiled ~40 small programs, ~1 s in a
+    fresh process."""
     k = c.num_sde_steps
+    times = sorted({float(c.times[0]), float(c.times[k // 2]), float(c.times[k - 1])}, reverse=True)
+    t_first = float(c.times[0])
+    scale = math.sqrt(c.init_variance / c.total_beta)
 
-    def probe(fn, label, *time):
-        """``fn`` on the probe draws (with ``params`` when given); its failure named with ``label``."""
-        try:
-            return jax.vmap(lambda xi: fn(xi, *time, params) if has_params else fn(xi, *time))(x)
-        except Exception as e:
-            at = f" at t={float(time[0]):.4g}" if time else ""
-            raise ValueError(f"{label} failed on x of shape {c.event_shape}{at}: {type(e).__name__}: {e}") from e
+    def evaluate(p):
+        x = scale * jax.random.normal(jax.random.key(12345), (num_probe,) + c.event_shape)
 
-    def shape_of(out):
-        return tuple(getattr(out, "shape", ()))[1:]
+        def probe(fn, label, *time):
+            """``fn`` on the probe draws (with ``p`` when given); its failure named with ``label``."""
+            try:
+                return jax.vmap(lambda xi: fn(xi, *time, p) if has_params else fn(xi, *time))(x)
+            except Exception as e:
+                at = f" at t={time[0]:.4g}" if time else ""
+                raise ValueError(f"{label} failed on x of shape {c.event_shape}{at}: {type(e).__name__}: {e}") from e
 
-    for t in sorted({float(c.times[0]), float(c.times[k // 2]), float(c.times[k - 1])}, reverse=True):
-        for i, s in enumerate(c.scores):
-            out = probe(s, f"scores[{i}]", jnp.asarray(t, x.dtype))
-            if getattr(out, "shape", None) != (num_probe,) + c.event_shape:
-                raise ValueError(f"scores[{i}] returned shape {shape_of(out)} for x of shape "
+        return {"scores": [[probe(s, f"scores[{i}]", jnp.asarray(t, x.dtype)) for i, s in enumerate(c.scores)]
+                           for t in times],
+                "log_densities": [probe(f, f"log_densities[{i}]", jnp.asarray(t_first, x.dtype))
+                                  for i, f in enumerate(c.log_densities or ())],
+                "reward": None if c.reward is None else probe(c.reward, "reward"),
+                "noise": jnp.asarray(c.noise(jnp.asarray(0.5))) if callable(c.noise) else None}
+
+    program = kept_for_signature(c.__dict__.setdefault("_function_checks", {}), (params,), {},
+                                 lambda: jax.jit(evaluate).lower(params).compile(ONE_SHOT_COMPILER_OPTIONS))
+    out = jax.tree_util.tree_map(np.asarray, program(params))
+
+    def shape_of(a):
+        return tuple(getattr(a, "shape", ()))[1:]
+
+    for t, row in zip(times, out["scores"]):
+        for i, a in enumerate(row):
+            if getattr(a, "shape", None) != (num_probe,) + c.event_shape:
+                raise ValueError(f"scores[{i}] returned shape {shape_of(a)} for x of shape "
                                  f"{c.event_shape}; a score must have the shape of x (event_shape).")
-            if not bool(jnp.all(jnp.isfinite(out))):
+            if not np.all(np.isfinite(a)):
                 raise ValueError(f"scores[{i}] returned NaN or inf at t={t:.4g} (on draws of the initial "
                                  f"N(0, {c.init_variance / c.total_beta:.3g} I)); check the score model, "
                                  "its time convention (data at t = 0) and the SDE.")
-    for i, f in enumerate(c.log_densities or ()):
-        t = float(c.times[0])
-        out = probe(f, f"log_densities[{i}]", jnp.asarray(t, x.dtype))
-        if getattr(out, "shape", None) != (num_probe,):
-            raise ValueError(f"log_densities[{i}] must return a scalar per point, got shape {shape_of(out)}.")
-        if not bool(jnp.all(jnp.isfinite(out))):
-            raise ValueError(f"log_densities[{i}] returned NaN or inf at t={t:.4g} on draws of the initial "
+    for i, a in enumerate(out["log_densities"]):
+        if getattr(a, "shape", None) != (num_probe,):
+            raise ValueError(f"log_densities[{i}] must return a scalar per point, got shape {shape_of(a)}.")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"log_densities[{i}] returned NaN or inf at t={t_first:.4g} on draws of the initial "
                              "Gaussian; it must be log q_t(x) of the matching score model.")
+    r = out["reward"]
     if c.reward is not None:
-        r = probe(c.reward, "reward")
         if getattr(r, "shape", None) != (num_probe,):
             raise ValueError(f"reward must return a scalar per point, got shape {shape_of(r)}.")
-        if not bool(jnp.all(jnp.isfinite(r))):
+        if not np.all(np.isfinite(r)):
             raise ValueError("reward returned NaN or inf on draws of the initial Gaussian.")
+    sig = out["noise"]
     if callable(c.noise):
-        sig = jnp.asarray(c.noise(jnp.asarray(0.5)))
-        if sig.shape != () or not bool(jnp.isfinite(sig)) or float(sig) < 0:
+        if sig.shape != () or not np.isfinite(sig) or float(sig) < 0:
             raise ValueError(f"noise(t) must return a finite scalar >= 0, got {sig} at t=0.5.")
