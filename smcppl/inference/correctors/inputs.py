@@ -185,13 +185,13 @@ def check_functions(c: "FeynmanKacCorrector", num_probe: int = 4, params: Any = 
         if not np.all(np.isfinite(a)):
             raise ValueError(f"log_densities[{i}] returned NaN or inf at t={t_first:.4g} on draws of the initial "
                              "Gaussian; it must be log q_t(x) of the matching score model.")
-    r = out["reward"]
     if c.reward is not None:
+        r = out["reward"]
         if getattr(r, "shape", None) != (num_probe,):
             raise ValueError(f"reward must return a scalar per point, got shape {shape_of(r)}.")
         if not np.all(np.isfinite(r)):
             raise ValueError("reward returned NaN or inf on draws of the initial Gaussian.")
-    sig = out["noise"]
     if callable(c.noise):
+        sig = out["noise"]
         if sig.shape != () or not np.isfinite(sig) or float(sig) < 0:
             raise ValueError(f"noise(t) must return a finite scalar >= 0, got {sig} at t=0.5.")

@@ -221,17 +221,11 @@ class StateSpaceFilter:
         takes from it (the checks, ``num_steps``, ``record``, whether to vectorize) depends on nothing else. A scan
         model runs under an abstract trace (:func:`~smcppl.core.plan.run_abstractly`; op by op its runs compiled
         ~25 small programs, ~1 s in a fresh process), so the functions of the form returned close over that
-        finished trace: read those fields only. Where the abstract run raises anything but a
-        :class:`StateSpaceModelError`, the declaration runs op by op, which raises the model's own error."""
+        finished trace: read those fields only."""
         def declare():
             if isinstance(self.model, StateSpace):
                 return self._declared(*args, **kwargs)
-            try:
-                return run_abstractly(lambda: self._declared(*args, **kwargs))
-            except StateSpaceModelError:
-                raise
-            except Exception:  # the concrete run raises the model's own error, or works where tracing cannot
-                return self._declared(*args, **kwargs)
+            return run_abstractly(lambda: self._declared(*args, **kwargs))
 
         return kept_for_signature(self.__dict__.setdefault("_declared_cache", {}), args, kwargs, declare)
 

@@ -163,18 +163,13 @@ def inspect_scan_model(model: Callable, *args, **kwargs) -> ScanStructure:
     """Check that ``model(*args, **kwargs)`` is a state-space model of the scan form and sort its sites;
     raises :class:`StateSpaceModelError` naming the offending site otherwise. The model runs under an abstract
     trace (:func:`~smcppl.core.plan.run_abstractly`: nothing is computed or compiled; op by op, the seed-0 run
-    compiled ~16 small programs, ~0.7 s in a fresh process). Where the abstract run raises anything but a
-    :class:`StateSpaceModelError`, the model runs op by op, which raises its own error (as before)."""
-    try:
-        return run_abstractly(lambda: _inspect(model, args, kwargs))
-    except StateSpaceModelError:
-        raise
-    except Exception:  # the concrete run raises the model's own error, or works where tracing cannot
-        return _inspect(model, args, kwargs)
+    compiled ~16 small programs, ~0.7 s in a fresh process). A model that cannot be traced (one that branches
+    in Python on a value) raises JAX's tracer error here, as the samplers' compilation would."""
+    return run_abstractly(lambda: _inspect(model, args, kwargs))
 
 
 def _inspect(model: Callable, args: tuple, kwargs: dict) -> ScanStructure:
-    """:func:`inspect_scan_model`'s checks, on one seed-0 run of the model (abstract or concrete)."""
+    """:func:`inspect_scan_model`'s checks, on one seed-0 run of the model (under the abstract trace)."""
     cap = capture_scan(handlers.seed(model, 0))
     with handlers.block(), handlers.trace() as tr:
         cap.run(*args, **kwargs)
