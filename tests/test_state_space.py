@@ -243,6 +243,26 @@ def test_smoothing_matches_rts():
     assert ffbs[:, 0].std() < gen[:, 0].std()
 
 
+def _compilations(fn) -> int:
+    """How many programs JAX compiles (or looks up in the persistent cache) while ``fn()`` runs: its compile log."""
+    import logging
+
+    class Compilations(logging.Handler):
+        count = 0
+
+        def emit(self, record):
+            Compilations.count += record.getMessage().startswith("Compiling")
+
+    handler, logger = Compilations(), logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles():
+            fn()
+    finally:
+        logger.removeHandler(handler)
+    return Compilations.count
+
+
 def test_scan_log_transition_only_for_markov_carries():
     """FFBS needs f_t as a density of the state: the scan form offers it only when the carry is a function
     of the body's latent sites (not for an AR(2) carry (x_t, x_{t-1}))."""
@@ -258,8 +278,15 @@ def test_scan_log_transition_only_for_markov_carries():
     assert scan_state_space(ar2, {}, Y).log_transition is None
     with pytest.raises(ValueError, match="Use method='genealogy'"):
         StateSpaceFilter(ar2).smooth(jax.random.key(0), 8, 2, Y, method="ffbs")
-    paths = StateSpaceFilter(ar2).smooth(jax.random.key(0), 16, 3, Y[:5], method="genealogy").paths
+    smoother = StateSpaceFilter(ar2)
+    paths = smoother.smooth(jax.random.key(0), 16, 3, Y[:5], method="genealogy").paths
     assert paths["x"].shape == (3, 5) and np.all(np.isfinite(np.asarray(paths["x"])))
+    # a second call with a new key and new data of the same shapes runs the kept program: nothing is compiled
+    new_y = jax.block_until_ready(Y[5:10])
+    again = {}
+    assert _compilations(lambda: again.update(smoother.smooth(jax.random.key(1), 16, 3, new_y,
+                                                              method="genealogy").paths)) == 0
+    assert again["x"].shape == (3, 5) and not np.allclose(again["x"], paths["x"])
 
 
 @pytest.fixture(scope="module")
@@ -288,25 +315,9 @@ def test_pmmh_recovers_grid_posterior(grid_posterior):
     assert idata.posterior["a"].shape == (4, 800)
 
     # a second run on new data of the same shape reuses the compiled chains and the model's inspection (nothing
-    # is compiled again, nor looked up in the persistent cache: counted through JAX's compile log) and runs on the
-    # new data
-    import logging
-
-    class Compilations(logging.Handler):
-        count = 0
-
-        def emit(self, record):  # any compilation: neither the chains nor the model's inspection (kept)
-            Compilations.count += record.getMessage().startswith("Compiling")
-
+    # is compiled again, nor looked up in the persistent cache) and runs on the new data
     first, reversed_y = pmmh.log_target.copy(), jax.block_until_ready(Y[::-1])
-    handler, logger = Compilations(), logging.getLogger("jax")
-    logger.addHandler(handler)
-    try:
-        with jax.log_compiles():
-            pmmh.run(jax.random.key(0), reversed_y)
-    finally:
-        logger.removeHandler(handler)
-    assert Compilations.count == 0
+    assert _compilations(lambda: pmmh.run(jax.random.key(0), reversed_y)) == 0
     assert not np.allclose(pmmh.log_target, first)
 
 

@@ -250,12 +250,30 @@ class StateSpaceFilter:
                **kwargs) -> "SmoothingResult":
         """Smoothing paths of the model on its arguments ``*args, **kwargs`` with this filter's proposal,
         look-ahead and resampling (:func:`smcppl.inference.state_space.smoothing.smooth`: ``"ffbs"`` or
-        ``"genealogy"``); returns a ``SmoothingResult`` whose ``paths`` leaves are ``[num_paths, T, ...]``."""
+        ``"genealogy"``); returns a ``SmoothingResult`` whose ``paths`` leaves are ``[num_paths, T, ...]``.
+        Compiled once per input signature and settings, with the model's array arguments as inputs (as
+        :meth:`build`): a second call with a new key or new data of the same shapes compiles nothing."""
         from smcppl.inference.state_space.smoothing import smooth
 
-        ssm = self.state_space(*args, **kwargs)
-        return jax.jit(lambda k: smooth(k, ssm, num_particles, num_paths, method, self.resampling, self.proposal,
-                                        self.lookahead))(rng_key)
+        data, merge = split_data(args, kwargs)
+
+        def compile_smoother():
+            declared = self._declared_once(args, kwargs)  # the declaration checks, kept with build's
+
+            def run(key, values):
+                if isinstance(self.model, StateSpace):
+                    ssm = self.model
+                else:
+                    a, kw = merge(values)
+                    ssm = scan_state_space(self.model, self.theta, *a, vectorize=declared.population_step is not None,
+                                           **kw)
+                return smooth(key, ssm, num_particles, num_paths, method, self.resampling, self.proposal,
+                              self.lookahead)
+            return jax.jit(run)
+
+        program = kept_for_signature(self.__dict__.setdefault("_smoothers", {}), args, kwargs, compile_smoother,
+                                     settings=(num_particles, num_paths, method))
+        return program(rng_key, data)
 
     def build(self, num_particles: int, *args, **kwargs) -> Plan:
         """The filter's plan. A scan model's array arguments (the observations, covariates) are the plan's
