@@ -276,6 +276,18 @@ def test_scan_log_transition_only_for_markov_carries():
         scan(body, (0.0, 0.0), y)
 
     assert scan_state_space(ar2, {}, Y).log_transition is None
+
+    def ar2_a(y):  # with a static parameter, for particle Gibbs, which refuses it before compiling anything
+        a = numpyro.sample("a", dist.Uniform(-1, 1))
+
+        def body(c, y_t):
+            x = numpyro.sample("x", dist.Normal(a * c[0] + 0.3 * c[1], 1.0))
+            numpyro.sample("y", dist.Normal(x, 1.0), obs=y_t)
+            return (x, c[0]), None
+        scan(body, (0.0, 0.0), y)
+
+    with pytest.raises(StateSpaceModelError, match="ancestor sampling needs f_t"):
+        ParticleGibbs(ar2_a, 8, 2, 2, 1).run(jax.random.key(0), Y)
     with pytest.raises(ValueError, match="Use method='genealogy'"):
         StateSpaceFilter(ar2).smooth(jax.random.key(0), 8, 2, Y, method="ffbs")
     smoother = StateSpaceFilter(ar2)

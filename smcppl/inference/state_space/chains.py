@@ -58,12 +58,18 @@ class ParameterChains:
         self.target_acceptance = open_unit_interval(target_acceptance, "target_acceptance")
         self._samples = None
 
-    def _structure(self, args: tuple, kwargs: dict, hint: str) -> Any:
-        """:func:`static_structure` of ``self.model`` on these arguments, kept for the latest input signature as
-        :meth:`_program` keeps the compiled chains (:func:`~smcppl.core.plan.kept_for_signature`): inspecting
-        the model traces it (tens of milliseconds per call)."""
-        return kept_for_signature(self.__dict__.setdefault("_structures", {}), args, kwargs,
-                                  lambda: static_structure(self.model, args, kwargs, hint))
+    def _structure(self, args: tuple, kwargs: dict, hint: str, check: Optional[Callable] = None) -> Any:
+        """:func:`static_structure` of ``self.model`` on these arguments, then ``check(structure)`` (a sampler's own
+        check of the model, raising on failure), kept for the latest input signature as :meth:`_program` keeps
+        the compiled chains (:func:`~smcppl.core.plan.kept_for_signature`): inspecting the model traces it (tens
+        of milliseconds per call)."""
+        def inspect():
+            structure = static_structure(self.model, args, kwargs, hint)
+            if check is not None:
+                check(structure)
+            return structure
+
+        return kept_for_signature(self.__dict__.setdefault("_structures", {}), args, kwargs, inspect)
 
     def _program(self, args: tuple, kwargs: dict, chain_fn: Callable, settings: tuple) -> tuple:
         """``(program, data)``: ``program(keys, data)`` runs one chain per key (a ``vmap``) under ``jit``, with

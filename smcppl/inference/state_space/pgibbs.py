@@ -147,16 +147,20 @@ class ParticleGibbs(ParameterChains):
 
     def run(self, rng_key: jax.Array, *args, **kwargs) -> "ParticleGibbs":
         """Run ``num_chains`` chains on the model's arguments (the observations)."""
-        structure = self._structure(args, kwargs, "use StateSpaceFilter(...).smooth for its paths.")
+        def require_transition_density(structure):  # a property of the code: on zeros, under an abstract trace
+            def has_density():
+                theta0 = {k: jnp.zeros(structure.shapes[k].shape, structure.shapes[k].dtype)
+                          for k in structure.static_sites}
+                ssm = scan_state_space(self.model, theta0, *args, vectorize=False, **kwargs)
+                return ssm.log_transition is not None
 
-        def has_transition_density():  # a property of the code: checked on zeros, under an abstract trace
-            theta0 = {k: jnp.zeros(structure.shapes[k].shape, structure.shapes[k].dtype)
-                      for k in structure.static_sites}
-            return scan_state_space(self.model, theta0, *args, vectorize=False, **kwargs).log_transition is not None
+            if not run_abstractly(has_density):
+                raise StateSpaceModelError(
+                    "Particle Gibbs with ancestor sampling needs f_t(x_t | x_{t-1}) as a density of the state: the "
+                    "scan body's new carry must be a function of its latent sites.")
 
-        if not run_abstractly(has_transition_density):
-            raise StateSpaceModelError("Particle Gibbs with ancestor sampling needs f_t(x_t | x_{t-1}) as a density of "
-                                       "the state: the scan body's new carry must be a function of its latent sites.")
+        structure = self._structure(args, kwargs, "use StateSpaceFilter(...).smooth for its paths.",
+                                    require_transition_density)
         static = structure.static_sites
         settings = (self.num_particles, self.num_warmup, self.num_samples, self.target_acceptance)
         program, data = self._program(args, kwargs, lambda a, kw: self._chain_fn(a, kw, static), settings)

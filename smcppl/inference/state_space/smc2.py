@@ -167,19 +167,22 @@ class SMC2:
     def build(self, num_particles: int, *args, **kwargs) -> Plan:
         """The plan for the model's arguments ``*args, **kwargs`` (the observations): checks the model
         (static parameters present) before compiling; the array arguments are the plan's ``data``."""
-        # the model's inspection and the broadcasting check (decided on the concrete arguments: inside the
-        # compiled run they are traced), kept per input signature: a second run with inputs of the same shapes
-        # re-runs neither (its program is compiled once too)
+        # the model's inspection, the broadcasting check (decided on the concrete arguments: inside the compiled
+        # run they are traced) and the flat parameter vector's size and map back to the sites (shapes only, under an
+        # abstract trace), kept per input signature: a second run with inputs of the same shapes re-runs none of
+        # them (its program is compiled once too)
         hint = "there is nothing for SMC2 to sample. Use StateSpaceFilter to filter it."
-        structure, self._vectorize = kept_for_signature(
-            self.__dict__.setdefault("_inspections", {}), args, kwargs,
-            lambda: (static_structure(self.model, args, kwargs, hint), body_broadcasts(self.model, args, kwargs)))
-        static, num_steps = structure.static_sites, structure.length
         model = self.model
-        # the flat parameter vector's size and its map back to the sites: shapes only, under an abstract trace
-        flat0, unravel = run_abstractly(lambda: ravel_pytree(prior_draw(model, static, jax.random.key(0), *args,
-                                                                        **kwargs)))
-        dim = int(flat0.shape[0])
+
+        def inspect():
+            structure = static_structure(model, args, kwargs, hint)
+            flat0, unravel = run_abstractly(lambda: ravel_pytree(prior_draw(model, structure.static_sites,
+                                                                            jax.random.key(0), *args, **kwargs)))
+            return structure, body_broadcasts(model, args, kwargs), int(flat0.shape[0]), unravel
+
+        structure, self._vectorize, dim, unravel = kept_for_signature(
+            self.__dict__.setdefault("_inspections", {}), args, kwargs, inspect)
+        static, num_steps = structure.static_sites, structure.length
         data, rebuild = split_data(args, kwargs)
 
         def fk(values):
