@@ -25,6 +25,7 @@ import numpy as np
 
 from smcppl.core.entropic import with_entropic_correction
 from smcppl.core.engine import SMCError, SMCOutput, StepInfo, raise_if_failed, validate_num_particles
+from smcppl.core.checks import prng_key
 from smcppl.core.chain import count_distinct, final_draws, make_run_one
 from smcppl.core.plan import Pilot, Plan, input_signature
 from smcppl.core.result import SMCResult
@@ -237,8 +238,7 @@ class SMC:
         timeout: seconds to wait for the compiled runs (None: no limit). Past it,
         :class:`~smcppl.core.watchdog.SMCTimeoutError` names the likely cause (on CPU, XLA's thread pool
         wedging) and the workaround, instead of a silent infinite wait."""
-        if not isinstance(rng_key, jax.Array):
-            raise TypeError("rng_key must be a JAX PRNG key, e.g. jax.random.key(0).")
+        rng_key = prng_key(rng_key)  # a legacy PRNGKey(s) becomes key(s): the same stream, the same program
         timeout = validate_timeout(timeout)
         deadline = None if timeout is None else time.perf_counter() + timeout
         enable_compilation_cache()  # before building: building the plan compiles small programs too
@@ -253,8 +253,8 @@ class SMC:
         signature = input_signature(args, kwargs, by_value=not _data_holds_every_array(args, kwargs, plan.data))
         cache_key = None
         if signature is not None:
-            cache_key = (id(self.algorithm), signature, self.num_chains, method, self.record_ancestors,
-                         self.progress_bar, resampling)
+            cache_key = (id(self.algorithm), signature, rng_key.dtype, self.num_chains, method,
+                         self.record_ancestors, self.progress_bar, resampling)
             try:
                 hash(cache_key)
             except TypeError:
@@ -481,6 +481,10 @@ class SMC:
         ones) and keeps them for :meth:`to_arviz`'s ``posterior_predictive`` group (``az.plot_ppc``)."""
         self._check()
         from numpyro.infer import Predictive
+
+        rng_key = prng_key(rng_key)
+        if str(jax.random.key_impl(rng_key)) != "threefry2x32":  # NumPyro's Predictive fails on e.g. "rbg" keys
+            rng_key = jax.random.wrap_key_data(jax.random.bits(rng_key, (2,), jnp.uint32), impl="threefry2x32")
 
         model = getattr(self.algorithm, "model", None)
         if model is None:

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import pytest
 
 from smcppl import SMC, TemperedSMC
 from smcppl.runner import compilation_cache_dir
@@ -35,6 +36,11 @@ def test_second_run_reuses_compiled_code_and_matches_a_fresh_object():
     fresh = SMC(smc.algorithm, num_particles=300, num_chains=2).run(jax.random.key(1), **DATA)
     np.testing.assert_array_equal(second, np.asarray(fresh.log_evidence))
 
+    # NumPyro's habit, a legacy raw key: the same stream as key(1), so the same run, on the same program
+    smc.run(jax.random.PRNGKey(1), **DATA)
+    assert smc.timing["reused_compiled"] == 1
+    np.testing.assert_array_equal(second, np.asarray(smc.log_evidence))
+
     # new data of the same shapes: no compilation, and the posterior of the new data (exact mean known;
     # posterior sd 1/sqrt(6) = 0.41, 600 draws with ESS >= 100 give se < 0.05, so 0.2 is > 4 se)
     smc.run(jax.random.key(2), **OTHER)
@@ -42,6 +48,13 @@ def test_second_run_reuses_compiled_code_and_matches_a_fresh_object():
     exact = zoo.conjugate_gaussian_exact(**OTHER)
     assert np.max(np.abs(np.asarray(smc.get_samples()["theta"]).mean(0) - exact["mean"])) < 0.2
     assert abs(float(np.mean(smc.log_evidence)) - exact["log_evidence"]) < 0.5
+
+    # another kind of key is another program (it used to be handed to the threefry one: a TypeError of XLA's)
+    smc.run(jax.random.key(1, impl="rbg"), **DATA)
+    assert smc.timing["reused_compiled"] == 0 and np.all(np.isfinite(np.asarray(smc.log_evidence)))
+    for bad in (1, jax.random.split(jax.random.key(0), 2), np.zeros(2)):
+        with pytest.raises(TypeError, match="rng_key must be one JAX PRNG key"):
+            smc.run(bad, **DATA)
 
     # a different shape compiles again
     smc.run(jax.random.key(3), **zoo.conjugate_gaussian_data(dim=3, num_obs=6, seed=2))

@@ -393,6 +393,12 @@ def test_structure_and_theta_errors():
         StateSpaceFilter(lg_model, theta={**THETA, "x_init": 0.0}).build(8, Y)
     with pytest.raises(ValueError, match="proposal must be 'bootstrap'"):
         StateSpaceFilter(lg_model, proposal="optimal")
+    # a seed or a batch of keys where one key is expected: named before anything is traced
+    for call in (lambda k: PMMH(lg_model, 8, 2, 2).run(k, Y), lambda k: ParticleGibbs(lg_model, 8, 2, 2).run(k, Y),
+                 lambda k: StateSpaceFilter(lg_model, theta=THETA).smooth(k, 8, 2, Y)):
+        for bad in (0, jax.random.split(jax.random.key(0), 2)):
+            with pytest.raises(TypeError, match="rng_key must be one JAX PRNG key"):
+                call(bad)
 
 
 def test_inspection_computes_nothing():

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["positive_int", "finite_float", "positive_float", "open_unit_interval", "one_of", "renamed_keyword"]
+__all__ = ["positive_int", "finite_float", "positive_float", "open_unit_interval", "one_of", "renamed_keyword",
+           "prng_key"]
 
 
 def positive_int(value, what: str) -> int:
@@ -81,3 +82,26 @@ def renamed_keyword(new_value: Any, old_value: Any, new: str, old: str, owner: s
     warnings.warn(f"{owner}({old}=...) is deprecated: use {new}=... instead.", DeprecationWarning,
                   stacklevel=stacklevel)
     return old_value
+
+
+def prng_key(value, what: str = "rng_key"):
+    """One JAX PRNG key as a typed key array (``jax.random.key``'s kind, shape ``()``).
+
+    A legacy raw key (``jax.random.PRNGKey(0)``: ``uint32[2]``, also as a NumPy array) is wrapped with
+    ``jax.random.wrap_key_data``: the same random stream, so ``PRNGKey(s)`` and ``key(s)`` give the same
+    run and share one compiled program. Anything else (an integer seed, a batch of keys, floats) is a
+    TypeError naming ``what`` and what to pass instead."""
+    import jax
+    import jax.numpy as jnp
+
+    if isinstance(value, (jax.Array, np.ndarray)):
+        if jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
+            if value.shape == ():
+                return value
+        elif value.dtype == np.uint32 and value.shape == (2,):
+            return jax.random.wrap_key_data(jax.device_put(value), impl="threefry2x32")
+        got = f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    else:
+        got = f"{type(value).__name__} {value!r}"[:80]
+    raise TypeError(f"{what} must be one JAX PRNG key, e.g. jax.random.key(0) (or jax.random.PRNGKey(0)); got {got}. "
+                    "For several independent runs pass one key and set num_chains.")

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from smcppl.core.checks import open_unit_interval
+from smcppl.core.checks import open_unit_interval, prng_key
 from smcppl.core.engine import FeynmanKac
 from smcppl.core.plan import Plan, kept_for_signature, run_abstractly, split_data
 from smcppl.core.policy import as_resampling
@@ -255,6 +255,7 @@ class StateSpaceFilter:
         :meth:`build`): a second call with a new key or new data of the same shapes compiles nothing."""
         from smcppl.inference.state_space.smoothing import smooth
 
+        rng_key = prng_key(rng_key)
         data, merge = split_data(args, kwargs)
 
         def compile_smoother():

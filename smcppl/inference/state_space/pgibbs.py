@@ -27,6 +27,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer.util import _unconstrain_reparam, log_density
 
+from smcppl.core.checks import prng_key
 from smcppl.core.plan import run_abstractly
 from smcppl.core.resampling import multinomial
 from smcppl.core.weights import normalize, sanitize
@@ -147,6 +148,8 @@ class ParticleGibbs(ParameterChains):
 
     def run(self, rng_key: jax.Array, *args, **kwargs) -> "ParticleGibbs":
         """Run ``num_chains`` chains on the model's arguments (the observations)."""
+        rng_key = prng_key(rng_key)
+
         def require_transition_density(structure):  # a property of the code: on zeros, under an abstract trace
             def has_density():
                 theta0 = {k: jnp.zeros(structure.shapes[k].shape, structure.shapes[k].dtype)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from smcppl.core.checks import prng_key
 from smcppl.core.engine import run_fixed
 from smcppl.core.policy import as_resampling
 from smcppl.core.weights import sanitize
@@ -102,6 +103,7 @@ class PMMH(ParameterChains):
 
     def run(self, rng_key: jax.Array, *args, **kwargs) -> "PMMH":
         """Run ``num_chains`` chains on the model's arguments (the observations)."""
+        rng_key = prng_key(rng_key)
         structure = self._structure(args, kwargs, "there is nothing for PMMH to sample. Use StateSpaceFilter to "
                                                   "filter it.")
         static = structure.static_sites
