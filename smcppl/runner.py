@@ -27,7 +27,7 @@ from smcppl.core.entropic import with_entropic_correction
 from smcppl.core.engine import SMCError, SMCOutput, StepInfo, raise_if_failed, validate_num_particles
 from smcppl.core.checks import prng_key
 from smcppl.core.chain import count_distinct, final_draws, make_run_one
-from smcppl.core.plan import Pilot, Plan, input_signature
+from smcppl.core.plan import Pilot, Plan, input_signature, settings_signature
 from smcppl.core.result import SMCResult
 from smcppl.core.policy import Resampling, validate_resampling
 from smcppl.core.watchdog import call_with_timeout, validate_timeout
@@ -232,8 +232,9 @@ class SMC:
         chains); a second call with inputs of the same structure, shapes and dtypes (and the same non-array
         arguments) runs the code compiled by the first (new keys and new data need no compilation);
         across processes JAX's persistent compilation cache (:func:`enable_compilation_cache`,
-        ``$SMCPPL_COMPILATION_CACHE``) re-uses compiled programs. Changing the algorithm object's settings
-        in place after a run is not detected: build a new algorithm instead.
+        ``$SMCPPL_COMPILATION_CACHE``) re-uses compiled programs. A setting changed in place between calls
+        (``smc.num_particles``, ``smc.algorithm.max_stages``: :func:`~smcppl.core.plan.settings_signature`)
+        or another kind of key compiles again rather than re-using a program built for the old one.
 
         timeout: seconds to wait for the compiled runs (None: no limit). Past it,
         :class:`~smcppl.core.watchdog.SMCTimeoutError` names the likely cause (on CPU, XLA's thread pool
@@ -253,8 +254,9 @@ class SMC:
         signature = input_signature(args, kwargs, by_value=not _data_holds_every_array(args, kwargs, plan.data))
         cache_key = None
         if signature is not None:
-            cache_key = (id(self.algorithm), signature, rng_key.dtype, self.num_chains, method,
-                         self.record_ancestors, self.progress_bar, resampling)
+            cache_key = (id(self.algorithm), settings_signature(self.algorithm), signature, rng_key.dtype,
+                         self.num_particles, self.num_chains, method, self.record_ancestors, self.progress_bar,
+                         resampling)
             try:
                 hash(cache_key)
             except TypeError:

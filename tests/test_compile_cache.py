@@ -15,6 +15,7 @@ import numpyro.distributions as dist
 import pytest
 
 from smcppl import SMC, TemperedSMC
+from smcppl.core.plan import settings_signature
 from smcppl.runner import compilation_cache_dir
 from smcppl.models import zoo
 
@@ -56,9 +57,22 @@ def test_second_run_reuses_compiled_code_and_matches_a_fresh_object():
         with pytest.raises(TypeError, match="rng_key must be one JAX PRNG key"):
             smc.run(bad, **DATA)
 
-    # a different shape compiles again
+    # a different shape compiles again, and so does a number of particles changed in place (it used to
+    # re-use the program of the old number and return its draws)
+    smc.num_particles = 400
     smc.run(jax.random.key(3), **zoo.conjugate_gaussian_data(dim=3, num_obs=6, seed=2))
     assert smc.timing["reused_compiled"] == 0
+    assert np.asarray(smc.get_samples(group_by_chain=True)["theta"]).shape == (2, 400, 3)
+
+
+def test_settings_changed_in_place_change_the_programs_key():
+    alg = _alg()
+    before = settings_signature(alg)
+    assert settings_signature(alg) == before and hash(before) is not None
+    alg.max_stages = 100  # a constant of the compiled program (the target ESS, an input of it, is keyed too)
+    assert settings_signature(alg) != before
+    alg.max_stages = _alg().max_stages
+    assert settings_signature(alg) == before
 
 
 class _CompileLog(logging.Handler):

@@ -17,7 +17,8 @@ from smcppl.core.checks import renamed_keyword
 from smcppl.core.engine import FeynmanKac
 from smcppl.core.policy import Resampling
 
-__all__ = ["Plan", "Pilot", "split_data", "input_signature", "kept_for_signature", "run_abstractly",
+__all__ = ["Plan", "Pilot", "split_data", "input_signature", "settings_signature", "kept_for_signature",
+           "run_abstractly",
            "ONE_SHOT_COMPILER_OPTIONS"]
 
 
@@ -171,3 +172,35 @@ def input_signature(args: Sequence, kwargs: dict, by_value: bool = False) -> Opt
                 return None
             sig.append(("value", type(x).__name__, x))
     return (treedef, tuple(sig))
+
+
+def settings_signature(algorithm: Any, max_hashed_size: int = 4096) -> tuple:
+    """Hashable description of an algorithm object's public settings (attributes not starting with ``_``),
+    so that a compiled program kept for the object is not re-used after a setting was changed in place
+    (``smc.algorithm.max_stages = 100``). Leaves: hashable values (numbers, strings, functions by identity)
+    as they are, arrays of at most ``max_hashed_size`` entries by their contents, larger arrays (e.g. a
+    policy's weights) and unhashable objects by their identity."""
+    parts = []
+    for name, value in sorted(vars(algorithm).items()):
+        if name.startswith("_"):
+            continue
+        leaves, treedef = jax.tree_util.tree_flatten(value)
+        sig = []
+        for x in leaves:
+            if isinstance(x, (np.ndarray, jax.Array, np.generic)):
+                try:
+                    if np.size(x) > max_hashed_size:
+                        raise ValueError("large")
+                    data = np.ascontiguousarray(jax.device_get(x))
+                    sig.append(("array", data.shape, str(data.dtype), hashlib.blake2b(data.tobytes(),
+                                                                                      digest_size=16).hexdigest()))
+                except Exception:  # large, a tracer, a key array: by identity
+                    sig.append(("array", tuple(np.shape(x)), str(x.dtype), id(x)))
+                continue
+            try:
+                hash(x)
+                sig.append(("value", x))
+            except TypeError:
+                sig.append(("id", id(x)))
+        parts.append((name, treedef, tuple(sig)))
+    return tuple(parts)
