@@ -183,7 +183,17 @@ def discrete(y=None):
     numpyro.sample("y", dist.Normal(k, 1.0), obs=y)
 
 
+def subsampled(x, y=None):
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+    with numpyro.plate("data", x.shape[0], subsample_size=2) as idx:
+        numpyro.sample("y", dist.Normal(b * x[idx], 1.0), obs=None if y is None else y[idx])
+
+
 def test_model_errors_name_the_offending_site_or_argument():
+    # a subsampling plate: a subsample drawn once would be sampled as if it were the data (it used to run, and
+    # report a healthy run of the wrong posterior)
+    with pytest.raises(ModelError, match=r"plate 'data'.*subsample_size=2 of 3"):
+        numpyro_density(subsampled, (np.arange(3.0),), {"y": np.zeros(3)})
     with pytest.raises(ModelError, match=r"'mu'.*ImproperUniform.*proper prior"):
         numpyro_density(improper, (), {"y": 1.0})
     x = np.array([0.0, np.nan, 1.0])

@@ -203,10 +203,18 @@ class _Sites(NamedTuple):
 def _classify_sites(tr, name: str, likelihood_sites: Optional[Sequence[str]], factors_as_likelihood: bool,
                     require_continuous: bool) -> _Sites:
     """Sort the sample sites of trace ``tr`` (Jacobian factor sites ``_<s>_log_det`` aside) and refuse a
-    model smcppl cannot sample: discrete latents, no latent site, no likelihood, unknown
+    model smcppl cannot sample: subsampling plates, discrete latents, no latent site, no likelihood, unknown
     ``likelihood_sites``, a latent support without a bijection to the real space."""
     latent, observed, factors, discrete = [], [], [], []
     for site_name, site in tr.items():
+        if site["type"] == "plate":
+            size, subsample_size = site["args"]
+            if subsample_size is not None and subsample_size != size:
+                raise ModelError(
+                    f"The plate {site_name!r} of {name!r} subsamples its data (subsample_size={subsample_size} of "
+                    f"{size}). Tempered SMC needs the whole likelihood, and with a subsample fixed once it would "
+                    "sample the wrong posterior: drop subsample_size (as for NumPyro's HMC and NUTS, which refuse "
+                    "it too).")
         if site["type"] != "sample" or _is_log_det_site(site_name):
             continue
         if site["is_observed"]:
