@@ -360,7 +360,10 @@ def _model_with(kind):
 
         def body(x, y_t):
             x = numpyro.sample("x", dist.Normal(a * x, 1.0))
-            if kind != "no_obs":
+            if kind == "subsample":
+                with numpyro.plate("rep", 3, subsample_size=1):
+                    numpyro.sample("y", dist.Normal(x, 1.0), obs=jnp.full((1,), y_t))
+            elif kind != "no_obs":
                 numpyro.sample("y", dist.Normal(x, 1.0), obs=y_t)
             return x, None
 
@@ -381,6 +384,16 @@ def _model_with(kind):
 def test_models_that_do_not_fit_raise(kind, match):
     with pytest.raises(StateSpaceModelError, match=match):
         inspect_scan_model(_model_with(kind), Y)
+
+
+def test_subsampling_plates_are_refused():
+    """A plate with subsample_size in the scan body: a subsample drawn once would be filtered as if it were the
+    data (PMMH used to run it; the filter failed inside NumPyro)."""
+    model = _model_with("subsample")
+    for run in (lambda: StateSpaceFilter(model, theta={"a": 0.5}).build(8, Y),
+                lambda: PMMH(model, 8, 2, 2).run(jax.random.key(0), Y)):
+        with pytest.raises(StateSpaceModelError, match=r"plate 'rep' subsamples its data \(subsample_size=1 of 3\)"):
+            run()
 
 
 def test_structure_and_theta_errors():

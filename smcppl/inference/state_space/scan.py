@@ -159,6 +159,20 @@ def _prefix(model, args, kwargs, values: dict, key):
     return cap.calls[0], tr
 
 
+def _refuse_subsampling(sites) -> None:
+    """A StateSpaceModelError for a plate with ``subsample_size`` below its size (NumPyro's plate messages carry
+    ``args = (size, subsample_size)``)."""
+    for site in sites:
+        if site["type"] != "plate":
+            continue
+        size, subsample_size = site["args"]
+        if subsample_size is not None and isinstance(size, (int, np.integer)) and subsample_size != size:
+            raise StateSpaceModelError(
+                f"The plate {site['name']!r} subsamples its data (subsample_size={subsample_size} of {size}): "
+                "particle filters weight by the whole likelihood, and a subsample drawn once would be filtered as "
+                "if it were the data. Drop subsample_size.")
+
+
 def inspect_scan_model(model: Callable, *args, **kwargs) -> ScanStructure:
     """Check that ``model(*args, **kwargs)`` is a state-space model of the scan form and sort its sites;
     raises :class:`StateSpaceModelError` naming the offending site otherwise. The model runs under an abstract
@@ -178,6 +192,7 @@ def _inspect(model: Callable, args: tuple, kwargs: dict) -> ScanStructure:
     if len(cap.calls) > 1:
         raise StateSpaceModelError(f"The model calls scan {len(cap.calls)} times; a state-space model has one time "
                                    "loop. Merge the loops into one scan body, or use the lower-level StateSpace form.")
+    _refuse_subsampling(tr.values())  # the body's plates: by run_body, where their sizes are Python numbers
     call = cap.calls[0]
     if call.reverse or call.history != 1:
         raise StateSpaceModelError(f"The model's scan has reverse={call.reverse}, history={call.history}; particle "
@@ -239,6 +254,7 @@ def run_body(f: Callable, carry: Any, x_t: Any, key: Optional[jax.Array] = None,
         new_carry, _ = cap(carry, x_t)
     if cap.calls:
         raise StateSpaceModelError("The scan body calls scan itself: nested scans are not supported.")
+    _refuse_subsampling(tr.values())
     sites = [s for s in tr.values() if s["type"] == "sample"]
     z = {s["name"]: s["value"] for s in sites if not s["is_observed"]}
     zero = jnp.zeros(() if num_particles is None else (num_particles,))
