@@ -103,6 +103,22 @@ def _rhat_stats(chains):
                        "beta": (("chain", "stage"), np.ones((chains, 1)))}, attrs={"num_particles": 0})
 
 
+def test_too_few_distinct_draws_are_flagged_whatever_the_number_of_particles():
+    """A fraction-based collapse check passes a tiny population (N = 2 ran with a log Z 33 nats off and every check
+    passed): fewer than MIN_DISTINCT_DRAWS distinct draws is flagged on its own."""
+    from smcppl.diagnostics.health import MIN_DISTINCT_DRAWS, check_health
+
+    stats = _rhat_stats(2)
+    stats["n_unique_draws"] = ("chain", np.array([MIN_DISTINCT_DRAWS - 1, MIN_DISTINCT_DRAWS]))
+    stats.attrs.update(num_particles=100, continuous_state=1)
+    report = check_health(stats)
+    assert [(f.check, "chain(s) [0]" in f.message) for f in report.flags] == [("few_draws", True)], report
+    stats.attrs.update(num_particles=1000)  # 19 of 1000 is a collapse, flagged as such (not twice)
+    assert [f.check for f in check_health(stats).flags] == ["collapse"]
+    stats.attrs.update(continuous_state=0)  # copies are expected of discrete states (sequence filters)
+    assert check_health(stats).ok
+
+
 def test_rhat_bound_tightens_with_the_draws_per_chain():
     """Four chains whose centres are 0.2 sd apart (split R-hat ~1.02-1.03): by chance with 300 draws per
     chain (R-hat^2 - 1 ~ 1/ESS_chain, bound 1.05), not with 2000 (bound 1.01, which a fixed 1.05 missed:

@@ -8,6 +8,9 @@ netCDF file):
   continuous states, where exact copies can only come from resampling). Moves that do not move
   (acceptance 0, divergences) leave copies of a few particles, and every posterior number, ESS
   included, then describes a handful of points.
+* ``few_draws``: fewer than ``MIN_DISTINCT_DRAWS`` (20) distinct final draws in a chain (continuous states),
+  however few particles were asked for: a run of ``N = 2`` particles passed every relative check with a log Z
+  33 nats off. Twenty points are about the fewest on which R-hat's bound (ten effective draws) still means something.
 * ``final_ess``: the final weights' ESS/N below ``MIN_FINAL_ESS`` (10%): the draws come from fewer
   than one in ten particles (degenerate weights, e.g. a corrector outside its safe range).
 * ``divergences``: a stage in which more than ``MAX_DIVERGENT_FRACTION`` (half) of the MCMC transitions
@@ -52,10 +55,11 @@ if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = ["SMCHealthWarning", "HealthFlag", "HealthReport", "check_health", "split_rhat", "warn_health",
-           "MIN_UNIQUE_FRACTION", "MIN_FINAL_ESS", "MAX_DIVERGENT_FRACTION", "MIN_ACCEPTANCE",
+           "MIN_UNIQUE_FRACTION", "MIN_DISTINCT_DRAWS", "MIN_FINAL_ESS", "MAX_DIVERGENT_FRACTION", "MIN_ACCEPTANCE",
            "MAX_LOG_EVIDENCE_SD", "MAX_RHAT", "MIN_RHAT", "RHAT_ESS_FRACTION", "rhat_bound"]
 
 MIN_UNIQUE_FRACTION = 0.1
+MIN_DISTINCT_DRAWS = 20
 MIN_FINAL_ESS = 0.1
 MAX_DIVERGENT_FRACTION = 0.5
 MIN_ACCEPTANCE = 0.02
@@ -181,6 +185,12 @@ def check_health(stats: xr.Dataset, posterior: Optional[Mapping] = None, max_rha
                 "the population collapsed onto a few particles (moves that do not move, or degenerate weights); "
                 "posterior means and ESS are not trustworthy. Look at acceptance/divergences in smc_stats; try "
                 "another move (move='rwm' or 'mala'), more mcmc steps, or reparametrise the model.")))
+        few = (uniq < MIN_DISTINCT_DRAWS) & ~bad
+        if few.any():
+            flags.append(HealthFlag("few_draws", (
+                f"only {', '.join(str(int(u)) for u in uniq[few])} distinct draws in chain(s) {_chains(few)} "
+                f"(num_particles = {n}): posterior summaries and log Z rest on too few points to be trusted. Use "
+                "more particles (hundreds to thousands).")))
     ess = _per_stage(stats, "ess")
     if ess is not None:
         final = np.array([ess[c, max(int(k) - 1, 0)] for c, k in enumerate(n_stages)])
