@@ -369,10 +369,10 @@ class SMC:
     @staticmethod
     def _check_health(result: SMCResult):
         """Health checks of this run (:mod:`smcppl.diagnostics.health`), one warning per failed check."""
-        from smcppl.diagnostics.export import smc_stats_dataset
         from smcppl.diagnostics.health import check_health, warn_health
+        from smcppl.diagnostics.stats import smc_stats_arrays  # plain arrays: a run imports no xarray
 
-        stats = smc_stats_dataset(result.output, result.attrs, result.draw_stats)
+        stats = smc_stats_arrays(result.output, result.attrs, result.draw_stats)
         report = check_health(stats, jax.device_get(result.samples))
         warn_health(report, result.name, stacklevel=5)
         return report

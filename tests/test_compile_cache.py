@@ -141,7 +141,9 @@ SCRIPT = textwrap.dedent("""
     from smcppl.models import zoo
     smc = SMC(TemperedSMC(zoo.beta_binomial, move="rwm", num_mcmc_steps=1, tuning="weighted"), num_particles=64)
     smc.run(jax.random.key(0), n=20, k=7)
-    print(json.dumps({"hits": len(hits), "log_z": float(smc.log_evidence[0])}))
+    import sys  # a run (health checks included) loads no xarray/pandas: they are the export's (~0.2 s)
+    print(json.dumps({"hits": len(hits), "log_z": float(smc.log_evidence[0]),
+                      "export_modules": sorted(m for m in ("xarray", "pandas", "arviz") if m in sys.modules)}))
 """)
 
 
@@ -154,6 +156,7 @@ def test_fresh_process_reuses_the_persistent_cache(tmp_path):
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     assert runs[0]["hits"] == 0 and runs[1]["hits"] >= 1, runs
     assert runs[0]["log_z"] == runs[1]["log_z"]
+    assert runs[0]["export_modules"] == [], runs[0]
 
 
 def test_no_reuse_when_an_algorithm_bakes_array_inputs_into_the_code():

@@ -37,6 +37,8 @@ import xarray as xr
 
 from smcppl.core.engine import SMCOutput
 from smcppl.core.result import SMCResult
+from smcppl.diagnostics.stats import (_CORE_STATS, _add_chain_axis, _log_normalize_np, _named_leaves, _np,  # noqa: F401
+                                      smc_stats_arrays)
 
 __all__ = [
     "to_datatree",
@@ -55,9 +57,6 @@ __all__ = [
 ]
 
 SMC_STATS_GROUP = "smc_stats"
-_CORE_STATS = ("ess", "entropy", "tau", "resampled", "n_unique_ancestors", "log_evidence_increment",
-               "running_log_evidence", "log_evidence", "log_marginal_likelihood", "n_stages", "ancestors",
-               "final_log_weight", "n_unique_draws")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -71,10 +70,6 @@ def arviz_major_version() -> int:
         import arviz
 
         return int(arviz.__version__.split(".")[0])
-
-
-def _np(x):
-    return np.asarray(jax.device_get(x))
 
 
 def clean_attrs(attrs: Optional[Mapping], prefix: str = "") -> dict:
@@ -117,26 +112,6 @@ def _library_version() -> str:
 def _base_attrs():
     return {"created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "inference_library": "smcppl", "inference_library_version": _library_version()}
-
-
-def _named_leaves(tree, default="x") -> dict:
-    """A particle pytree as ``{name: array}`` (dict keys joined with ``_``; a bare array is ``default``)."""
-    if isinstance(tree, Mapping) and all(not isinstance(v, Mapping) for v in tree.values()):
-        return {str(k): v for k, v in tree.items()}
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    if len(leaves) == 1 and not leaves[0][0]:
-        return {default: leaves[0][1]}
-    out = {}
-    for path, leaf in leaves:
-        parts = []
-        for p in path:
-            parts.append(str(getattr(p, "key", getattr(p, "idx", getattr(p, "name", p)))))
-        out["_".join(parts) or default] = leaf
-    return out
-
-
-def _add_chain_axis(tree):
-    return jax.tree_util.tree_map(lambda x: np.asarray(x)[None], tree)
 
 
 def _var_dims(name, shape, dims_meta, sizes):
@@ -189,75 +164,14 @@ def _apply_per_chain(fn, particles, what):
                            f"({type(e).__name__}: {e}).") from e
 
 
-def _log_normalize_np(lw):
-    lw = np.where(np.isnan(lw), -np.inf, lw.astype(float))
-    m = np.max(lw, axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    lse = m + np.log(np.sum(np.exp(lw - m), axis=-1, keepdims=True))
-    return lw - lse
-
-
 # ------------------------------------------------------------------------------------------ smc_stats
 def smc_stats_dataset(output: SMCOutput, attrs: Optional[Mapping] = None,
                       draw_stats: Optional[Mapping] = None) -> xr.Dataset:
     """The ``smc_stats`` group of an :class:`~smcppl.core.engine.SMCOutput` (with or without a chain axis);
-    ``draw_stats`` (the runner's, see :func:`smcppl.runner.final_draws`) adds ``n_unique_draws``."""
-    if np.ndim(_np(output.log_evidence)) == 0:
-        output = _add_chain_axis(output)
-        draw_stats = None if draw_stats is None else _add_chain_axis(draw_stats)
-    n_stages = _np(output.n_stages).astype(np.int64).reshape(-1)
-    # adaptive runs: drop the padding that no chain used
-    used = max(int(n_stages.max()), 1)
-    tr = jax.tree_util.tree_map(lambda x: _np(x)[:, :used], output.trace)
-    ess = tr.ess
-    num_chains, capacity = ess.shape[:2]
-    stage = np.arange(capacity)
-    valid = stage[None, :] < n_stages[:, None]
-
-    def masked(x):
-        x = np.array(_np(x))
-        m = valid.reshape(valid.shape + (1,) * (x.ndim - 2))
-        m = np.broadcast_to(m, x.shape)
-        if np.issubdtype(x.dtype, np.floating):
-            return np.where(m, x, np.nan)
-        if x.dtype == np.bool_:
-            return np.where(m, x, False)
-        return np.where(m, x, -1)
-
-    running = masked(tr.log_evidence).astype(float)
-    increment = np.diff(running, axis=1, prepend=0.0)
-    vars_ = {
-        "ess": (("chain", "stage"), masked(ess)),
-        "entropy": (("chain", "stage"), masked(tr.entropy)),
-        "tau": (("chain", "stage"), masked(tr.tau)),
-        "resampled": (("chain", "stage"), masked(tr.resampled).astype(bool)),
-        "n_unique_ancestors": (("chain", "stage"), masked(tr.n_unique_ancestors).astype(np.int64)),
-        "log_evidence_increment": (("chain", "stage"), increment),
-        "running_log_evidence": (("chain", "stage"), running),
-    }
-    for source, tree in (("params", tr.params), ("move_info", tr.move_info), ("summary", tr.summary)):
-        if tree is None:
-            continue
-        for name, v in _named_leaves(tree, default={"params": "param"}.get(source, source)).items():
-            v = _np(v)
-            if v.shape != (num_chains, capacity) or v.dtype == object:
-                continue  # only scalar-per-stage entries are exported
-            if name in vars_ or name in _CORE_STATS:
-                name = f"{source}_{name}"
-            vars_[name] = (("chain", "stage"), masked(v))
-    coords = {"chain": np.arange(num_chains), "stage": stage}
-    if tr.ancestors is not None:
-        anc = masked(tr.ancestors).astype(np.int64)
-        vars_["ancestors"] = (("chain", "stage", "particle"), anc)
-    final_lw = _np(output.state.log_weights)
-    vars_["final_log_weight"] = (("chain", "particle"), _log_normalize_np(final_lw))
-    coords["particle"] = np.arange(final_lw.shape[-1])
-    vars_["log_evidence"] = (("chain",), _np(output.log_evidence).astype(float).reshape(-1))
-    vars_["log_marginal_likelihood"] = vars_["log_evidence"]  # alias: PyMC's name for it in SMC sample_stats
-    vars_["n_stages"] = (("chain",), n_stages)
-    if draw_stats is not None and "n_unique" in draw_stats:
-        vars_["n_unique_draws"] = (("chain",), _np(draw_stats["n_unique"]).astype(np.int64).reshape(-1))
-    return xr.Dataset(vars_, coords=coords, attrs=dict(attrs or {}))
+    ``draw_stats`` (the runner's, see :func:`smcppl.runner.final_draws`) adds ``n_unique_draws``. The arrays
+    are :func:`smcppl.diagnostics.stats.smc_stats_arrays` (what the health checks of a run read)."""
+    table = smc_stats_arrays(output, attrs, draw_stats)
+    return xr.Dataset(table.data_vars, coords=table.coords, attrs=table.attrs)
 
 
 # ------------------------------------------------------------------------------------------ exporters

@@ -46,13 +46,15 @@ netCDF file):
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Mapping, NamedTuple, Optional
+from typing import TYPE_CHECKING, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 
 
 if TYPE_CHECKING:
     import xarray as xr
+
+    from smcppl.diagnostics.stats import StatsArrays
 
 __all__ = ["SMCHealthWarning", "HealthFlag", "HealthReport", "check_health", "split_rhat", "warn_health",
            "MIN_UNIQUE_FRACTION", "MIN_DISTINCT_DRAWS", "MIN_FINAL_ESS", "MAX_DIVERGENT_FRACTION", "MIN_ACCEPTANCE",
@@ -161,8 +163,10 @@ def _more_accuracy(attrs: Mapping) -> str:
     return "Use more particles or more MCMC steps per stage"
 
 
-def check_health(stats: xr.Dataset, posterior: Optional[Mapping] = None, max_rhat_elements: int = 200) -> HealthReport:
-    """Run the checks of the module docstring on an ``smc_stats`` Dataset (with the run's attrs:
+def check_health(stats: Union[xr.Dataset, StatsArrays], posterior: Optional[Mapping] = None,
+                 max_rhat_elements: int = 200) -> HealthReport:
+    """Run the checks of the module docstring on an ``smc_stats`` Dataset or its plain arrays
+    (:class:`~smcppl.diagnostics.stats.StatsArrays`; with the run's attrs:
     ``num_particles``, ``continuous_state``, ``max_stages``) and, for R-hat, the posterior draws
     ``{name: [chain, draw, ...]}``. Returns a :class:`HealthReport`."""
     flags = []

@@ -229,7 +229,8 @@ def _classify_sites(tr, name: str, likelihood_sites: Optional[Sequence[str]], fa
             f"The model {name!r} has discrete latent site(s) {discrete}. smcppl's tempered samplers move "
             "particles in a continuous unconstrained space and do not enumerate discrete sites: marginalise "
             "them out by hand (sum over their values with numpyro.factor, or use a mixture distribution such as "
-            "MixtureSameFamily) or make them observed.")
+            "MixtureSameFamily) or make them observed. If they are your data, pass them to run() (e.g. "
+            f"run(key, ..., {discrete[0]}=...)): a site whose obs is None is sampled as a latent.")
     if not latent:
         raise ModelError(f"The model {name!r} has no latent sample sites: there is nothing to sample.")
     if likelihood_sites is None:
