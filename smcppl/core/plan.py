@@ -150,6 +150,11 @@ def kept_for_signature(store: dict, args: Sequence, kwargs: dict, compute: Calla
     return value
 
 
+def _digest(x) -> str:
+    """A digest of an array's bytes (its contents, for keys of compiled programs that hold it as a constant)."""
+    return hashlib.blake2b(np.ascontiguousarray(jax.device_get(x)).tobytes(), digest_size=16).hexdigest()
+
+
 def input_signature(args: Sequence, kwargs: dict, by_value: bool = False) -> Optional[tuple]:
     """Hashable description of model inputs for the compiled-code cache: structure, array shapes and
     dtypes (arrays are arguments of the compiled code) and the values of everything else (Python numbers,
@@ -160,9 +165,7 @@ def input_signature(args: Sequence, kwargs: dict, by_value: bool = False) -> Opt
     sig = []
     for x in leaves:
         if isinstance(x, (np.ndarray, jax.Array)) and np.ndim(x) > 0:
-            digest = hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).hexdigest() if by_value \
-                else None
-            sig.append(("array", tuple(np.shape(x)), str(x.dtype), digest))
+            sig.append(("array", tuple(np.shape(x)), str(x.dtype), _digest(x) if by_value else None))
         elif isinstance(x, (np.ndarray, jax.Array, np.generic)):
             sig.append(("scalar", str(x.dtype), np.asarray(x).item()))
         else:
@@ -191,11 +194,10 @@ def settings_signature(algorithm: Any, max_hashed_size: int = 4096) -> tuple:
                 try:
                     if np.size(x) > max_hashed_size:
                         raise ValueError("large")
-                    data = np.ascontiguousarray(jax.device_get(x))
-                    sig.append(("array", data.shape, str(data.dtype), hashlib.blake2b(data.tobytes(),
-                                                                                      digest_size=16).hexdigest()))
+                    digest = _digest(x)
                 except Exception:  # large, a tracer, a key array: by identity
-                    sig.append(("array", tuple(np.shape(x)), str(x.dtype), id(x)))
+                    digest = id(x)
+                sig.append(("array", tuple(np.shape(x)), str(x.dtype), digest))
                 continue
             try:
                 hash(x)

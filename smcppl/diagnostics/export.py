@@ -37,8 +37,7 @@ import xarray as xr
 
 from smcppl.core.engine import SMCOutput
 from smcppl.core.result import SMCResult
-from smcppl.diagnostics.stats import (_CORE_STATS, _add_chain_axis, _log_normalize_np, _named_leaves, _np,  # noqa: F401
-                                      smc_stats_arrays)
+from smcppl.diagnostics.stats import _add_chain_axis, _log_normalize_np, _named_leaves, _np, smc_stats_arrays
 
 __all__ = [
     "to_datatree",
