@@ -466,9 +466,10 @@ class SMC:
         from smcppl.diagnostics.export import _apply_per_chain
 
         fields = {}
-        stats_fn = (self.plan.metadata or {}).get("sample_stats")
-        if callable(stats_fn):
-            fields.update(_apply_per_chain(stats_fn, self.final_particles, "sample_stats"))
+        metadata = self.plan.metadata or {}
+        if callable(metadata.get("sample_stats")):
+            fields.update(_apply_per_chain(metadata["sample_stats"], self.final_particles, "sample_stats",
+                                           metadata.get("data")))
         fields["lineage"] = self.draw_stats["lineage"]
         fields = {k: np.asarray(v) for k, v in fields.items()}
         if group_by_chain:

@@ -16,6 +16,7 @@ import pytest
 
 from smcppl import SMC, TemperedSMC
 from smcppl.core.plan import settings_signature
+from smcppl.diagnostics.export import to_datatree
 from smcppl.runner import compilation_cache_dir
 from smcppl.models import zoo
 
@@ -42,10 +43,24 @@ def test_second_run_reuses_compiled_code_and_matches_a_fresh_object():
     assert smc.timing["reused_compiled"] == 1
     np.testing.assert_array_equal(second, np.asarray(smc.log_evidence))
 
+    smc.to_arviz()  # compiles the export's programs (sample_stats, pointwise log-likelihood)
+
     # new data of the same shapes: no compilation, and the posterior of the new data (exact mean known;
     # posterior sd 1/sqrt(6) = 0.41, 600 draws with ESS >= 100 give se < 0.05, so 0.2 is > 4 se)
     smc.run(jax.random.key(2), **OTHER)
     assert smc.timing["reused_compiled"] == 1
+    # its export traces nothing (the programs take the data as an input; they used to be traced again for every
+    # run) and holds the new data's log-likelihood
+    traced = _CompileLog()
+    logging.getLogger("jax").addHandler(traced)
+    try:
+        with jax.log_compiles(True):
+            tree = to_datatree(smc)
+    finally:
+        logging.getLogger("jax").removeHandler(traced)
+    assert traced.traced == [], traced.traced
+    np.testing.assert_allclose(tree["log_likelihood"]["y"].values.reshape(2, 300, -1).sum(-1).reshape(-1),
+                               np.asarray(smc.final_particles["loglik"]).reshape(-1), rtol=1e-4, atol=1e-3)
     exact = zoo.conjugate_gaussian_exact(**OTHER)
     assert np.max(np.abs(np.asarray(smc.get_samples()["theta"]).mean(0) - exact["mean"])) < 0.2
     assert abs(float(np.mean(smc.log_evidence)) - exact["log_evidence"]) < 0.5
@@ -81,10 +96,12 @@ class _CompileLog(logging.Handler):
 
     def __init__(self):
         super().__init__()
-        self.count, self.names = 0, []
+        self.count, self.names, self.traced = 0, [], []
 
     def emit(self, record):
         message = record.getMessage()
+        if message.startswith("Finished tracing"):
+            self.traced.append(message[:120])
         if message.startswith("Finished XLA compilation of "):
             self.names.append(message.split("Finished XLA compilation of ", 1)[1].split(" in ")[0])
         if "Finished XLA compilation of jit(run_one)" in message:

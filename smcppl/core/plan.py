@@ -76,7 +76,9 @@ class Plan(_PlanFields):
     and deterministic sites); jit-able. resampling: the algorithm's default policy.
     summary_fn: optional per-stage statistic. entropic_correction: resolve an unset
     ``Entropic.correct`` to True (samplers that estimate ``log Z``). metadata: anything the exporter needs
-    (observed data, dims, log-likelihood function, site names); attrs: settings (str/int/float only).
+    (observed data, dims, log-likelihood function, site names; with a ``"data"`` entry, its ``sample_stats`` and
+    ``pointwise_log_likelihood`` are functions of ``(particles, data)``, so that they need not hold the data
+    and stay the same objects from call to call); attrs: settings (str/int/float only).
     pilot: an optional :class:`Pilot` run before the main runs. progress_name: what ``fk.progress``
     measures, shown by progress bars (e.g. ``"beta"``). draw_identity(particles) -> the part of the
     particles that tells draws apart in the distinct-draw count behind the health check's ``collapse``

@@ -150,13 +150,17 @@ def _dataset(values: Mapping, sample_dims, dims_meta, coords_meta, base_coords, 
 
 
 @functools.lru_cache(maxsize=32)
-def _per_chain_program(fn):
-    """``jit(vmap(fn))``, one per function: one compiled program instead of one per primitive (eager)."""
-    return jax.jit(jax.vmap(fn))
+def _per_chain_program(fn, with_data: bool = False):
+    """``jit(vmap(fn))``, one per function: one compiled program instead of one per primitive (eager).
+    ``with_data``: ``fn(particles, data)``, the data an input of the program (the same for every chain)."""
+    return jax.jit(jax.vmap(fn, in_axes=(0, None))) if with_data else jax.jit(jax.vmap(fn))
 
 
-def _apply_per_chain(fn, particles, what):
+def _apply_per_chain(fn, particles, what, data=None):
+    """``fn`` on each chain's particles; with ``data`` (a plan's ``metadata["data"]``), ``fn(particles, data)``."""
     try:
+        if data is not None:
+            return _per_chain_program(fn, True)(particles, data)
         return _per_chain_program(fn)(particles)
     except Exception as e:
         raise RuntimeError(f"Exporting to ArviZ: the plan's metadata[{what!r}] failed on the final particles "
@@ -230,7 +234,8 @@ def output_to_datatree(output: SMCOutput, samples: Optional[Mapping] = None, *, 
 
     stats = {}
     if callable(metadata.get("sample_stats")):
-        for k, v in dict(_apply_per_chain(metadata["sample_stats"], particles, "sample_stats")).items():
+        for k, v in dict(_apply_per_chain(metadata["sample_stats"], particles, "sample_stats",
+                                          metadata.get("data"))).items():
             v = _np(v)
             if v.shape[:2] == (num_chains, num_draws):
                 stats[k] = v
@@ -242,7 +247,8 @@ def output_to_datatree(output: SMCOutput, samples: Optional[Mapping] = None, *, 
         groups["sample_stats"] = _dataset(stats, ("chain", "draw"), dims_meta, coords_meta, base, group_attrs)
 
     if log_likelihood and callable(metadata.get("pointwise_log_likelihood")):
-        ll = dict(_apply_per_chain(metadata["pointwise_log_likelihood"], particles, "pointwise_log_likelihood"))
+        ll = dict(_apply_per_chain(metadata["pointwise_log_likelihood"], particles, "pointwise_log_likelihood",
+                                   metadata.get("data")))
         if ll:
             groups["log_likelihood"] = _dataset(ll, ("chain", "draw"), dims_meta, coords_meta, base, group_attrs)
     if posterior_predictive:

@@ -280,6 +280,20 @@ def default_move_length(move, num_mcmc_steps: Optional[int], waste_free: Optiona
     return num_mcmc_steps, bool(waste_free)
 
 
+def _sample_stats(particles, data=None):
+    """ArviZ's ``sample_stats`` of the final particles (``data``: unused, the export's calling convention)."""
+    return {"lp": particles["logprior"] + particles["loglik"], "acceptance_rate": particles["acceptance"],
+            "diverging": particles["diverging"]}
+
+
+@functools.lru_cache(maxsize=32)
+def _pointwise_log_likelihood(pointwise_loglik: Callable) -> Callable:
+    """``(particles, data) -> {site: [particle, ...]}``, one function per density (kept across calls)."""
+    def per_particle(particles, data):
+        return jax.vmap(pointwise_loglik, in_axes=(0, None))(particles["position"], data)
+    return per_particle
+
+
 class TemperedSMC:
     """Adaptive tempered SMC for a NumPyro model (use with :class:`~smcppl.SMC`)::
 
@@ -430,16 +444,13 @@ class TemperedSMC:
             pilot = Pilot(blank_pilot_tables(dens.dim, max_stages + 1, move.preconditioning,
                                              jnp.result_type(float), move), pilot_tables, pilot_n)
 
-        def sample_stats(particles):
-            return {"lp": particles["logprior"] + particles["loglik"],
-                    "acceptance_rate": particles["acceptance"],
-                    "diverging": particles["diverging"]}
-
         metadata = {
             "observed_data": dens.observed_data,
-            "pointwise_log_likelihood": lambda particles: jax.vmap(dens.pointwise_loglik, in_axes=(0, None))(
-                particles["position"], dens.data),
-            "sample_stats": sample_stats,
+            # functions of (particles, data) that stay the same objects from call to call (the export's programs
+            # are kept per function: a new run's export traces nothing), with the data they take
+            "pointwise_log_likelihood": _pointwise_log_likelihood(dens.pointwise_loglik),
+            "sample_stats": _sample_stats,
+            "data": dens.data,
             "dims": dens.dims,
             "coords": dens.coords,
             "latent_sites": dens.latent_sites,
