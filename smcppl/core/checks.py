@@ -84,13 +84,13 @@ def renamed_keyword(new_value: Any, old_value: Any, new: str, old: str, owner: s
     return old_value
 
 
-def prng_key(value, what: str = "rng_key"):
+def prng_key(value, what: str = "rng_key", hint: str = "For several independent runs pass one key and set num_chains."):
     """One JAX PRNG key as a typed key array (``jax.random.key``'s kind, shape ``()``).
 
     A legacy raw key (``jax.random.PRNGKey(0)``: ``uint32[2]``, also as a NumPy array) is wrapped with
     ``jax.random.wrap_key_data``: the same random stream, so ``PRNGKey(s)`` and ``key(s)`` give the same
     run and share one compiled program. Anything else (an integer seed, a batch of keys, floats) is a
-    TypeError naming ``what`` and what to pass instead."""
+    TypeError naming ``what`` and what to pass instead (``hint``: the caller's advice, appended)."""
     import jax
     import jax.numpy as jnp
 
@@ -104,4 +104,4 @@ def prng_key(value, what: str = "rng_key"):
     else:
         got = f"{type(value).__name__} {value!r}"[:80]
     raise TypeError(f"{what} must be one JAX PRNG key, e.g. jax.random.key(0) (or jax.random.PRNGKey(0)); got {got}. "
-                    "For several independent runs pass one key and set num_chains.")
+                    f"{hint}".rstrip())

@@ -87,7 +87,7 @@ def simulation_based_calibration(algorithm: SBCAlgorithm, rng_key: jax.Array, nu
     missing = [o for o in observed if o not in model_kwargs]
     if missing:
         raise ValueError(f"observed names {missing} must be keyword arguments of the model with example data.")
-    k_sim, k_run = jax.random.split(prng_key(rng_key))
+    k_sim, k_run = jax.random.split(prng_key(rng_key, hint=""))
     sim_kwargs = {k: (None if k in observed else v) for k, v in model_kwargs.items()}
     sims = Predictive(model, num_samples=num_datasets)(k_sim, *model_args, **sim_kwargs)
     dens = algorithm.density(*model_args, **model_kwargs)
