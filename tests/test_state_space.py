@@ -331,6 +331,11 @@ def test_pmmh_recovers_grid_posterior(grid_posterior):
     first, reversed_y = pmmh.log_target.copy(), jax.block_until_ready(Y[::-1])
     assert _compilations(lambda: pmmh.run(jax.random.key(0), reversed_y)) == 0
     assert not np.allclose(pmmh.log_target, first)
+    assert pmmh.health.ok, pmmh.health
+
+    # a NaN among the observations: every likelihood estimate is NaN, the chain never moves. It used to return its
+    # starting point as the posterior without a word; now it is flagged, with the input named
+    _check_flagged_chains(pmmh, {"log_target", "stuck_moves"})
 
 
 def test_particle_gibbs_recovers_grid_posterior(grid_posterior):
@@ -347,6 +352,30 @@ def test_particle_gibbs_recovers_grid_posterior(grid_posterior):
     exact = kalman_smoother(LinearGaussian(np.eye(1) * a_hat, np.eye(1) * Q, np.eye(1), np.eye(1) * R,
                                            np.eye(1) * Q / (1 - a_hat**2)), YS)[0][:, 0]
     np.testing.assert_allclose(pg.get_samples()["x"].mean(0), exact, atol=0.15)
+    assert pg.health.ok, pg.health
+    _check_flagged_chains(pg, {"stuck_moves"})
+
+
+def _check_flagged_chains(sampler, checks):
+    """``sampler`` run again on the observations with one NaN: an SMCHealthWarning per check in ``checks``, each
+    naming the input, in ``health``, ``print_summary`` and ``to_arviz``'s attrs."""
+    import contextlib
+    import io
+
+    from smcppl import SMCHealthWarning
+
+    with_nan = np.asarray(Y).copy()
+    with_nan[10] = np.nan
+    with pytest.warns(SMCHealthWarning) as record:
+        sampler.run(jax.random.key(2), with_nan)
+    assert checks <= {f.check for f in sampler.health.flags}, sampler.health
+    assert all("argument 'y' (position 0) contains NaN" in f.message for f in sampler.health.flags)
+    assert {str(w.message).split("[")[1].split("]")[0] for w in record} >= checks
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        sampler.print_summary()
+    assert all(f"WARNING [{c}]" in out.getvalue() for c in checks), out.getvalue()
+    assert sampler.to_arviz().posterior.attrs["health_ok"] == 0
 
 
 # ------------------------------------------------------------------ declarations that do not fit

@@ -5,6 +5,7 @@ names the setting (``what``), the value received and what is expected, before an
 """
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["positive_int", "finite_float", "positive_float", "open_unit_interval", "one_of", "renamed_keyword",
-           "prng_key"]
+           "prng_key", "non_finite_inputs"]
 
 
 def positive_int(value, what: str) -> int:
@@ -105,3 +106,24 @@ def prng_key(value, what: str = "rng_key", hint: str = "For several independent 
         got = f"{type(value).__name__} {value!r}"[:80]
     raise TypeError(f"{what} must be one JAX PRNG key, e.g. jax.random.key(0) (or jax.random.PRNGKey(0)); got {got}. "
                     f"{hint}".rstrip())
+
+
+def non_finite_inputs(model, args, kwargs) -> list:
+    """Labels of a model's inputs (``args``, ``kwargs``) that hold NaN or infinite numbers, e.g.
+    ``"argument 'y' (position 0)"``: what an error names when the model's density fails there."""
+    import jax
+
+    try:
+        params = list(inspect.signature(model).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    labelled = [(f"argument {positional[i]!r} (position {i})" if i < len(positional) else
+                 f"positional argument {i}", a) for i, a in enumerate(args)]
+    labelled += [(f"argument {k!r}", v) for k, v in kwargs.items()]
+
+    def bad(leaf):
+        v = np.asarray(leaf) if isinstance(leaf, (np.ndarray, np.generic, jax.Array, float, complex)) else None
+        return v is not None and np.issubdtype(v.dtype, np.inexact) and not np.all(np.isfinite(v))
+
+    return [label for label, value in labelled if any(bad(x) for x in jax.tree_util.tree_leaves(value))]

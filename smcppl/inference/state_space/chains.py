@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from smcppl.core.checks import open_unit_interval, positive_int
+from smcppl.core.checks import non_finite_inputs, open_unit_interval, positive_int
 from smcppl.core.engine import validate_num_particles
+from smcppl.core.health import MAX_RHAT, MIN_ACCEPTANCE, HealthFlag, HealthReport, split_rhat, warn_health
 from smcppl.core.plan import kept_for_signature, split_data
 from smcppl.inference.state_space.scan import StateSpaceModelError, inspect_scan_model
 
@@ -87,6 +88,58 @@ class ParameterChains:
                                      lambda: jax.jit(chains), settings)
         return program, data
 
+    def _check_health(self, name: str, args: tuple, kwargs: dict, log_target: Optional[np.ndarray] = None
+                      ) -> HealthReport:
+        """The chains' health checks, run at the end of every ``run``; each failed one is a flag of ``self.health``,
+        printed by :meth:`print_summary`, kept in :meth:`to_arviz`'s attrs and raised as an ``SMCHealthWarning``:
+
+        * ``log_target``: the chain's current log prior + log Z_hat is -inf or NaN at its last draw (the particle
+          filter found no finite likelihood at the chain's parameters: every proposal is then refused);
+        * ``non_finite_draws``: NaN or infinite values among the draws;
+        * ``stuck_moves``: a chain accepted fewer than ``MIN_ACCEPTANCE`` (2%) of its parameter proposals, so its
+          draws are copies of a few points (a noisy log Z_hat, too few particles, sticks PMMH);
+        * ``rhat``: with several chains, a static parameter's rank-normalised split R-hat above ``MAX_RHAT`` (1.05).
+
+        Where the model's inputs hold NaN or infinite values, the flags name them."""
+        flags = []
+        bad_inputs = non_finite_inputs(self.model, args, kwargs)
+        cause = (f" The model's input {', '.join(bad_inputs)} contains NaN or infinite values: remove or impute them, "
+                 "or mask the missing observations (numpyro.handlers.mask).") if bad_inputs else ""
+        if log_target is not None:
+            bad = ~np.isfinite(np.asarray(log_target)[:, -1])
+            if bad.any():
+                flags.append(HealthFlag("log_target", (
+                    f"log prior + log Z_hat is not finite at the last draw of chain(s) {np.flatnonzero(bad).tolist()}: "
+                    "the particle filter found no finite likelihood where the chain is, so it refused every move."
+                    + (cause or " Check the data and the parameters' supports, or use more particles."))))
+        nonfinite = [k for k, v in self._samples.items() if not np.all(np.isfinite(v))]
+        if nonfinite:
+            flags.append(HealthFlag("non_finite_draws", f"NaN or infinite draws of {nonfinite}." + cause))
+        stuck = self.acceptance_rate < MIN_ACCEPTANCE
+        if stuck.any():
+            advice = cause or (" Use more particles (a noisy likelihood estimate makes the chain stick), or a longer "
+                               "warmup.")
+            flags.append(HealthFlag("stuck_moves", (
+                f"chain(s) {np.flatnonzero(stuck).tolist()} accepted "
+                f"{', '.join(f'{a:.1%}' for a in self.acceptance_rate[stuck])} of their parameter proposals (< "
+                f"{MIN_ACCEPTANCE:.0%}): the draws are copies of a few points." + advice)))
+        if self.num_chains > 1:
+            worst, where = 1.0, None
+            for k in self.static_sites:
+                v = np.asarray(self._samples[k])
+                flat = v.reshape(v.shape[0], v.shape[1], -1)
+                for j in range(flat.shape[2]):
+                    r = split_rhat(flat[:, :, j])
+                    if np.isfinite(r) and r > worst:
+                        worst, where = r, (k if flat.shape[2] == 1 else f"{k}[{j}]")
+            if worst > MAX_RHAT:
+                flags.append(HealthFlag("rhat", (
+                    f"chains disagree: R-hat {worst:.3f} > {MAX_RHAT} for {where!r}: the chains have not mixed."
+                    + (cause or " Run longer chains (num_warmup, num_samples) or use more particles."))))
+        report = HealthReport(tuple(flags), float("nan"), "finite log target and draws, acceptance, chain agreement")
+        warn_health(report, name, stacklevel=4)
+        return report
+
     def _check(self) -> None:
         if self._samples is None:
             raise RuntimeError("Call .run(rng_key, ...) before asking for results.")
@@ -121,6 +174,10 @@ class ParameterChains:
             return xr.Dataset(out)
 
         post, stats = dataset(self._samples, dims or {}), dataset(sample_stats, {})
+        health = {"health_ok": int(self.health.ok),
+                  "health_flags": "; ".join(f"[{f.check}] {f.message}" for f in self.health.flags) or "none"}
+        post.attrs.update(health)
+        stats.attrs.update(health)
         if int(az.__version__.split(".")[0]) >= 1:
             return xr.DataTree.from_dict({"posterior": post, "sample_stats": stats})
         return az.InferenceData(posterior=post, sample_stats=stats)
@@ -138,4 +195,5 @@ class ParameterChains:
             table = az.summary(data, hdi_prob=prob)
         print(table)
         print(f"acceptance rate per chain: {np.round(self.acceptance_rate, 3).tolist()}")
+        print("\n".join(self.health.lines()))
         return table

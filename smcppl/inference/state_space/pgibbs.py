@@ -172,6 +172,7 @@ class ParticleGibbs(ParameterChains):
         self.static_sites = structure.static_sites
         self.accepted = np.asarray(accepts)
         self.acceptance_rate = self.accepted.mean(axis=1)
+        self.health = self._check_health("ParticleGibbs", args, kwargs)
         return self
 
     def to_arviz(self) -> Any:

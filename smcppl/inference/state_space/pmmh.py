@@ -121,6 +121,7 @@ class PMMH(ParameterChains):
         self.acceptance_rate = self.accepted.mean(axis=1)
         self.proposal_scale = np.asarray(scales)
         self.static_sites = structure.static_sites
+        self.health = self._check_health("PMMH", args, kwargs, self.log_target)
         return self
 
     def to_arviz(self) -> Any:

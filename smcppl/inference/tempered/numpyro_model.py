@@ -18,7 +18,6 @@ before any compilation of the sampler.
 """
 from __future__ import annotations
 
-import inspect
 from functools import partial
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -30,6 +29,7 @@ from numpyro import handlers
 from numpyro.distributions import ImproperUniform, biject_to
 from numpyro.infer.util import _unconstrain_reparam
 
+from smcppl.core.checks import non_finite_inputs
 from smcppl.core.plan import ONE_SHOT_COMPILER_OPTIONS, input_signature, run_abstractly, split_data
 
 __all__ = ["ModelError", "NumPyroDensity", "numpyro_density", "split_data"]
@@ -97,28 +97,10 @@ def _run(model, args, kwargs, key=0, substitute_fn=None):
     return handlers.trace(m).get_trace(*args, **kwargs)
 
 
-def _non_finite_inputs(model, args, kwargs):
-    """Labels of the model's inputs that hold NaN or infinite numbers."""
-    try:
-        params = list(inspect.signature(model).parameters.values())
-    except (TypeError, ValueError):
-        params = []
-    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    labelled = [(f"argument {positional[i]!r} (position {i})" if i < len(positional) else
-                 f"positional argument {i}", a) for i, a in enumerate(args)]
-    labelled += [(f"argument {k!r}", v) for k, v in kwargs.items()]
-
-    def bad(leaf):
-        v = np.asarray(leaf) if isinstance(leaf, (np.ndarray, np.generic, jax.Array, float, complex)) else None
-        return v is not None and np.issubdtype(v.dtype, np.inexact) and not np.all(np.isfinite(v))
-
-    return [label for label, value in labelled if any(bad(x) for x in jax.tree_util.tree_leaves(value))]
-
-
 def _failure(model, args, kwargs, what: str, advice: str) -> ModelError:
     """A :class:`ModelError` saying ``what`` went wrong and ``advice``; non-finite model inputs, if any, are
     the likely cause, so the error then names them instead of ``advice``."""
-    bad = _non_finite_inputs(model, args, kwargs)
+    bad = non_finite_inputs(model, args, kwargs)
     if bad:
         advice = (f"The model's input {', '.join(bad)} contains NaN or infinite values: remove or impute them "
                   "(observed data can instead be masked with obs_mask= or numpyro.handlers.mask).")
@@ -398,7 +380,7 @@ def numpyro_density(model: Callable, model_args: Sequence = (), model_kwargs: Op
                                require_continuous, by_value=True)
         if value_key in cache:
             return cache[value_key]
-    elif cache is not None and key is not None and key in cache and not _non_finite_inputs(model, model_args,
+    elif cache is not None and key is not None and key in cache and not non_finite_inputs(model, model_args,
                                                                                             model_kwargs):
         return _reuse(cache[key], model, model_args, model_kwargs)
     # non-finite inputs are inspected afresh: the compiled check cannot be trusted to see them (a NaN
@@ -446,7 +428,7 @@ def _cache_key(model, args, kwargs, likelihood_sites, factors_as_likelihood, req
 def _check_first_evaluation(lp0, ll0, model, args, kwargs):
     """Refuse a log density that is not finite at the prior draw (a NaN likelihood from NaN inputs too)."""
     lp0, ll0 = float(lp0), float(ll0)
-    if not np.isfinite(lp0) or (np.isnan(ll0) and _non_finite_inputs(model, args, kwargs)):
+    if not np.isfinite(lp0) or (np.isnan(ll0) and non_finite_inputs(model, args, kwargs)):
         raise _failure(model, args, kwargs,
                        f"The log density of {_model_name(model)!r} is not finite at a prior draw (log prior {lp0}, "
                        f"log likelihood {ll0})", "Check the priors' parameters.")
@@ -487,7 +469,7 @@ def _inspect(model, model_args, model_kwargs, likelihood_sites, factors_as_likel
 
     # inputs with NaN or infinite values are run op by op: the concrete run raises with the input named, where
     # the abstract trace and the compiled check may not see them (NumPyro masks invalid logits)
-    traced = None if _non_finite_inputs(model, model_args, model_kwargs) else \
+    traced = None if non_finite_inputs(model, model_args, model_kwargs) else \
         _trace_model_abstract(model, model_args, model_kwargs, classify)
     if traced is None:
         tr = _trace_model(model, model_args, model_kwargs)
