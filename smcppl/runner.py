@@ -25,7 +25,7 @@ import numpy as np
 
 from smcppl.core.entropic import with_entropic_correction
 from smcppl.core.engine import SMCError, SMCOutput, StepInfo, raise_if_failed, validate_num_particles
-from smcppl.core.checks import non_finite_inputs, prng_key
+from smcppl.core.checks import prng_key
 from smcppl.core.chain import count_distinct, final_draws, make_run_one
 from smcppl.core.plan import Pilot, Plan, input_signature, settings_signature
 from smcppl.core.result import SMCResult
@@ -341,14 +341,7 @@ class SMC:
         reused.append(hit)
         timing = {"compile_seconds": compile_s, "run_seconds": t2 - t1 + t_pilot, "pilot_seconds": t_pilot,
                   "reused_compiled": int(all(reused))}
-        try:
-            raise_if_failed(out, plan.name)
-        except SMCError as e:  # name the inputs that hold NaN or infinite values, the usual cause
-            bad = non_finite_inputs(getattr(self.algorithm, "model", None), args, kwargs)
-            if not bad:
-                raise
-            raise SMCError(f"{e} The input {', '.join(bad)} contains NaN or infinite values: remove or impute them, "
-                           "or mask the missing observations (numpyro.handlers.mask).") from None
+        raise_if_failed(out, plan.name, (getattr(self.algorithm, "model", None), args, kwargs))
         post = plan.postprocess if plan.data is None else (lambda p, _d=plan.data: plan.postprocess(p, _d))
         result = SMCResult(plan.name, out, draws, raw, draw_stats, plan.metadata,
                            self._run_attrs(plan, resampling, method, timing), resampling, None, post)

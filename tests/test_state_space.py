@@ -20,6 +20,7 @@ from smcppl.inference.state_space.smoothing import smooth
 from smcppl.inference.state_space.export import filtering_dataset, paths_dataset, plot_filtering
 from smcppl.models.state_space import LinearGaussian, StateSpace, kalman_filter, kalman_smoother, simulate
 from smcppl.models.state_space import lg_model as lg_zoo  # a ~ U(-1, 1) the only static parameter
+from smcppl.core.engine import SMCError
 from smcppl.runner import SMC
 
 from lg_grid import lg_grid_posterior
@@ -299,6 +300,12 @@ def test_scan_log_transition_only_for_markov_carries():
     assert _compilations(lambda: again.update(smoother.smooth(jax.random.key(1), 16, 3, new_y,
                                                               method="genealogy").paths)) == 0
     assert again["x"].shape == (3, 5) and not np.allclose(again["x"], paths["x"])
+    # a NaN observation: the filter loses every particle there; the paths it would draw from NaN weights are
+    # refused, with the input named (they used to come back as finite-looking paths)
+    with_nan = np.asarray(new_y).copy()
+    with_nan[2] = np.nan
+    with pytest.raises(SMCError, match=r"smooth: every particle.*stage 2.*argument 'y' \(position 0\) contains NaN"):
+        smoother.smooth(jax.random.key(1), 16, 3, with_nan, method="genealogy")
 
 
 @pytest.fixture(scope="module")

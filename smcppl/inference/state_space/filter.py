@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from smcppl.core.checks import open_unit_interval, prng_key
-from smcppl.core.engine import FeynmanKac
+from smcppl.core.engine import FeynmanKac, raise_if_failed
 from smcppl.core.plan import Plan, kept_for_signature, run_abstractly, split_data
 from smcppl.core.policy import as_resampling
 from smcppl.core.weights import normalize
@@ -274,7 +274,10 @@ class StateSpaceFilter:
 
         program = kept_for_signature(self.__dict__.setdefault("_smoothers", {}), args, kwargs, compile_smoother,
                                      settings=(num_particles, num_paths, method))
-        return program(rng_key, data)
+        result = program(rng_key, data)
+        # a filter that lost every particle draws its paths from NaN weights: refused, as SMC.run refuses it
+        raise_if_failed(result.output, "StateSpaceFilter.smooth", (self.model, args, kwargs))
+        return result
 
     def build(self, num_particles: int, *args, **kwargs) -> Plan:
         """The filter's plan. A scan model's array arguments (the observations, covariates) are the plan's
