@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["positive_int", "finite_float", "positive_float", "open_unit_interval", "one_of", "renamed_keyword",
-           "prng_key", "non_finite_inputs"]
+           "prng_key", "non_finite_inputs", "non_finite_advice"]
 
 
 def positive_int(value, what: str) -> int:
@@ -127,3 +127,13 @@ def non_finite_inputs(model, args, kwargs) -> list:
         return v is not None and np.issubdtype(v.dtype, np.inexact) and not np.all(np.isfinite(v))
 
     return [label for label, value in labelled if any(bad(x) for x in jax.tree_util.tree_leaves(value))]
+
+
+def non_finite_advice(model, args, kwargs) -> str:
+    """The sentence an error or a health flag adds when the model's inputs hold NaN or infinite values (the usual
+    cause of a density that fails everywhere), naming them (:func:`non_finite_inputs`); ``""`` when none do."""
+    bad = non_finite_inputs(model, args, kwargs)
+    if not bad:
+        return ""
+    return (f"The model's input {', '.join(bad)} contains NaN or infinite values: remove or impute them (observed "
+            "data can instead be masked with obs_mask= or numpyro.handlers.mask).")

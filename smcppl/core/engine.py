@@ -33,7 +33,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from smcppl.core.checks import non_finite_inputs, positive_int
+from smcppl.core.checks import non_finite_advice, positive_int
 from smcppl.core.policy import Resampling, count_unique, resample, validate_resampling
 from smcppl.core.weights import all_dead, ess_ratio, log_mean_exp, normalized_entropy, sanitize
 
@@ -315,16 +315,14 @@ def run_adaptive(rng_key: jax.Array, fk: FeynmanKac, max_stages: int, resampling
 def raise_if_failed(output: SMCOutput, what: str = "SMC run", inputs: Optional[tuple] = None) -> SMCOutput:
     """Raise :class:`SMCError` if any chain had every particle at ``-inf`` (works on vmapped output).
     ``inputs = (model, args, kwargs)``: the error then names the inputs that hold NaN or infinite values (the
-    usual cause; :func:`smcppl.core.checks.non_finite_inputs`)."""
+    usual cause; :func:`smcppl.core.checks.non_finite_advice`)."""
     import numpy as np
 
     dead = np.atleast_1d(np.asarray(output.dead_stage))
     if np.any(dead >= 0):
         chains = np.nonzero(dead >= 0)[0]
         stage = int(dead[chains[0]])
-        bad = [] if inputs is None else non_finite_inputs(*inputs)
-        advice = (f"The input {', '.join(bad)} contains NaN or infinite values: remove or impute them, or mask the "
-                  "missing observations (numpyro.handlers.mask).") if bad else (
+        advice = (None if inputs is None else non_finite_advice(*inputs)) or (
             "Check that the model's log density is finite where the particles are (data, support of the "
             "parameters), or use more particles.")
         raise SMCError(

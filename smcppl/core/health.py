@@ -48,6 +48,11 @@ class HealthReport(NamedTuple):
             return [f"health: all checks passed ({self.checked})"]
         return [f"WARNING [{f.check}]: {f.message}" for f in self.flags]
 
+    def attrs(self) -> dict:
+        """The export's attributes of this report: ``health_ok`` (1/0) and ``health_flags`` (one string)."""
+        return {"health_ok": int(self.ok),
+                "health_flags": "; ".join(f"[{f.check}] {f.message}" for f in self.flags) or "none"}
+
     def __str__(self):
         return "\n".join(self.lines())
 

@@ -272,8 +272,7 @@ def run_attrs(result: SMCResult) -> dict:
     attrs = dict(result.attrs)
     health = result.health
     if health is not None:
-        attrs.update({"health_ok": int(health.ok),
-                      "health_flags": "; ".join(f"[{f.check}] {f.message}" for f in health.flags) or "none"})
+        attrs.update(health.attrs())
     return attrs
 
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from smcppl.core.checks import non_finite_inputs, open_unit_interval, positive_int
+from smcppl.core.checks import non_finite_advice, open_unit_interval, positive_int
 from smcppl.core.engine import validate_num_particles
 from smcppl.core.health import MAX_RHAT, MIN_ACCEPTANCE, HealthFlag, HealthReport, split_rhat, warn_health
 from smcppl.core.plan import kept_for_signature, split_data
@@ -102,9 +102,8 @@ class ParameterChains:
 
         Where the model's inputs hold NaN or infinite values, the flags name them."""
         flags = []
-        bad_inputs = non_finite_inputs(self.model, args, kwargs)
-        cause = (f" The model's input {', '.join(bad_inputs)} contains NaN or infinite values: remove or impute them, "
-                 "or mask the missing observations (numpyro.handlers.mask).") if bad_inputs else ""
+        cause = non_finite_advice(self.model, args, kwargs)
+        cause = f" {cause}" if cause else ""
         if log_target is not None:
             bad = ~np.isfinite(np.asarray(log_target)[:, -1])
             if bad.any():
@@ -174,10 +173,8 @@ class ParameterChains:
             return xr.Dataset(out)
 
         post, stats = dataset(self._samples, dims or {}), dataset(sample_stats, {})
-        health = {"health_ok": int(self.health.ok),
-                  "health_flags": "; ".join(f"[{f.check}] {f.message}" for f in self.health.flags) or "none"}
-        post.attrs.update(health)
-        stats.attrs.update(health)
+        post.attrs.update(self.health.attrs())
+        stats.attrs.update(self.health.attrs())
         if int(az.__version__.split(".")[0]) >= 1:
             return xr.DataTree.from_dict({"posterior": post, "sample_stats": stats})
         return az.InferenceData(posterior=post, sample_stats=stats)

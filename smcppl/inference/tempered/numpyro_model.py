@@ -29,7 +29,7 @@ from numpyro import handlers
 from numpyro.distributions import ImproperUniform, biject_to
 from numpyro.infer.util import _unconstrain_reparam
 
-from smcppl.core.checks import non_finite_inputs
+from smcppl.core.checks import non_finite_advice, non_finite_inputs
 from smcppl.core.plan import ONE_SHOT_COMPILER_OPTIONS, input_signature, run_abstractly, split_data
 
 __all__ = ["ModelError", "NumPyroDensity", "numpyro_density", "split_data"]
@@ -100,11 +100,7 @@ def _run(model, args, kwargs, key=0, substitute_fn=None):
 def _failure(model, args, kwargs, what: str, advice: str) -> ModelError:
     """A :class:`ModelError` saying ``what`` went wrong and ``advice``; non-finite model inputs, if any, are
     the likely cause, so the error then names them instead of ``advice``."""
-    bad = non_finite_inputs(model, args, kwargs)
-    if bad:
-        advice = (f"The model's input {', '.join(bad)} contains NaN or infinite values: remove or impute them "
-                  "(observed data can instead be masked with obs_mask= or numpyro.handlers.mask).")
-    return ModelError(f"{what.rstrip('.')}. {advice}")
+    return ModelError(f"{what.rstrip('.')}. {non_finite_advice(model, args, kwargs) or advice}")
 
 
 def _model_name(model) -> str:
